@@ -1,0 +1,58 @@
+"""The ``coder-agent`` command line.
+
+Rules: each subcommand is a module in this package with ``register(subparsers)`` and
+``run(args) -> int``; modules are imported only when their subcommand runs, so
+``coder-agent --version`` stays light. User errors print one line and exit 78 (configuration)
+or 1..; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+
+__all__ = ["main"]
+
+# name -> (module, one-line help). Add a capability's subcommand here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("coder_agent.cli.run", "run the daemon"),
+    "demo": ("coder_agent.cli.demo", "run the daemon against a local dev control plane and show what it sees"),
+    "status": ("coder_agent.cli.status", "show the running daemon's status"),
+    "version": ("coder_agent.cli.version", "print the version"),
+    "config": ("coder_agent.cli.configcmd", "configuration tools (config check)"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coder-agent", description="Coder workspace agent (Python).")
+    parser.add_argument("--version", action="version", version=f"coder-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
+        mod = importlib.import_module(module)
+        mod.register(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list in (["--version"], ["version"]):
+        print(f"coder-agent {__version__}")
+        return 0
+    first = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser(only=first if first in COMMANDS else None)
+    args = parser.parse_args(args_list)
+    if not args.command:
+        parser.print_help()
+        return 2
+    mod = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(mod.run(args))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,135 @@
+"""``coder-agent demo [--for DURATION]``: the devserver and the daemon, side by side, in one process.
+
+Shows live what the control plane receives (lifecycle, log lines, app statuses, requests) and,
+with ``--for``, runs that long, prints a summary and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 10s, 2m, 500ms)")
+    value = float(m.group(1))
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def register(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--for", dest="duration", type=parse_duration, default=None,
+                   help="run this long (e.g. 10s), print a summary and exit")
+    p.add_argument("--log-level", default="warning", help="the daemon's own log level during the demo")
+
+
+DEMO_SCRIPT = (
+    "echo 'demo: preparing the workspace'; "
+    "for i in 1 2 3; do echo \"demo: step $i of 3\"; sleep 0.2; done; "
+    "echo 'demo: ready'"
+)
+
+
+def _out(line: str) -> None:
+    print(line, flush=True)
+
+
+class Watcher:
+    """Prints what the devserver received since the last look."""
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+        self.seen_logs = 0
+        self.seen_status = 0
+        self.seen_lifecycle = 0
+        self.seen_requests = 0
+
+    def poll(self) -> None:
+        agent = self.ds.agent
+        for lc in agent.lifecycle[self.seen_lifecycle:]:
+            _out(f"  lifecycle   → {lc.get('state')}")
+        self.seen_lifecycle = len(agent.lifecycle)
+        sources = {k: v.get("display_name", "?") for k, v in agent.log_sources.items()}
+        for row in agent.logs[self.seen_logs:]:
+            _out(f"  log [{sources.get(row['log_source_id'], '?')}] {row['output']}")
+        self.seen_logs = len(agent.logs)
+        for st in agent.app_statuses[self.seen_status:]:
+            _out(f"  app-status  {st['app_slug']}: {st['state']} {st['message']}")
+        self.seen_status = len(agent.app_statuses)
+        for extra_key, value in sorted(agent.extra.items()):
+            if extra_key.startswith("demo:"):
+                _out(f"  {extra_key[5:]}: {value}")
+                agent.extra.pop(extra_key, None)
+
+
+async def _demo(duration: float | None, log_level: str) -> int:
+    from ..config import load_settings
+    from ..daemon import Daemon
+    from ..devserver import DevAgent, DevServer
+    from ..log import configure_logging
+
+    tmp = Path(tempfile.mkdtemp(prefix="coder-agent-demo-"))
+    agent = DevAgent(name="demo", apps=[{"slug": "claude-code", "display_name": "Claude Code"}])
+    async with DevServer(agents=[agent]) as ds:
+        _out(f"devserver (the dev control plane) at {ds.url}")
+        cfg = tmp / "config.toml"
+        cfg.write_text(
+            f'url = "{ds.url}"\n'
+            f'token = "{agent.token}"\n'
+            f'log_dir = "{tmp / "logs"}"\n'
+            f'state_dir = "{tmp / "state"}"\n'
+            'prometheus_address = ""\n'
+            f'[api]\naddress = "unix:{tmp / "api.sock"}"\n'
+            "[[scripts]]\n"
+            'display_name = "Demo setup"\n'
+            f"script = {json.dumps(DEMO_SCRIPT)}\n"
+        )
+        settings = load_settings({}, env={}, config_file=cfg)
+        redactor = configure_logging(fmt="console", level=log_level, log_file=settings.log_dir / "coder-agent.log")
+        daemon = Daemon(settings, redactor=redactor)
+        _out(f"coder-agent daemon starting; local API at {settings.api_address}")
+        _out(f"  (try: coder-agent status --api-address {settings.api_address})")
+        run = asyncio.create_task(daemon.run())
+        watcher = Watcher(ds)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + duration if duration is not None else None
+        try:
+            while not run.done():
+                watcher.poll()
+                if deadline is not None and loop.time() >= deadline:
+                    break
+                await asyncio.sleep(0.25)
+        finally:
+            daemon.request_stop()
+            code = await run
+            watcher.poll()
+        st = daemon.status()
+        summary = {
+            "connection": st["control_plane"]["state"],
+            "lifecycle": st["lifecycle"],
+            "log_sources": len(agent.log_sources),
+            "log_lines": len(agent.logs),
+            "app_statuses": len(agent.app_statuses),
+            "requests_seen": len(ds.state.requests),
+            "daemon_exit_code": code,
+        }
+        _out("summary:")
+        for k, v in summary.items():
+            _out(f"  {k:<18}{v}")
+        _out(f"files kept in {tmp}")
+        return 0 if code == 0 else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_demo(args.duration, args.log_level))
+    except KeyboardInterrupt:
+        print("demo stopped", file=sys.stderr)
+        return 0

@@ -1,0 +1,38 @@
+"""``coder-agent run``: the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from ..errors import ConfigError
+from .common import add_settings_flags, die_config, flag_values
+
+
+def register(p: argparse.ArgumentParser) -> None:
+    add_settings_flags(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_settings
+
+    try:
+        settings = load_settings(flag_values(args), config_file=args.config)
+    except ConfigError as e:
+        return die_config(str(e))
+    from ..daemon import EXIT_CONFIG, Daemon
+    from ..log import configure_logging
+
+    redactor = configure_logging(
+        fmt=settings.log_format, level=settings.log_level,
+        log_file=settings.log_dir / "coder-agent.log", stream=sys.stderr,
+    )
+    for secret in settings.secret_values():
+        redactor.add(secret)
+    try:
+        daemon = Daemon(settings, redactor=redactor)
+        return asyncio.run(daemon.run())
+    except ConfigError as e:
+        print(f"coder-agent: configuration error: {redactor.scrub(str(e))}", file=sys.stderr)
+        return EXIT_CONFIG

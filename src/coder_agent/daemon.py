@@ -1,0 +1,315 @@
+"""The daemon: wires settings, the Coder client, the local API and the capability services.
+
+Rules:
+
+* Process-lifetime parts (local API, metrics, state store, the capability services) start once;
+  the agent *session* (connection, manifest, scripts) can be shut down and started again in
+  place (prebuild reinit) without the process exiting.
+* READY=1 goes to systemd once the local API listens; WATCHDOG=1 comes from the event loop
+  itself, so a stalled loop stops the pings and systemd restarts us.
+* Stop is two-phase: the first SIGTERM/SIGINT runs the graceful stop (session shutdown: stop
+  scripts, final lifecycle, log flush; then services drain) within ``shutdown_timeout``; a
+  second signal cancels everything at once. SIGHUP retries the control-plane connection now.
+* Capabilities plug in through :data:`CAPABILITIES`: each is ``setup(daemon) -> list[Service]``
+  and may add local API routes before the API starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from . import __version__
+from .clock import Clock, SystemClock
+from .coderapi.client import CoderClient, FixedToken, TokenFile, TokenProvider
+from .config import Settings
+from .controlplane import ConnState, ControlPlane
+from .errors import CoderAgentError, ConfigError
+from .lifecycle import Lifecycle
+from .localapi import LocalAPI, json_response
+from .log import Collapse, Redactor, get_logger
+from .metrics import Metrics
+from .retry import CONNECT, Backoff, Decision, classify
+from .sdnotify import Notifier
+from .service import FnService, Service, ServiceGroup
+from .state import StateStore
+
+__all__ = ["EXIT_CONFIG", "EXIT_OK", "Daemon"]
+
+EXIT_OK = 0
+EXIT_CONFIG = 78
+EXIT_HARD_STOP = 130
+
+Capability = Callable[["Daemon"], list[Service]]
+
+
+def _capabilities() -> list[Capability]:
+    """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
+    return []
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        notifier: Notifier | None = None,
+        clock: Clock | None = None,
+        redactor: Redactor | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.notifier = notifier or Notifier()
+        self.redactor = redactor or Redactor(settings.secret_values())
+        self.log = get_logger("daemon")
+        self.started_at = self.clock.now()
+        self._t0 = time.monotonic()
+        self.store = StateStore(settings.state_dir)
+        self.metrics = Metrics()
+        self.controlplane = ControlPlane(self.clock)
+        self.lifecycle = Lifecycle()
+        self.tokens = self._token_provider()
+        verify: bool | str = not settings.tls_insecure
+        if settings.tls_ca_file is not None:
+            verify = str(settings.tls_ca_file)
+        self.client = CoderClient(
+            settings.url, self.tokens,
+            headers={k: v.get_secret_value() for k, v in settings.headers.items()},
+            transport=transport, verify=verify,
+        )
+        self.local_api = LocalAPI(settings.api_address)
+        self.services = ServiceGroup("daemon", self.clock)
+        self.status_extras: dict[str, Callable[[], Any]] = {}
+        self.own_ports: set[int] = set()
+        self._stop = asyncio.Event()
+        self._hard = asyncio.Event()
+        self._retry_now = asyncio.Event()
+        self._metrics_runner: web.AppRunner | None = None
+        self.exit_code = EXIT_OK
+
+    # auth --------------------------------------------------------------------------------
+
+    def _token_provider(self) -> TokenProvider:
+        s = self.settings
+        if s.auth == "token":
+            if s.token is not None and s.token.get_secret_value().strip():
+                return FixedToken(s.token.get_secret_value(), self.clock)
+            assert s.token_file is not None  # checked at config load
+            return TokenFile(s.token_file, self.clock, on_new_token=self.redactor.add)
+        return self._instance_identity_provider()
+
+    def _instance_identity_provider(self) -> TokenProvider:
+        raise ConfigError("CODER_AGENT_AUTH", f"{self.settings.auth} is not supported by this build")
+
+    # signals -----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        if self._stop.is_set():
+            self.log.warning("second stop signal: stopping at once")
+            self._hard.set()
+        else:
+            self.log.info("stop requested: shutting down gracefully")
+            self._stop.set()
+
+    def retry_now(self) -> None:
+        self.log.info("retrying the control-plane connection now")
+        self._retry_now.set()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self.retry_now)
+
+    async def wait_retry_now(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or less if SIGHUP asks to retry now."""
+        self._retry_now.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._retry_now.wait()
+
+    # local API and metrics ---------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        tokens = self.tokens
+        data: dict[str, Any] = {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": self.started_at.isoformat(),
+            "uptime_seconds": round(time.monotonic() - self._t0, 3),
+            "agent_url": self.settings.url,
+            "auth": {
+                "method": self.settings.auth,
+                "token_obtained_at": tokens.obtained_at.isoformat() if tokens.obtained_at else None,
+                "last_error": tokens.last_error,
+            },
+            "control_plane": self.controlplane.as_dict(),
+            "lifecycle": self.lifecycle.state.api_name,
+            "services": self.services.health(),
+            "local_api": self.local_api.display_address,
+            "log_dir": str(self.settings.log_dir),
+        }
+        for key, fn in self.status_extras.items():
+            data[key] = fn()
+        return data
+
+    async def _status_handler(self, request: web.Request) -> web.Response:
+        return json_response(self.status())
+
+    async def _metrics_handler(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def _start_metrics(self) -> None:
+        addr = self.settings.prometheus_address.strip()
+        if not addr:
+            return
+        host, _, port = addr.rpartition(":")
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics_handler)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port), reuse_address=True)
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            self.log.warning("prometheus endpoint unavailable", address=addr, error=str(e))
+            return
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.own_ports.add(int(server.sockets[0].getsockname()[1]))
+        self._metrics_runner = runner
+        self.metrics.gauge_fn("uptime_seconds", lambda: time.monotonic() - self._t0, "seconds since start")
+
+    # services ----------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval is None:
+            await asyncio.Event().wait()
+        assert interval is not None
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def _probe(self) -> None:
+        """Reachability of coderd with a staged diagnosis, until the RPC connection takes over."""
+        backoff = Backoff(CONNECT)
+        collapse = Collapse(get_logger("controlplane"))
+        while True:
+            self.controlplane.set(ConnState.CONNECTING)
+            try:
+                await self.client.buildinfo()
+                await self.tokens.token()
+            except CoderAgentError as e:
+                text = self.redactor.scrub(str(e))
+                self.controlplane.set(ConnState.FAILING, text)
+                collapse.error("cannot reach coderd; retrying", text, error=text, url=self.settings.url)
+                if classify(e) is Decision.FATAL and isinstance(e, ConfigError):
+                    raise
+                await self.wait_retry_now(backoff.next_delay())
+                continue
+            self.controlplane.set(ConnState.CONNECTED)
+            collapse.ok("coderd reachable", url=self.settings.url)
+            backoff.success(self.clock.monotonic())
+            await self.wait_retry_now(30.0)
+
+    def _stall(self) -> None:
+        """TESTS ONLY: block the loop so the systemd watchdog fires."""
+        self.log.warning("debug: stalling the event loop", seconds=self.settings.debug_stall_loop)
+        time.sleep(self.settings.debug_stall_loop)
+
+    # run ---------------------------------------------------------------------------------
+
+    session_runner: Callable[[Daemon], Awaitable[None]] | None = None
+    session_stopper: Callable[[Daemon], Awaitable[None]] | None = None
+
+    async def run(self) -> int:
+        """Run until stopped. Returns the exit code (0, or 78 for a configuration fault)."""
+        s = self.settings
+        for d in (s.log_dir, s.state_dir):
+            try:
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as e:
+                raise ConfigError("CODER_AGENT_LOG_DIR" if d == s.log_dir else "CODER_AGENT_STATE_DIR",
+                                  f"cannot create {d}: {e.strerror or e}") from None
+        self._install_signals()
+        self.local_api.route("GET", "/api/v0/status", self._status_handler)
+        self.services.add(FnService("watchdog", self._watchdog))
+        self.services.add(FnService("controlplane", self._probe))
+        for setup in _capabilities():
+            for svc in setup(self):
+                self.services.add(svc)
+        try:
+            await self.local_api.start()
+        except OSError as e:
+            raise ConfigError("CODER_AGENT_API_ADDRESS", f"cannot listen on {s.api_address}: {e.strerror or e}"
+                              ) from None
+        if self.local_api.unix_path is None and self.local_api.bound_port:
+            self.own_ports.add(self.local_api.bound_port)
+        await self._start_metrics()
+        await self.services.start()
+        self.notifier.ready(f"local API at {self.local_api.display_address}")
+        self.log.info("coder-agent started", version=__version__, url=s.url, auth=s.auth)
+        if s.debug_stall_loop:
+            asyncio.get_running_loop().call_later(1.0, self._stall)
+
+        fatal = asyncio.create_task(self.services.wait_fatal())
+        stop = asyncio.create_task(self._stop.wait())
+        session: asyncio.Future[None] | None = None
+        if self.session_runner is not None:
+            session = asyncio.ensure_future(self.session_runner(self))
+        waiters: set[asyncio.Future[Any]] = {fatal, stop}
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if fatal in done:
+            err = fatal.result()
+            self.log.error("configuration error", error=str(err))
+            self.exit_code = EXIT_CONFIG
+        else:
+            fatal.cancel()
+        await self._shutdown(session)
+        return self.exit_code
+
+    async def _shutdown(self, session: asyncio.Future[None] | None) -> None:
+        self.notifier.stopping()
+        hard = asyncio.create_task(self._hard.wait())
+        graceful = asyncio.create_task(self._graceful(session))
+        done, _ = await asyncio.wait({hard, graceful}, return_when=asyncio.FIRST_COMPLETED)
+        if hard in done:
+            graceful.cancel()
+            with contextlib.suppress(BaseException):
+                await graceful
+            self.exit_code = self.exit_code or EXIT_HARD_STOP
+        else:
+            hard.cancel()
+        if session is not None and not session.done():
+            session.cancel()
+            with contextlib.suppress(BaseException):
+                await session
+        await self.services.stop(0)
+        await self.local_api.stop()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+        await self.client.aclose()
+        self.log.info("coder-agent stopped", exit_code=self.exit_code)
+
+    async def _graceful(self, session: asyncio.Future[None] | None) -> None:
+        budget = self.settings.shutdown_timeout
+        if self.session_stopper is not None:
+            try:
+                async with asyncio.timeout(budget):
+                    await self.session_stopper(self)
+            except TimeoutError:
+                self.log.warning("session shutdown timed out", timeout=budget)
+        await self.services.stop(min(10.0, budget))

@@ -1,0 +1,46 @@
+"""A small client of the local API for the CLI subcommands (sync httpx; unix socket or TCP)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+__all__ = ["LocalAPIUnavailable", "LocalClient"]
+
+
+class LocalAPIUnavailable(Exception):
+    """The daemon does not answer at the address; the message says where we looked."""
+
+
+class LocalClient:
+    def __init__(self, address: str, timeout: float = 10.0) -> None:
+        self.address = address
+        if address.startswith("unix:"):
+            transport = httpx.HTTPTransport(uds=address[5:])
+            base = "http://coder-agent"
+        else:
+            transport = httpx.HTTPTransport()
+            base = f"http://{address}"
+        self._http = httpx.Client(base_url=base, transport=transport, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LocalClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, *, json_body: Any = None,
+                params: Any = None,
+                timeout: float | None = None) -> httpx.Response:
+        try:
+            return self._http.request(method, path, json=json_body, params=params,
+                                      timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        except httpx.TransportError as e:
+            raise LocalAPIUnavailable(
+                f"coder-agent is not answering at {self.address} ({type(e).__name__}: {e}); "
+                "is the daemon running? (set CODER_AGENT_API_ADDRESS or --api-address if it listens elsewhere)"
+            ) from None

@@ -1,0 +1,146 @@
+"""Logging: structlog for humans (console) or machines (JSON), plus a size-rotated file.
+
+Rules:
+
+* Every component gets a bound logger (``structlog.get_logger().bind(component=...)``).
+* The :class:`Redactor` processor runs last before rendering and replaces every known secret
+  (tokens, header values, session tokens obtained later) anywhere in the event, so no secret
+  reaches stderr, the file or a test's captured output.
+* :class:`Collapse` says a repeated error once, then once when it changes or recovers.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+import threading
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+__all__ = ["Collapse", "Redactor", "configure_logging", "get_logger"]
+
+REDACTED = "[REDACTED]"
+
+
+class Redactor:
+    """A structlog processor that scrubs known secret values from every event."""
+
+    def __init__(self, secrets: list[str] | None = None) -> None:
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+        for s in secrets or []:
+            self.add(s)
+
+    def add(self, secret: str) -> None:
+        # Very short strings would redact ordinary words; real tokens are long.
+        if secret and len(secret) >= 6:
+            with self._lock:
+                self._secrets.add(secret)
+
+    def scrub(self, text: str) -> str:
+        for s in self._secrets:
+            if s in text:
+                text = text.replace(s, REDACTED)
+        return text
+
+    def _walk(self, v: Any) -> Any:
+        if isinstance(v, str):
+            return self.scrub(v)
+        if isinstance(v, dict):
+            return {k: self._walk(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return type(v)(self._walk(x) for x in v)
+        if isinstance(v, BaseException):
+            return self.scrub(f"{type(v).__name__}: {v}")
+        return v
+
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if not self._secrets:
+            return event
+        return {k: self._walk(v) for k, v in event.items()}
+
+
+def configure_logging(
+    *,
+    fmt: str = "console",
+    level: str = "info",
+    log_file: Path | None = None,
+    redactor: Redactor | None = None,
+    stream: Any = None,
+    max_bytes: int = 5 * 1024 * 1024,
+    backups: int = 10,
+) -> Redactor:
+    """Set up structlog and stdlib logging for the process. Returns the redactor in use."""
+    redactor = redactor or Redactor()
+    stream = stream or sys.stderr
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redactor,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    json_renderer = structlog.processors.JSONRenderer()
+    if fmt == "json":
+        renderer: Any = json_renderer
+    else:
+        colors = hasattr(stream, "isatty") and stream.isatty()
+        renderer = structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=structlog.dev.plain_traceback)
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(processors=[
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer], foreign_pre_chain=shared))
+    root.addHandler(handler)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.handlers.RotatingFileHandler(log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        fh.setFormatter(structlog.stdlib.ProcessorFormatter(processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta, json_renderer], foreign_pre_chain=shared))
+        root.addHandler(fh)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    for noisy in ("httpx", "httpcore", "aiohttp.access", "websockets", "asyncio", "docker", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return redactor
+
+
+def get_logger(component: str, **ids: Any) -> Any:
+    """A logger bound to ``component`` and its ids."""
+    return structlog.get_logger("coder_agent").bind(component=component, **ids)
+
+
+class Collapse:
+    """Say a repeated condition once, then once when it changes, then once when it recovers."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self._last: str | None = None
+        self.repeats = 0
+
+    def error(self, event: str, key: str, **kw: Any) -> bool:
+        """Log ``event`` unless ``key`` equals the last one logged. Returns True when it logged."""
+        if key == self._last:
+            self.repeats += 1
+            return False
+        self._last = key
+        self.repeats = 0
+        self._log.warning(event, **kw)
+        return True
+
+    def ok(self, event: str, **kw: Any) -> None:
+        if self._last is not None:
+            self._log.info(event, after_repeats=self.repeats, **kw)
+        self._last = None
+        self.repeats = 0

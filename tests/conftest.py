@@ -1,0 +1,170 @@
+"""Shared fixtures: the devserver on loopback, temp dirs, a daemon in a real subprocess.
+
+Timeouts scale with CODER_AGENT_TEST_TIMEOUT_FACTOR (default 1) so slow CI can stretch them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from coder_agent.devserver import DevAgent, DevServer
+
+FACTOR = float(os.environ.get("CODER_AGENT_TEST_TIMEOUT_FACTOR", "1"))
+
+
+def t(seconds: float) -> float:
+    """A test timeout, scaled for slow machines."""
+    return seconds * FACTOR
+
+
+def poll(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Wait (synchronously) until ``cond()`` is truthy; return it, or fail the test."""
+    deadline = time.monotonic() + t(timeout)
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {t(timeout)} s")
+        time.sleep(interval)
+
+
+async def apoll(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + t(timeout)
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {t(timeout)} s")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def devserver() -> AsyncIterator[DevServer]:
+    async with DevServer(agents=[DevAgent(apps=[{"slug": "claude-code"}])]) as ds:
+        yield ds
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short temp dir (unix socket paths are limited to 108 bytes)."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="ca-", dir="/tmp"))
+    yield d
+    subprocess.run(["rm", "-rf", str(d)], check=False)
+
+
+class DaemonProcess:
+    """``coder-agent run`` as a real child process with its own env."""
+
+    def __init__(self, env: dict[str, str], args: list[str], tmp: Path) -> None:
+        self.env = env
+        self.args = args
+        self.tmp = tmp
+        self.stderr_path = tmp / f"daemon-stderr-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_address(self) -> str:
+        return self.env["CODER_AGENT_API_ADDRESS"]
+
+    def start(self) -> DaemonProcess:
+        self._err = open(self.stderr_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "coder_agent", "run", *self.args],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=self._err, start_new_session=True,
+        )
+        return self
+
+    def api(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        addr = self.api_address
+        transport = httpx.HTTPTransport(uds=addr[5:]) if addr.startswith("unix:") else None
+        base = "http://agent" if transport else f"http://{addr}"
+        with httpx.Client(transport=transport, base_url=base, timeout=10) as c:
+            return c.request(method, path, **kw)
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        def ok() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}: {self.stderr()}")
+            try:
+                return self.api("GET", "/api/v0/status").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        poll(ok, timeout)
+
+    def stderr(self) -> str:
+        self._err.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(t(timeout))
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(t(30))
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._err.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def daemon_env(short_tmp: Path) -> Callable[..., dict[str, str]]:
+    """Build an environment for a daemon subprocess against ``url`` with ``token``."""
+
+    def make(url: str, token: str, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CODER_AGENT_")}
+        env.update({
+            "CODER_AGENT_URL": url,
+            "CODER_AGENT_TOKEN": token,
+            "CODER_AGENT_API_ADDRESS": f"unix:{short_tmp / 'api.sock'}",
+            "CODER_AGENT_LOG_DIR": str(short_tmp / "logs"),
+            "CODER_AGENT_STATE_DIR": str(short_tmp / "state"),
+            "CODER_AGENT_PROMETHEUS_ADDRESS": "",
+            "CODER_AGENT_LOG_FORMAT": "json",
+            "CODER_AGENT_DEVCONTAINERS_ENABLE": "false",
+        })
+        env.update(extra)
+        return env
+
+    return make
+
+
+@pytest.fixture
+def spawn_daemon(short_tmp: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    procs: list[DaemonProcess] = []
+
+    def spawn(env: dict[str, str], *args: str) -> DaemonProcess:
+        d = DaemonProcess(env, list(args), short_tmp).start()
+        procs.append(d)
+        return d
+
+    yield spawn
+    for d in procs:
+        d.stop()

@@ -1,0 +1,73 @@
+"""The daemon as a real subprocess: local API up, status, graceful stop on SIGTERM, redaction."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from coder_agent.devserver import DevServer
+
+from .conftest import apoll
+
+
+async def test_status_and_sigterm(devserver: DevServer, daemon_env, spawn_daemon, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token))
+    await _wait_ready(d)
+    st = d.api("GET", "/api/v0/status").json()
+    assert st["auth"]["method"] == "token"
+    assert st["lifecycle"] == "created"
+    assert set(st["services"]) >= {"watchdog", "controlplane"}
+    await apoll(lambda: d.api("GET", "/api/v0/status").json()["control_plane"]["state"] == "connected")
+    d.signal(signal.SIGTERM)
+    assert await _wait_exit(d) == 0
+    assert not (short_tmp / "api.sock").exists()
+    events = [json.loads(ln) for ln in d.stderr().splitlines() if ln.startswith("{")]
+    assert any(e["event"] == "coder-agent stopped" for e in events)
+
+
+async def test_second_signal_stops_at_once(devserver: DevServer, daemon_env, spawn_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token))
+    await _wait_ready(d)
+    d.signal(signal.SIGINT)
+    d.signal(signal.SIGINT)
+    assert await _wait_exit(d) in (0, 130)
+
+
+async def test_no_secret_in_logs(devserver: DevServer, daemon_env, spawn_daemon, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    header_secret = "hdr-value-9f8e7d6c5b4a"
+    env = daemon_env(devserver.url, devserver.agent.token, CODER_AGENT_HEADER=f"X-Secret={header_secret}",
+                     CODER_AGENT_LOG_LEVEL="debug")
+    d = spawn_daemon(env)
+    await _wait_ready(d)
+    await apoll(lambda: devserver.requests_to("/api/v2/buildinfo"))
+    # the header really was sent, so the redaction below is meaningful
+    assert devserver.requests_to("/api/v2/buildinfo")[0].headers.get("X-Secret") == header_secret
+    status_text = d.api("GET", "/api/v0/status").text
+    d.signal(signal.SIGTERM)
+    await _wait_exit(d)
+    logs = d.stderr() + "".join(p.read_text() for p in (short_tmp / "logs").glob("*.log"))
+    for secret in (devserver.agent.token, header_secret):
+        assert secret not in logs
+        assert secret not in status_text
+
+
+async def test_unreachable_coderd_is_diagnosed_not_fatal(daemon_env, spawn_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = spawn_daemon(daemon_env("http://127.0.0.1:9", "5b9f2c4e-8d1a-4f6b-9c3e-2a7d8e1f0b4c"))
+    await _wait_ready(d)
+    st = await apoll(lambda: (s := d.api("GET", "/api/v0/status").json())["control_plane"]["last_error"] and s)
+    assert st["control_plane"]["state"] == "failing"
+    assert "connect" in st["control_plane"]["last_error"]
+    assert d.proc.poll() is None
+
+
+async def _wait_ready(d) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    await asyncio.to_thread(d.wait_ready)
+
+
+async def _wait_exit(d) -> int:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    return await asyncio.to_thread(d.wait)
