@@ -36,6 +36,7 @@ from .errors import CoderAgentError, ConfigError
 from .lifecycle import Lifecycle
 from .localapi import LocalAPI, json_response
 from .log import Collapse, Redactor, get_logger
+from .logsink import LogSink, MemoryLogSink
 from .metrics import Metrics
 from .retry import CONNECT, Backoff, Decision, classify
 from .sdnotify import Notifier
@@ -88,8 +89,12 @@ class Daemon:
         )
         self.local_api = LocalAPI(settings.api_address)
         self.services = ServiceGroup("daemon", self.clock)
-        self.status_extras: dict[str, Callable[[], Any]] = {}
-        self.own_ports: set[int] = set()
+        # Shared with capabilities (set by whoever owns them):
+        self.status_extras: dict[str, Callable[[], Any]] = {}  # extra keys of /api/v0/status
+        self.own_ports: set[int] = set()  # ports the daemon itself listens on (never "listening ports")
+        self.log_sink: LogSink = MemoryLogSink()  # replaced by the real pipeline (coder_agent.logs)
+        self.child_env: dict[str, str] = {}  # added to the environment of every script we run
+        self.manifest: dict[str, Any] | None = None  # the manifest as JSON-like data once known
         self._stop = asyncio.Event()
         self._hard = asyncio.Event()
         self._retry_now = asyncio.Event()
