@@ -37,7 +37,8 @@ def main() -> None:
         r = subprocess.run(args, capture_output=True, text=True, cwd=HERE.parent)
         took = time.monotonic() - t0
         out.append(f"\n## {name}\n\n`{' '.join(args[1:])}` ({took:.0f} s)\n\n")
-        out.append(r.stdout if r.returncode == 0 else f"FAILED (exit {r.returncode}):\n\n```\n{r.stderr[-2000:]}\n```\n")
+        failed = f"FAILED (exit {r.returncode}):\n\n```\n{r.stderr[-2000:]}\n```\n"
+        out.append(r.stdout if r.returncode == 0 else failed)
         print(f"{name}: {'ok' if r.returncode == 0 else 'FAILED'} in {took:.0f} s", file=sys.stderr)
     path = Path(a.out)
     path.parent.mkdir(parents=True, exist_ok=True)
