@@ -21,3 +21,5 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 # (capability steps follow)
+# Go + hashicorp/yamux + nhooyr websocket, for the yamux interop peer (tests/rpc/test_go_interop.py)
+bash scripts/install-go-peer-deps.sh

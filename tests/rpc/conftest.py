@@ -9,5 +9,5 @@ import pytest
 
 @pytest.fixture
 def timeout_scale() -> float:
-    """Multiply every test timeout by this (env CODER_AGENT_TEST_TIMEOUT_SCALE) on slow machines."""
-    return float(os.environ.get("CODER_AGENT_TEST_TIMEOUT_SCALE", "1"))
+    """Multiply every test timeout by this (env CODER_AGENT_TEST_TIMEOUT_FACTOR) on slow machines."""
+    return float(os.environ.get("CODER_AGENT_TEST_TIMEOUT_FACTOR", "1"))

@@ -227,7 +227,7 @@ class YamuxConnection:
         raise ConnectionClosedError(self.closed.result())
 
     # The timeout parameter is the published contract (callers pass a number, not a scope).
-    async def ping(self, timeout: float) -> float:  # noqa: ASYNC109
+    async def ping(self, timeout: float) -> float:
         """Send a yamux ping and return the round-trip time in seconds.
 
         Raises TimeoutError if no ACK arrives within ``timeout`` and
@@ -427,7 +427,7 @@ async def unary_call(
     conn: YamuxConnection,
     method: str,
     request: bytes,
-    timeout: float,  # noqa: ASYNC109
+    timeout: float,
 ) -> bytes:
     """Run one dRPC unary call on a fresh stream and return the response message bytes.
 
