@@ -54,7 +54,9 @@ Capability = Callable[["Daemon"], list[Service]]
 
 def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
-    return []
+    from . import agentrpc
+
+    return [agentrpc.setup]
 
 
 class Daemon:
@@ -95,6 +97,7 @@ class Daemon:
         self.log_sink: LogSink = MemoryLogSink()  # replaced by the real pipeline (coder_agent.logs)
         self.child_env: dict[str, str] = {}  # added to the environment of every script we run
         self.manifest: dict[str, Any] | None = None  # the manifest as JSON-like data once known
+        self.agent_session: Any = None  # the live agentrpc.AgentSession; reinit shuts it down and replaces it
         self._stop = asyncio.Event()
         self._hard = asyncio.Event()
         self._retry_now = asyncio.Event()
@@ -252,10 +255,11 @@ class Daemon:
         self._install_signals()
         self.local_api.route("GET", "/api/v0/status", self._status_handler)
         self.services.add(FnService("watchdog", self._watchdog))
-        self.services.add(FnService("controlplane", self._probe))
         for setup in _capabilities():
             for svc in setup(self):
                 self.services.add(svc)
+        if self.controlplane.transport == "rest":  # no capability owns the connection (agentrpc sets "rpc")
+            self.services.add(FnService("controlplane", self._probe))
         try:
             await self.local_api.start()
         except OSError as e:

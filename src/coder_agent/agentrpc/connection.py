@@ -1,0 +1,327 @@
+"""The agent RPC connection: dial, keep alive, redial; typed unary calls on top.
+
+Rules (coder-agent-rpc.md §1, §2.4, §6.17, §6.18):
+
+* URL ``ws(s)://<agent-url>/api/v2/workspaceagents/me/rpc?version=2.N&role=agent``; header
+  ``Coder-Session-Token`` (plus the operator's extra headers); no Origin, no subprotocol, no
+  compression; the peer may send websocket messages up to 4 MiB.
+* Version: we dial :data:`DIAL_VERSIONS` [0] (2.8 — the lowest API that has every RPC we call,
+  ``UpdateAppStatus`` being the newest). A server older than that refuses the version with a
+  400 before the upgrade; we then step down (2.3, then 2.0) at once and keep the lower version
+  for the rest of the process. RPCs the server lacks answer "unknown rpc" / code 12: the
+  caller gets :class:`~coder_agent.errors.FeatureUnavailable`, it is logged once per process and
+  not called again on that connection.
+* Every failure is retried with :data:`~coder_agent.retry.CONNECT` backoff (0.1 s … 10 s,
+  jittered; reset only after a connection that lasted); never a tight loop, never an exit
+  (coderd answers 401 until the build finishes). Before every redial the token is refreshed
+  (file re-read, instance identity re-exchanged). SIGHUP (``daemon.retry_now``) skips the wait.
+* Liveness: the transport answers the server's yamux pings itself; we ping too, every
+  ``ping_interval`` s, and a missing answer within ``ping_timeout`` s ends the connection.
+* ``daemon.controlplane`` (transport "rpc") always says where we are; failures carry a staged
+  diagnosis ``"<stage>: <reason>"`` with the stage one of auth, dns, connect, tls, timeout,
+  http (coderd's own message), websocket, session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from google.protobuf.message import DecodeError, Message
+
+from .. import __version__
+from ..controlplane import ConnState
+from ..errors import ApiError, CoderAgentError, FeatureUnavailable, ProtocolError, TransportError
+from ..log import Collapse, get_logger
+from ..retry import CONNECT, Backoff
+from ..rpc import drpc
+from ..rpc.transport import ConnectionClosedError, StreamResetError, YamuxConnection, unary_call
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon
+
+__all__ = ["DIAL_VERSIONS", "RPC_PATH", "ConnectionLoop", "DeadPeerError", "RpcClient", "rpc_url"]
+
+RPC_PATH: Final = "/api/v2/workspaceagents/me/rpc"
+DIAL_VERSIONS: Final = ("2.8", "2.3", "2.0")
+MAX_WS_MESSAGE: Final = 4 << 20
+SERVICE: Final = "/coder.agent.v2.Agent/"
+
+M = TypeVar("M", bound=Message)
+
+
+class DeadPeerError(CoderAgentError):
+    """The server stopped answering yamux pings."""
+
+
+def rpc_url(base: str, version: str) -> str:
+    """The websocket URL for ``base`` (http→ws, https→wss), keeping any path prefix."""
+    parts = urlsplit(base)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    query = urlencode({"version": version, "role": "agent"})
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + RPC_PATH, query, ""))
+
+
+class RpcClient:
+    """Typed unary calls over one live connection.
+
+    ``call`` raises :class:`FeatureUnavailable` for methods the server lacks (and for any
+    later call of them on this connection), :class:`drpc.RpcError` for handler errors,
+    :class:`TransportError` when the connection fails, TimeoutError after ``timeout``.
+    """
+
+    def __init__(self, conn: YamuxConnection, version: str, said_unavailable: set[str]) -> None:
+        self.conn = conn
+        self.version = version
+        self.unavailable: set[str] = set()
+        self._said = said_unavailable
+        self.log = get_logger("agentrpc")
+
+    @property
+    def minor(self) -> int:
+        return int(self.version.split(".")[1])
+
+    async def call(self, method: str, request: Message, response_type: type[M], timeout: float = 30.0) -> M:
+        if method in self.unavailable:
+            raise FeatureUnavailable(f"{method} is not offered by this coderd")
+        try:
+            raw = await unary_call(self.conn, SERVICE + method, request.SerializeToString(), timeout)
+        except drpc.RpcUnimplemented as e:
+            self.unavailable.add(method)
+            if method not in self._said:
+                self._said.add(method)
+                self.log.warning("coderd does not offer this RPC; feature unavailable", method=method,
+                                 code=e.code, error=e.message)
+            raise FeatureUnavailable(f"{method} is not offered by this coderd") from None
+        except (ConnectionClosedError, StreamResetError) as e:
+            raise TransportError("session", str(e)) from None
+        except drpc.DrpcProtocolError as e:
+            raise ProtocolError(f"{method}: {e}") from None
+        resp = response_type()
+        try:
+            resp.ParseFromString(raw)
+        except DecodeError as e:
+            raise ProtocolError(f"{method}: undecodable reply: {e}") from None
+        return resp
+
+
+def _ssl_context(daemon: Daemon) -> ssl.SSLContext:
+    s = daemon.settings
+    ctx = ssl.create_default_context(cafile=str(s.tls_ca_file) if s.tls_ca_file else None)
+    if s.tls_insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _http_error(status: int, body: bytes) -> ApiError:
+    try:
+        data: Any = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    return ApiError.from_body(status, data, method="GET", path=RPC_PATH)
+
+
+def stage_of(error: BaseException) -> str:
+    """The diagnosis stage of a dial or session failure."""
+    if isinstance(error, ApiError):
+        return "http"
+    if isinstance(error, TransportError):
+        return error.stage
+    if isinstance(error, DeadPeerError):
+        return "session"
+    return "session"
+
+
+class ConnectionLoop:
+    """Keeps the RPC connection up and runs ``on_connect(client)`` on each connection.
+
+    ``on_connect`` runs until the connection fails (it should raise) or until
+    :meth:`close`; any exception it raises ends the connection and causes a redial.
+    """
+
+    def __init__(
+        self,
+        daemon: Daemon,
+        on_connect: Callable[[RpcClient], Awaitable[None]],
+        *,
+        ping_interval: float = 15.0,
+        ping_timeout: float = 10.0,
+        open_timeout: float = 20.0,
+    ) -> None:
+        self.daemon = daemon
+        self.on_connect = on_connect
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.open_timeout = open_timeout
+        self.backoff = Backoff(CONNECT)
+        self.log = get_logger("agentrpc")
+        self._collapse = Collapse(self.log)
+        self._version_index = 0
+        self._said_unavailable: set[str] = set()
+        self.client: RpcClient | None = None
+        self.connected = asyncio.Event()
+        self.connections = 0
+        self.last_disconnect: str | None = None
+        self._closing = False
+        self._current: asyncio.Future[None] | None = None
+        self._sleep: asyncio.Future[None] | None = None
+
+    @property
+    def version(self) -> str:
+        return DIAL_VERSIONS[self._version_index]
+
+    # ---- dialing -----------------------------------------------------------------------
+
+    async def dial(self, token: str) -> YamuxConnection:
+        """One attempt: websocket upgrade + yamux client. Raises ApiError / TransportError."""
+        import websockets
+        from websockets.asyncio.client import connect
+
+        s = self.daemon.settings
+        url = rpc_url(s.url, self.version)
+        headers = {k: v.get_secret_value() for k, v in s.headers.items()}
+        headers["Coder-Session-Token"] = token
+        kwargs: dict[str, Any] = {}
+        if url.startswith("wss:"):
+            kwargs["ssl"] = _ssl_context(self.daemon)
+        try:
+            ws = await connect(
+                url, additional_headers=headers, compression=None, subprotocols=None, origin=None,
+                max_size=MAX_WS_MESSAGE, ping_interval=None, open_timeout=self.open_timeout,
+                user_agent_header=f"coder-agent/{__version__}", **kwargs,
+            )
+        except websockets.exceptions.InvalidStatus as e:
+            raise _http_error(e.response.status_code, bytes(e.response.body or b"")) from None
+        except socket.gaierror as e:
+            raise TransportError("dns", e.strerror or str(e), url=s.url) from None
+        except ssl.SSLError as e:
+            raise TransportError("tls", e.reason or str(e), url=s.url) from None
+        except TimeoutError:
+            raise TransportError("timeout", f"no websocket upgrade within {self.open_timeout:g} s",
+                                 url=s.url) from None
+        except OSError as e:
+            raise TransportError("connect", e.strerror or str(e), url=s.url) from None
+        except websockets.exceptions.WebSocketException as e:
+            raise TransportError("websocket", str(e), url=s.url) from None
+        return YamuxConnection(ws, client=True)
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, serve, redial — until :meth:`close`. Never raises (but CancelledError)."""
+        d = self.daemon
+        d.controlplane.transport = "rpc"
+        first = True
+        while not self._closing:
+            d.controlplane.set(ConnState.CONNECTING)
+            try:
+                token = await (d.tokens.token() if first else d.tokens.refresh())
+                first = False
+                conn = await self.dial(token)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if self._step_down(e):
+                    continue
+                await self._failed(e, "cannot connect to coderd; retrying")
+                continue
+            await self._serve(conn)
+            if not self._closing:
+                await self._wait(self.backoff.next_delay())
+        d.controlplane.set(ConnState.DISCONNECTED)
+
+    def _step_down(self, e: BaseException) -> bool:
+        if not (isinstance(e, ApiError) and e.status == 400 and self._version_index + 1 < len(DIAL_VERSIONS)):
+            return False
+        fields = {v.get("field") for v in e.validations}
+        if "version" not in fields and "version" not in e.message.lower():
+            return False
+        old = self.version
+        self._version_index += 1
+        self.log.info("coderd refused our API version; dialing an older one", refused=old, next=self.version,
+                      error=self.daemon.redactor.scrub(str(e)))
+        return True
+
+    async def _failed(self, e: BaseException, event: str) -> None:
+        text = self.daemon.redactor.scrub(f"{stage_of(e)}: {e}")
+        self.daemon.controlplane.set(ConnState.FAILING, text)
+        self._collapse.error(event, text, error=text, url=self.daemon.settings.url)
+        await self._wait(self.backoff.next_delay())
+
+    async def _wait(self, delay: float) -> None:
+        if self._closing:
+            return
+        self._sleep = asyncio.ensure_future(self.daemon.wait_retry_now(delay))
+        try:
+            await self._sleep
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+        finally:
+            self._sleep = None
+
+    async def _serve(self, conn: YamuxConnection) -> None:
+        d = self.daemon
+        self.connections += 1
+        client = RpcClient(conn, self.version, self._said_unavailable)
+        self.client = client
+        d.controlplane.set(ConnState.CONNECTED)
+        self.backoff.success(d.clock.monotonic())
+        self._collapse.ok("connected to coderd", url=d.settings.url)
+        self.log.info("agent RPC connected", version=self.version, connection=self.connections)
+        self.connected.set()
+        session = asyncio.ensure_future(self.on_connect(client))
+        watch = asyncio.ensure_future(self._watch(conn))
+        self._current = session
+        reason = "closed"
+        error: BaseException | None = None
+        try:
+            waiters: set[asyncio.Future[Any]] = {session, watch, conn.closed}
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if conn.closed in done:
+                reason = conn.closed.result()
+                error = TransportError("session", f"connection lost: {reason}")
+            for t in (session, watch):
+                if t in done and not t.cancelled() and t.exception() is not None and error is None:
+                    error = t.exception()
+        finally:
+            self.connected.clear()
+            self.client = None
+            self._current = None
+            for t in (session, watch):
+                t.cancel()
+            for t in (session, watch):
+                with contextlib.suppress(BaseException):
+                    await t
+            await conn.close()
+        self.backoff.success(d.clock.monotonic())
+        if self._closing:
+            return
+        if error is None:
+            error = TransportError("session", "connection ended")
+        text = d.redactor.scrub(f"{stage_of(error)}: {error}")
+        self.last_disconnect = text
+        d.controlplane.set(ConnState.FAILING, text)
+        self._collapse.error("agent RPC connection ended; redialing", text, error=text)
+
+    async def _watch(self, conn: YamuxConnection) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            try:
+                await conn.ping(self.ping_timeout)
+            except TimeoutError:
+                raise DeadPeerError(f"coderd did not answer a ping within {self.ping_timeout:g} s") from None
+
+    async def close(self) -> None:
+        """Stop redialing and end the current connection (the caller sent its last words)."""
+        self._closing = True
+        for task in (self._current, self._sleep):
+            if task is not None:
+                task.cancel()
