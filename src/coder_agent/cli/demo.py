@@ -50,12 +50,26 @@ class Watcher:
         self.seen_status = 0
         self.seen_lifecycle = 0
         self.seen_requests = 0
+        self.seen_connection: tuple[int, bool] = (0, False)
 
     def poll(self) -> None:
         agent = self.ds.agent
+        from ..devserver.rpc import record
+
+        rpc = record(agent)
+        conn_line = ""
+        if (rpc.connections, rpc.connected) != self.seen_connection:
+            self.seen_connection = (rpc.connections, rpc.connected)
+            version = rpc.upgrades[-1]["query"].get("version", "?") if rpc.upgrades else "?"
+            conn_line = (f"  agent       → {'connected' if rpc.connected else 'disconnected'}"
+                         f" (RPC API {version}, connection #{rpc.connections})")
+        if conn_line and rpc.connected:
+            _out(conn_line)
         for lc in agent.lifecycle[self.seen_lifecycle:]:
             _out(f"  lifecycle   → {lc.get('state')}")
         self.seen_lifecycle = len(agent.lifecycle)
+        if conn_line and not rpc.connected:
+            _out(conn_line)
         sources = {k: v.get("display_name", "?") for k, v in agent.log_sources.items()}
         for row in agent.logs[self.seen_logs:]:
             _out(f"  log [{sources.get(row['log_source_id'], '?')}] {row['output']}")
