@@ -129,6 +129,7 @@ class Daemon:
 
     def retry_now(self) -> None:
         self.log.info("retrying the control-plane connection now")
+        getattr(self.tokens, "retry_now", lambda: None)()  # instance identity: skip its backoff too
         self._retry_now.set()
 
     def _install_signals(self) -> None:

@@ -65,3 +65,26 @@ async def test_daemon_aws_identity_status(ms: MetadataServer, ids: DevServer, da
     assert me.token not in logs and me.token not in status_text
     events = [json.loads(ln) for ln in d.stderr().splitlines() if ln.startswith("{")]
     assert any(e.get("event") == "agent session token obtained" for e in events)
+
+
+async def test_daemon_rereads_token_file_on_reconnect(devserver: DevServer, daemon_env: Any, spawn_daemon: Any,
+                                                      short_tmp: Any) -> None:
+    """A rotated token file is picked up on the next reconnect, without a restart."""
+    import uuid
+
+    tok_file = short_tmp / "token"
+    tok_file.write_text(devserver.agent.token + "\n")
+    env = daemon_env(devserver.url, "", CODER_AGENT_TOKEN_FILE=str(tok_file))
+    env.pop("CODER_AGENT_TOKEN")
+    d = spawn_daemon(env)
+    await asyncio.to_thread(d.wait_ready)
+    first = (await apoll(lambda: d.api("GET", "/api/v0/status").json()["auth"]["token_obtained_at"]))
+    new = str(uuid.uuid4())
+    tok_file.write_text(f"  {new}\n")
+    devserver.add_fault(Fault(path="/api/v2/buildinfo", status=503, count=1))
+    d.signal(signal.SIGHUP)  # reconnect now: it fails once, and the retry re-reads the file
+    await apoll(lambda: d.api("GET", "/api/v0/status").json()["auth"]["token_obtained_at"] != first, timeout=20)
+    assert d.api("GET", "/api/v0/status").json()["auth"]["last_error"] is None
+    d.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(d.wait) == 0
+    assert new not in d.stderr()

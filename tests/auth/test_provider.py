@@ -279,3 +279,20 @@ async def test_plain_path_imports_no_cloud_sdk(ms: MetadataServer, ids: DevServe
     out, err = await asyncio.wait_for(proc.communicate(), t(30))
     assert proc.returncode == 0, err.decode()
     assert out.decode().strip().splitlines()[-1] == agent(ids, "aws").token
+
+
+async def test_retry_now_skips_the_backoff(ms: MetadataServer, ids: DevServer) -> None:
+    clock = FakeClock()
+    ms.fail("/metadata/attested", 500, "down", count=3)
+    async with rig(AZURE, ms, ids, clock=clock) as (prov, _, _):
+        for _ in range(2):
+            with pytest.raises(MetadataError):
+                await prov.refresh()
+        assert len(clock.sleeps) == 1
+        prov.retry_now()  # SIGHUP
+        with pytest.raises(MetadataError):
+            await prov.refresh()
+        assert len(clock.sleeps) == 1
+        prov.retry_now()
+        assert await prov.refresh() == agent(ids, "azure").token
+        assert len(clock.sleeps) == 1

@@ -113,6 +113,8 @@ class InstanceIdentityProvider:
     async def refresh(self) -> str:
         if self._inflight is None or self._inflight.done():
             self._inflight = asyncio.ensure_future(self._attempt())
+            # retrieved here so an attempt whose callers all gave up is not reported as unhandled
+            self._inflight.add_done_callback(lambda f: f.cancelled() or f.exception())
         # shield: a caller giving up must not cancel the attempt others are waiting on
         return await asyncio.shield(self._inflight)
 
