@@ -296,5 +296,8 @@ def test_body_shape() -> None:
     assert isinstance(validate([1]), Invalid)
     bad = validate(_body(uri=5))
     assert isinstance(bad, Invalid) and bad.field == "uri"
+    for bad_text in ("a\x00b", "\ud800"):
+        bad = validate(_body(message=bad_text))
+        assert isinstance(bad, Invalid) and bad.field == "message"
     ok = validate({**_body(uri="https://x"), "icon": "", "needs_user_attention": True})
     assert ok == AppStatus("code", "working", "", "https://x")

@@ -31,7 +31,8 @@ Rules, per app slug (slugs are independent):
 
 Validation mirrors coderd (coder-agent-http.md §5): ``message`` at most 160 bytes of UTF-8,
 ``state`` one of working/idle/complete/failure, ``app_slug`` non-empty and — once the manifest
-is known — one of the agent's apps. The checks run in coderd's order; the first failure is
+is known — one of the agent's apps. Text with NUL or lone surrogates is refused too (coderd
+would fail with a 500 that no retry can fix). The checks run in coderd's order; the first failure is
 reported, naming its field.
 """
 
@@ -97,8 +98,12 @@ def validate(body: Any, app_slugs: Iterable[str] | None = None) -> AppStatus | I
         v = body.get(name)
         if v is not None and not isinstance(v, str):
             return Invalid("Validation failed.", name, f"{name} must be a string")
+        # Postgres text cannot hold NUL and lone surrogates cannot be encoded: coderd would answer
+        # 500 (retried forever), so refuse them here where the caller can still fix them.
+        if isinstance(v, str) and ("\x00" in v or not _encodable(v)):
+            return Invalid("Validation failed.", name, f"{name} must be valid UTF-8 text without NUL characters")
     message = body.get("message") or ""
-    size = len(message.encode("utf-8", "surrogatepass"))
+    size = len(message.encode("utf-8"))
     if size > MAX_MESSAGE_BYTES:
         return Invalid("Message is too long.", "message",
                        f"Message must be less than {MAX_MESSAGE_BYTES} characters "
@@ -117,6 +122,14 @@ def validate(body: Any, app_slugs: Iterable[str] | None = None) -> AppStatus | I
                            f"No app found with slug {slug!r}; this agent's apps are: "
                            f"{', '.join(known) if known else '(none)'}")
     return AppStatus(slug, state, message, body.get("uri") or "")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass

@@ -84,6 +84,16 @@ class AppStatusService:
         self.last_error = ""
         self._load()
 
+    def set_transport(self, transport: AppStatusTransport) -> None:
+        """Switch how statuses reach coderd (the agent RPC sets dRPC on connect, REST on loss).
+
+        Takes effect from the next attempt; an attempt on the wire finishes on the old one.
+        """
+        self.transport = transport
+        self._log = get_logger("appstatus", transport=transport.name)
+        self._retrying = Collapse(self._log)
+        self._refused = Collapse(self._log)
+
     # durable state ------------------------------------------------------------------------
 
     def _load(self) -> None:
