@@ -174,3 +174,28 @@ async def _until(running: Running, cond: Callable[[dict[str, Any]], bool], entry
             return o
         assert time.monotonic() < deadline, f"condition not met; last outcome {o}"
         await asyncio.sleep(0.05)
+
+
+async def test_transport_seam_switches_delivery_path(running: Running) -> None:
+    """The agent RPC will plug dRPC UpdateAppStatus in here; the queue does not change."""
+    from coder_agent.appstatus import AppStatus
+    from coder_agent.appstatus.service import AppStatusService
+
+    class Recorder:
+        name = "recorder"
+
+        def __init__(self) -> None:
+            self.got: list[AppStatus] = []
+
+        async def update_app_status(self, status: AppStatus) -> None:
+            self.got.append(status)
+
+    svc = running.daemon.services.services["appstatus"]
+    assert isinstance(svc, AppStatusService)
+    rec = Recorder()
+    svc.set_transport(rec)
+    await running.post(state="idle", message="via the other transport")
+    await apoll(lambda: rec.got)
+    assert rec.got == [AppStatus("claude-code", "idle", "via the other transport", "")]
+    assert (await running.listing())["transport"] == "recorder"
+    assert running.patches() == []
