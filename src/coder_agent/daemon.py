@@ -54,7 +54,8 @@ Capability = Callable[["Daemon"], list[Service]]
 
 def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
-    return []
+    from . import appstatus
+    return [appstatus.setup]
 
 
 class Daemon:
