@@ -220,7 +220,10 @@ class ConnectionLoop:
         d.controlplane.transport = "rpc"
         first = True
         while not self._closing:
-            d.controlplane.set(ConnState.CONNECTING)
+            if d.controlplane.state is ConnState.FAILING:
+                d.controlplane.attempts += 1  # keep showing the failure until something changes
+            else:
+                d.controlplane.set(ConnState.CONNECTING)
             try:
                 token = await (d.tokens.token() if first else d.tokens.refresh())
                 first = False
@@ -279,15 +282,18 @@ class ConnectionLoop:
         self.connected.set()
         session = asyncio.ensure_future(self.on_connect(client))
         watch = asyncio.ensure_future(self._watch(conn))
+        # SIGHUP while connected: redial at once (e.g. to pick up a rotated token file).
+        hup = asyncio.ensure_future(d.wait_retry_now(1e9))
         self._current = session
-        reason = "closed"
         error: BaseException | None = None
         try:
-            waiters: set[asyncio.Future[Any]] = {session, watch, conn.closed}
+            waiters: set[asyncio.Future[Any]] = {session, watch, hup, conn.closed}
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if conn.closed in done:
-                reason = conn.closed.result()
-                error = TransportError("session", f"connection lost: {reason}")
+                error = TransportError("session", f"connection lost: {conn.closed.result()}")
+            elif hup in done:
+                error = TransportError("session", "redial requested (SIGHUP)")
+                self.backoff.retry_now()
             for t in (session, watch):
                 if t in done and not t.cancelled() and t.exception() is not None and error is None:
                     error = t.exception()
@@ -295,9 +301,9 @@ class ConnectionLoop:
             self.connected.clear()
             self.client = None
             self._current = None
-            for t in (session, watch):
+            for t in (session, watch, hup):
                 t.cancel()
-            for t in (session, watch):
+            for t in (session, watch, hup):
                 with contextlib.suppress(BaseException):
                     await t
             await conn.close()

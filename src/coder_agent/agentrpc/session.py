@@ -164,7 +164,9 @@ class AgentSession:
                 state = State.SHUTDOWN_ERROR
         self.set_lifecycle(state)
         # Never connected: nobody to tell, and waiting would only delay the exit.
-        await self._settle(self.final_wait if self.loop.connections else 0.0)
+        # Disconnected now: a reconnect may still come, but do not hold the exit up for long.
+        await self._settle(self.final_wait if self.loop.connections else 0.0,
+                           min(self.final_wait, 1.0))
         await self.loop.close()
         if self._run is not None:
             with contextlib.suppress(BaseException):
@@ -311,14 +313,18 @@ class AgentSession:
             self._completions.popleft()
             self._progress.set()
 
-    async def _settle(self, timeout: float) -> None:
-        """Wait until lifecycle and completions are acknowledged and logs flushed, at most ``timeout``."""
+    async def _settle(self, timeout: float, unconnected: float) -> None:
+        """Wait until lifecycle and completions are acknowledged and logs flushed, at most ``timeout``
+        (``unconnected`` while no connection is up)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        soft = loop.time() + unconnected
         with contextlib.suppress(Exception):
             await self.daemon.log_sink.flush(timeout=timeout)
         while not (self.reporter.settled and not self._completions):
             left = deadline - loop.time()
+            if self.loop.client is None:
+                left = min(left, soft - loop.time())
             if left <= 0:
                 self.log.warning("final lifecycle not acknowledged before shutdown",
                                  pending=[s.api_name for s in self.reporter.lifecycle.pending])
