@@ -21,3 +21,5 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 # (capability steps follow)
+# git credentials (tests/gitauth): git + git-http-backend, a real ssh client and sshd on loopback
+apt_install git openssh-client openssh-server
