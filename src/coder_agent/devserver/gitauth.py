@@ -27,6 +27,7 @@ finishing the OAuth flow in a browser would.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import secrets
@@ -144,12 +145,12 @@ def gitauth_state(ds: DevServer) -> GitAuthState:
 def install(app: web.Application, ds: DevServer) -> None:
     st = gitauth_state(ds)
     r = app.router
-    r.add_get("/api/v2/workspaceagents/me/external-auth", lambda req: _external_auth(req, ds, st))
-    r.add_get("/api/v2/workspaceagents/me/gitsshkey", lambda req: _gitsshkey(req, st))
-    r.add_get("/external-auth/{id}", lambda req: _browser_link(req, st))
-    r.add_post("/devserver/external-auth/providers", lambda req: _ctl_provider(req, st))
-    r.add_post("/devserver/external-auth/{id}/link", lambda req: _ctl_link(req, st))
-    r.add_delete("/devserver/external-auth/{id}/link", lambda req: _ctl_unlink(req, st))
+    r.add_get("/api/v2/workspaceagents/me/external-auth", functools.partial(_external_auth, ds=ds, st=st))
+    r.add_get("/api/v2/workspaceagents/me/gitsshkey", functools.partial(_gitsshkey, st=st))
+    r.add_get("/external-auth/{id}", functools.partial(_browser_link, st=st))
+    r.add_post("/devserver/external-auth/providers", functools.partial(_ctl_provider, st=st))
+    r.add_post("/devserver/external-auth/{id}/link", functools.partial(_ctl_link, st=st))
+    r.add_delete("/devserver/external-auth/{id}/link", functools.partial(_ctl_unlink, st=st))
 
 
 def _not_found_detail(st: GitAuthState) -> str:

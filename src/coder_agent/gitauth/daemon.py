@@ -7,7 +7,8 @@ Rules:
   ``/me/external-auth``: exactly one of ``match`` (alias ``url``) and ``id`` (else 400 with
   coderd's own message). With ``listen`` the upstream long-poll is cut into chunks of at most
   :data:`LISTEN_CHUNK` seconds (or ``wait``); a chunk that ends without a link answers 504 and the
-  helper asks again. So a helper that went away leaves at most one chunk running here.
+  helper asks again. A helper that goes away (Ctrl-C) ends its upstream request within
+  :data:`CLIENT_CHECK`; stopping the daemon ends them all at once (503).
 * ``GET /api/v0/gitsshkey`` → coderd's ``/me/gitsshkey`` plus ``settings_url`` (where the user
   manages the key in Coder).
 * ``GET /api/v0/env`` → ``{"env": daemon.child_env}`` for ``coder-agent env``.
@@ -29,8 +30,9 @@ import os
 import shlex
 import socket
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["LISTEN_CHUNK", "GitAuth", "setup"]
 
 LISTEN_CHUNK = 50.0  # seconds per upstream long-poll; below common proxy idle timeouts (60 s)
+CLIENT_CHECK = 0.5  # how often a waiting handler checks that its client is still there
+T = TypeVar("T")
 
 
 def setup(daemon: Daemon) -> list[Service]:
@@ -84,6 +88,7 @@ class GitAuth:
         self.askpass = self.bin_dir / "git-askpass"
         self.agent = self.bin_dir / "coder-agent"
         self._written_for: str | None = None
+        self._inflight: set[asyncio.Future[Any]] = set()
 
     # environment and wrappers --------------------------------------------------------
 
@@ -110,7 +115,30 @@ class GitAuth:
     async def run(self) -> None:
         # The local API is up now: a TCP port 0 has become a real port.
         self.install(self.daemon.local_api.display_address)
-        await asyncio.Event().wait()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            # Stopping: end the long-polls now, or they would hold the local API's shutdown.
+            for task in list(self._inflight):
+                task.cancel()
+
+    async def _upstream(self, request: web.Request, coro: Awaitable[T]) -> T:
+        """Await ``coro`` unless the client goes away (then give up on it) or we stop (503)."""
+        task = asyncio.ensure_future(coro)
+        self._inflight.add(task)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=CLIENT_CHECK)
+                if done:
+                    if task.cancelled():
+                        raise HTTPResponseError(503, "coder-agent is stopping.")
+                    return task.result()
+                if request.transport is None or request.transport.is_closing():
+                    raise HTTPResponseError(499, "Client closed the request.")
+        finally:
+            self._inflight.discard(task)
+            if not task.done():
+                task.cancel()
 
     # routes --------------------------------------------------------------------------
 
@@ -150,9 +178,9 @@ class GitAuth:
                 raise HTTPResponseError(400, "Invalid 'wait'.", "seconds, a number",
                                         [{"field": "wait", "detail": "must be a number"}]) from None
         try:
-            resp = await self.daemon.client.external_auth(
+            resp = await self._upstream(request, self.daemon.client.external_auth(
                 match=match or None, provider_id=provider_id or None, listen=listen,
-                timeout=chunk if listen else None)
+                timeout=chunk if listen else None))
         except TransportError as e:
             if listen and e.stage == "timeout":
                 raise HTTPResponseError(504, "Not linked yet.", "still waiting for the user to "
@@ -169,7 +197,7 @@ class GitAuth:
     async def gitsshkey(self, request: web.Request) -> web.Response:
         self._require_unix_peer(request)
         try:
-            key = await self.daemon.client.gitsshkey()
+            key = await self._upstream(request, self.daemon.client.gitsshkey())
         except (TransportError, ApiError) as e:
             raise self._upstream_error(e) from None
         red = self.daemon.redactor

@@ -49,8 +49,12 @@ class HelperError(Exception):
     """A one-line explanation for stderr (the daemon is unreachable, refused us, or failed)."""
 
 
-def unreachable_message(address: str, error: str) -> str:
-    """Why the daemon cannot be reached at ``address``, with what to do about it."""
+def unreachable_message(address: str, error: str, *, euid: int | None = None,
+                        access: Callable[[Path, int], bool] = os.access) -> str:
+    """Why the daemon cannot be reached at ``address``, with what to do about it.
+
+    ``euid`` and ``access`` are the caller's identity and permission check (injectable because a
+    test cannot always run Python as another user)."""
     if address.startswith("unix:"):
         path = Path(address[5:])
         try:
@@ -61,8 +65,8 @@ def unreachable_message(address: str, error: str) -> str:
         except PermissionError:
             return (f"cannot reach the coder-agent socket {path}: permission denied. The daemon runs "
                     "as another user; git credentials are served only to the daemon's own user")
-        euid = os.geteuid()
-        if euid != 0 and st.st_uid != euid and not os.access(path, os.R_OK | os.W_OK):
+        euid = os.geteuid() if euid is None else euid
+        if euid != 0 and st.st_uid != euid and not access(path, os.R_OK | os.W_OK):
             return (f"the coder-agent socket {path} belongs to uid {st.st_uid} and you are uid {euid}: "
                     "git credentials are served only to the daemon's own user. Run git as that user, "
                     "or run coder-agent as yours")
