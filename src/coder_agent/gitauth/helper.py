@@ -225,9 +225,11 @@ def run_gitssh(args: Sequence[str], client: LocalClient, *, err: IO[str] = sys.s
         print("coder-agent gitssh: no ssh client on PATH (install openssh-client)", file=err)
         return 127
     child: subprocess.Popen[bytes] | None = None
+    forwarded: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if child is not None and child.poll() is None:
+            forwarded.append(signum)
             child.send_signal(signum)  # ssh exits; the finally below removes the key
         else:
             raise _Signalled(signum)
@@ -251,7 +253,7 @@ def run_gitssh(args: Sequence[str], client: LocalClient, *, err: IO[str] = sys.s
             rc = child.wait()
         if rc < 0:
             return 128 - rc
-        if rc == 255 and key is not None:
+        if rc == 255 and key is not None and not forwarded:
             print(failure_hint(str(key.get("public_key", "")), str(key.get("settings_url", ""))), file=err)
         return rc
     except _Signalled as e:
