@@ -89,6 +89,12 @@ async def test_no_matching_provider_falls_back_to_git(gitenv: Env) -> None:
     assert not (gitenv.tmp / "clone").exists()
     assert all(a is None for a in srv.attempts)  # nothing was answered for it
     assert any(r.status == 404 for r in gitenv.ds.requests_to("/me/external-auth"))
+    # the daemon's route: coderd's validation and its 404 message pass through as codersdk.Responses
+    r = gitenv.daemon.api("GET", "/api/v0/external-auth")
+    assert (r.status_code, r.json()["message"]) == (400, "'url' or 'id' must be provided!")
+    r = gitenv.daemon.api("GET", "/api/v0/external-auth", params={"match": "https://gitlab.com"})
+    assert r.status_code == 404 and r.json()["message"].startswith("No matching external auth provider")
+    assert "github=" in r.json()["detail"]
 
 
 async def test_askpass_wait_is_bounded_and_interruptible(gitenv: Env) -> None:
@@ -119,6 +125,9 @@ async def test_env_command_prints_exports(gitenv: Env) -> None:
     child = gitenv.child_env()
     assert out.splitlines() == [child["GIT_ASKPASS"], child["GIT_SSH_COMMAND"], child["CODER_AGENT_API_ADDRESS"]]
     assert child["GIT_SSH_COMMAND"].endswith(" gitssh --")
+    st = gitenv.daemon.api("GET", "/api/v0/status").json()
+    assert st["gitauth"]["git_askpass"] == child["GIT_ASKPASS"]
+    assert st["services"]["gitauth"]["state"] == "ok"
 
 
 def test_daemon_of_another_user_is_explained(short_tmp) -> None:  # type: ignore[no-untyped-def]

@@ -59,7 +59,8 @@ def setup(daemon: Daemon) -> list[Service]:
     api.route("GET", "/api/v0/gitsshkey", g.gitsshkey)
     api.route("GET", "/api/v0/env", g.env)
     g.install(daemon.settings.api_address)
-    return [FnService("gitauth", g.run)]
+    daemon.status_extras["gitauth"] = g.status
+    return [g.service]
 
 
 def wrapper_script(api_address: str, subcommand: str | None) -> str:
@@ -89,6 +90,7 @@ class GitAuth:
         self.agent = self.bin_dir / "coder-agent"
         self._written_for: str | None = None
         self._inflight: set[asyncio.Future[Any]] = set()
+        self.service = FnService("gitauth", self.run)
 
     # environment and wrappers --------------------------------------------------------
 
@@ -115,6 +117,8 @@ class GitAuth:
     async def run(self) -> None:
         # The local API is up now: a TCP port 0 has become a real port.
         self.install(self.daemon.local_api.display_address)
+        if self._written_for is None:
+            self.service.health.set("degraded", f"cannot write the git helper wrappers in {self.bin_dir}")
         try:
             await asyncio.Event().wait()
         finally:
@@ -139,6 +143,11 @@ class GitAuth:
             self._inflight.discard(task)
             if not task.done():
                 task.cancel()
+
+    def status(self) -> dict[str, Any]:
+        return {"git_askpass": str(self.askpass) if self._written_for else None,
+                "git_ssh_command": self.daemon.child_env.get("GIT_SSH_COMMAND"),
+                "waiting_requests": len(self._inflight)}
 
     # routes --------------------------------------------------------------------------
 
