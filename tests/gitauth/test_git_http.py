@@ -92,7 +92,8 @@ async def test_no_matching_provider_falls_back_to_git(gitenv: Env) -> None:
     # the daemon's route: coderd's validation and its 404 message pass through as codersdk.Responses
     r = gitenv.daemon.api("GET", "/api/v0/external-auth")
     assert (r.status_code, r.json()["message"]) == (400, "'url' or 'id' must be provided!")
-    r = gitenv.daemon.api("GET", "/api/v0/external-auth", params={"match": "https://gitlab.com"})
+    # (in a thread: the daemon asks the devserver, which runs on this event loop)
+    r = await asyncio.to_thread(gitenv.daemon.api, "GET", "/api/v0/external-auth", params={"match": "https://gitlab.com"})
     assert r.status_code == 404 and r.json()["message"].startswith("No matching external auth provider")
     assert "github=" in r.json()["detail"]
 
