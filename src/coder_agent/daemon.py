@@ -55,7 +55,9 @@ Capability = Callable[["Daemon"], list[Service]]
 def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
     from . import appstatus
-    return [appstatus.setup]
+    from .gitauth import setup as gitauth
+
+    return [appstatus.setup, gitauth]
 
 
 class Daemon:
