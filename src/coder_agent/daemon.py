@@ -54,7 +54,9 @@ Capability = Callable[["Daemon"], list[Service]]
 
 def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
-    return []
+    from .ports import setup as ports_setup
+
+    return [ports_setup]
 
 
 class Daemon:
