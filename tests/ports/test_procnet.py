@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the captured /proc lines are kept verbatim)
 """The pure /proc/net/tcp{,6} parser, on lines captured from this machine (x86-64, little-endian)."""
 
 from __future__ import annotations

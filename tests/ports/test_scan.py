@@ -15,8 +15,8 @@ from coder_agent.ports.scan import (
     ProcNetReader,
     PsutilReader,
     ReaderUnavailable,
-    Scanner,
     ScanError,
+    Scanner,
     default_scanner,
 )
 from coder_agent.ports.select import Listener, ListeningPort, select_ports
