@@ -47,7 +47,10 @@ def decode_address(hexaddr: str, *, byteorder: str = sys.byteorder) -> str:
         raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
     if len(raw) == 4:
         return str(ipaddress.IPv4Address(raw))
-    return str(ipaddress.IPv6Address(raw))
+    ip = ipaddress.IPv6Address(raw)
+    if ip.ipv4_mapped is not None:
+        return f"::ffff:{ip.ipv4_mapped}"  # the usual spelling (Python < 3.13 prints ::ffff:7f00:1)
+    return str(ip)
 
 
 def is_loopback(address: str) -> bool:

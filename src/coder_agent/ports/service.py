@@ -137,11 +137,11 @@ class PortsService:
     async def run(self) -> None:
         self.health.set("starting")
         while True:
-            watching = bool(self._watchers)
-            interval = self.watch_interval if watching else self.idle_interval
-            with contextlib.suppress(ScanError):
-                await self.ports(max_age=interval / 2)
+            # cleared before the scan: a watcher arriving during it must still cut the sleep short
             self._wake.clear()
+            with contextlib.suppress(ScanError):
+                await self.ports(max_age=self._interval() / 2)
+            interval = self._interval()
             sleep = asyncio.ensure_future(self.clock.sleep(interval))
             wake = asyncio.ensure_future(self._wake.wait())
             try:
@@ -149,6 +149,9 @@ class PortsService:
             finally:
                 sleep.cancel()
                 wake.cancel()
+
+    def _interval(self) -> float:
+        return self.watch_interval if self._watchers else self.idle_interval
 
     # local API ---------------------------------------------------------------------------
 
