@@ -6,7 +6,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coder_agent.ports.procnet import LISTEN, Socket, decode_address, is_loopback, parse_listeners, parse_sockets
+from coder_agent.ports.procnet import (
+    LISTEN,
+    ListenTable,
+    Socket,
+    decode_address,
+    is_loopback,
+    parse_listeners,
+    parse_sockets,
+)
 
 HEADER4 = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout "
            "inode                                                     \n")
@@ -115,3 +123,47 @@ def test_ipv6_roundtrip(raw: bytes, port: int, order: str) -> None:
     (s,) = parse_listeners(line, 6, byteorder=order)
     assert s._replace(address="") == Socket(6, "", port, LISTEN, 123)
     assert ipaddress.IPv6Address(s.address) == ipaddress.IPv6Address(raw)
+
+
+_state = st.sampled_from(["0A", "01", "06", "08", "0A"])
+_wf_line = st.builds(
+    lambda sl, addr, port, state, uid, inode, fam: (
+        fam, f"{sl:4d}: {addr}:{port:04X} {'0' * len(addr)}:0000 {state} 00000000:00000000 00:00000000 "
+             f"00000000 {uid:5d} {0:8d} {inode} 1 0000000000000000 100 0 0 10 0"),
+    st.integers(0, 99999),
+    st.one_of(st.text("0123456789ABCDEF", min_size=8, max_size=8), st.text("0123456789ABCDEF", min_size=32,
+                                                                          max_size=32)),
+    st.integers(0, 0xFFFF), _state, st.integers(0, 70000), st.integers(0, 2**40), st.sampled_from([4, 6]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_wf_line, max_size=12))
+def test_fast_listener_parser_agrees_with_the_plain_one(lines: list[tuple[int, str]]) -> None:
+    for family in (4, 6):
+        text = "\n".join([HEADER4.rstrip("\n"), *(ln for _, ln in lines)])
+        slow = [s for s in parse_sockets(text, family) if s.state == LISTEN]  # type: ignore[arg-type]
+        assert parse_listeners(text, family) == slow  # type: ignore[arg-type]
+        assert parse_listeners(text.encode(), family) == slow  # type: ignore[arg-type]
+
+
+def test_listen_table_parses_only_new_lines() -> None:
+    table = ListenTable(4, byteorder="little")
+    assert table.update(TCP.encode()) == parse_listeners(TCP, 4, byteorder="little")
+    assert table.parsed == 3
+    assert table.update(TCP.encode()) == parse_listeners(TCP, 4, byteorder="little")
+    assert table.parsed == 3  # nothing new
+    lines = TCP.splitlines()
+    changed = "\n".join([lines[0], lines[1].replace("00000000:00000000", "00000000:00000002", 1), lines[3]])
+    assert [s.port for s in table.update(changed.encode())] == [38002, 38003]
+    assert table.parsed == 4  # the line whose accept queue changed was parsed again
+    assert table.update(b"") == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_wf_line, max_size=12), st.lists(_wf_line, max_size=12))
+def test_listen_table_agrees_with_parse_listeners(a: list[tuple[int, str]], b: list[tuple[int, str]]) -> None:
+    table = ListenTable(6)
+    for lines in (a, b, a):
+        text = "\n".join(ln for _, ln in lines)
+        assert table.update(text.encode()) == parse_listeners(text, 6)

@@ -96,16 +96,32 @@ def test_steady_state_does_not_walk_proc(listen: Callable[..., Listeners]) -> No
     assert [p.process_name for p in ours(scanner, b.ports)] == ["ca-second"]
 
 
-def test_owner_gone_is_looked_up_again() -> None:
-    """A cached owner that exited (the socket lives on in another process) is searched afresh."""
+def test_owner_gone_is_looked_up_again(tmp_path: Path) -> None:
+    """A cached owner that exited (the socket lives on in a process that inherited it) is searched
+    afresh; a steady state walks nothing and returns the same answer object."""
+    (tmp_path / "100" / "fd").mkdir(parents=True)
+    (tmp_path / "100" / "fd" / "3").symlink_to("socket:[7]")
+    (tmp_path / "100" / "fd" / "4").symlink_to("/dev/null")
     alive = {100: "first"}
-    owners = OwnerCache(name_of=lambda pid: alive.get(pid))
-    owners._pid_of[7] = 100
-    owners._walk = lambda want: owners._pid_of.update({i: 200 for i in want})  # type: ignore[method-assign]
-    assert owners.resolve({7}) == {7: "first"}
+    owners = OwnerCache(tmp_path, name_of=lambda pid: alive.get(pid))
+    first = owners.resolve({7})
+    assert first == {7: "first"} and owners.walks == 1
+    assert owners.resolve({7}) is first and owners.walks == 1
+    # 100 exits; 200 (its child) still holds the socket
     del alive[100]
+    shutil.rmtree(tmp_path / "100")
+    (tmp_path / "200" / "fd").mkdir(parents=True)
+    (tmp_path / "200" / "fd" / "9").symlink_to("socket:[7]")
     alive[200] = "heir"
-    assert owners.resolve({7}) == {7: "heir"}
+    assert owners.resolve({7}) == {7: "heir"} and owners.walks == 2
+    # the heir renames itself (exec): the new name, no walk
+    alive[200] = "exec-ed"
+    assert owners.resolve({7}) == {7: "exec-ed"} and owners.walks == 2
+    # and when nobody holds it any more it has no name (and is not walked for again at once)
+    shutil.rmtree(tmp_path / "200")
+    del alive[200]
+    assert owners.resolve({7}) == {} and owners.walks == 3
+    assert owners.resolve({7}) == {} and owners.walks == 3
 
 
 def test_unowned_sockets_and_missing_tcp6(tmp_path: Path) -> None:

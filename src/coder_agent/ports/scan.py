@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .procnet import parse_listeners
+from .procnet import ListenTable, Socket
 from .select import Listener
 
 __all__ = ["NEGATIVE_TTL", "OwnerCache", "ProcNetReader", "PsutilReader", "ReaderUnavailable", "ScanError",
@@ -62,52 +62,61 @@ def _psutil_name(pid: int) -> str | None:
 
 @dataclass
 class OwnerCache:
-    """Socket inode → owning pid → process name (see the module rules)."""
+    """Socket inode → owning pid → process name (see the module rules).
+
+    A steady state (same inodes as last time, same owners alive under the same names) costs one
+    name lookup per distinct owning pid and returns the previous answer object.
+    """
 
     root: Path = Path("/proc")
     name_of: Callable[[int], str | None] = _psutil_name
     clock: Callable[[], float] = time.monotonic
     walks: int = 0  # how many /proc walks so far (tests and the bench look at it)
     _pid_of: dict[int, int | None] = field(default_factory=dict)
+    _inodes: set[int] = field(default_factory=set)
+    _by_pid: dict[int, list[int]] | None = None  # None: recompute from _pid_of
+    _pid_names: dict[int, str | None] | None = None  # None: rebuild the answer
+    _names: dict[int, str] = field(default_factory=dict)
     _last_walk: float = float("-inf")
 
     def resolve(self, inodes: set[int]) -> dict[int, str]:
-        """Names of the processes owning ``inodes`` (absent when unknown)."""
-        for ino in [i for i in self._pid_of if i not in inodes]:
-            del self._pid_of[ino]
-        want = {i for i in inodes if i not in self._pid_of}
+        """Names of the processes owning ``inodes`` (absent when unknown). Do not mutate the answer."""
+        want: set[int] = set()
+        if inodes != self._inodes:
+            for ino in [i for i in self._pid_of if i not in inodes]:
+                del self._pid_of[ino]
+            want = {i for i in inodes if i not in self._pid_of}
+            self._inodes = set(inodes)
+            self._by_pid = None
         if want or self.clock() - self._last_walk > NEGATIVE_TTL:
-            want |= {i for i in inodes if self._pid_of.get(i, 0) is None}
+            want |= {i for i, pid in self._pid_of.items() if pid is None}
         if want:
             self._walk(want)
-        names, gone = self._names(inodes)
-        if gone:
-            # the cached owner exited: the socket may live on in a child that inherited it
-            self._walk(gone)
-            more, _ = self._names(gone)
-            names.update(more)
-        return names
-
-    def _names(self, inodes: set[int]) -> tuple[dict[int, str], set[int]]:
-        names: dict[int, str] = {}
-        gone: set[int] = set()
-        by_pid: dict[int, str | None] = {}
-        for ino in inodes:
-            pid = self._pid_of.get(ino)
-            if pid is None:
+        for _ in range(2):
+            if self._by_pid is None:
+                by_pid: dict[int, list[int]] = {}
+                for ino, pid in self._pid_of.items():
+                    if pid is not None:
+                        by_pid.setdefault(pid, []).append(ino)
+                self._by_pid = by_pid
+                self._pid_names = None
+            pid_names = {pid: self.name_of(pid) for pid in self._by_pid}
+            gone = [pid for pid, name in pid_names.items() if name is None]
+            if gone:
+                # the cached owner exited: the socket may live on in a process that inherited it
+                self._walk({ino for pid in gone for ino in self._by_pid[pid]})
                 continue
-            if pid not in by_pid:
-                by_pid[pid] = self.name_of(pid)
-            name = by_pid[pid]
-            if name is None:
-                gone.add(ino)
-            elif name:
-                names[ino] = name
-        return names, gone
+            if pid_names != self._pid_names:
+                self._pid_names = pid_names
+                self._names = {ino: name for pid, inos in self._by_pid.items()
+                               if (name := pid_names[pid]) for ino in inos}
+            return self._names
+        return self._names
 
     def _walk(self, want: set[int]) -> None:
         self.walks += 1
         self._last_walk = self.clock()
+        self._by_pid = None
         remaining = set(want)
         for ino in want:
             self._pid_of[ino] = None
@@ -148,12 +157,17 @@ class ProcNetReader:
         self.root = Path(root)
         self.owners = owners or OwnerCache(self.root)
         self.tcp6_available: bool | None = None
+        self._t4 = ListenTable(4)
+        self._t6 = ListenTable(6)
+        self._socks: list[Socket] = []
+        self._inodes: set[int] = set()
+        self._memo: tuple[dict[int, str], list[Listener]] | None = None
 
-    def _read(self, name: str) -> str | None:
+    def _read(self, name: str) -> bytes | None:
         path = self.root / "net" / name
         try:
             with open(path, "rb") as f:
-                return f.read().decode("ascii", "replace")
+                return f.read()
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -165,11 +179,17 @@ class ProcNetReader:
             raise ReaderUnavailable(f"cannot read {self.root / 'net' / 'tcp'}: no such file")
         v6 = self._read("tcp6")
         self.tcp6_available = v6 is not None
-        socks = parse_listeners(v4, 4)
-        if v6:
-            socks += parse_listeners(v6, 6)
-        names = self.owners.resolve({s.inode for s in socks})
-        return [Listener(s.family, s.address, s.port, names.get(s.inode, "")) for s in socks]
+        socks = self._t4.update(v4) + (self._t6.update(v6) if v6 else [])
+        if socks != self._socks:
+            self._socks = socks
+            self._inodes = {s.inode for s in socks}
+            self._memo = None
+        names = self.owners.resolve(self._inodes)
+        if self._memo is not None and self._memo[0] is names:
+            return self._memo[1]  # nothing changed: the same list object (callers may memoise on it)
+        out = [Listener(s.family, s.address, s.port, names.get(s.inode, "")) for s in socks]
+        self._memo = (names, out)
+        return out
 
 
 class PsutilReader:

@@ -17,12 +17,11 @@ Rules (the Go agent's, plus what users asked for):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .procnet import is_loopback
 
-__all__ = ["MIN_PORT", "Listener", "ListeningPort", "select_ports", "to_wire"]
+__all__ = ["MIN_PORT", "Listener", "ListeningPort", "PortSelector", "select_ports", "to_wire"]
 
 MIN_PORT = 9
 
@@ -36,8 +35,7 @@ class Listener(NamedTuple):
     process_name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class ListeningPort:
+class ListeningPort(NamedTuple):
     port: int
     process_name: str = ""
     network: str = "tcp"
@@ -50,20 +48,43 @@ class ListeningPort:
 
 def select_ports(listeners: Iterable[Listener], *, exclude: Iterable[int] = (),
                  min_port: int = MIN_PORT) -> list[ListeningPort]:
-    """The ports to report, sorted by port (see the module rules)."""
+    """The ports to report, sorted by port (see the module rules). One pass: this runs every scan."""
     excluded = set(exclude)
-    by_port: dict[int, list[Listener]] = {}
+    # port -> [best (family, address, name) with a non-empty name, or None; every socket loopback?]
+    acc: dict[int, list[Any]] = {}
     for ln in listeners:
-        if ln.port < min_port or ln.port > 65535 or ln.port in excluded:
+        family, address, port, name = ln
+        if port < min_port or port > 65535 or port in excluded:
             continue
-        by_port.setdefault(ln.port, []).append(ln)
-    out: list[ListeningPort] = []
-    for port in sorted(by_port):
-        group = sorted(by_port[port], key=lambda s: (s.family, s.address, s.process_name))
-        name = next((s.process_name for s in group if s.process_name), "")
-        loopback = all(is_loopback(s.address) for s in group)
-        out.append(ListeningPort(port=port, process_name=name, loopback_only=loopback))
-    return out
+        key = (family, address, name) if name else None
+        cur = acc.get(port)
+        if cur is None:
+            acc[port] = [key, is_loopback(address)]
+            continue
+        if key is not None and (cur[0] is None or key < cur[0]):
+            cur[0] = key
+        if cur[1]:
+            cur[1] = is_loopback(address)
+    return [ListeningPort(port, c[0][2] if c[0] is not None else "", "tcp", c[1])
+            for port, c in sorted(acc.items())]
+
+
+class PortSelector:
+    """:func:`select_ports` remembering its last answer: a scan whose reader returned the very
+    same listener list (the reader's way of saying "nothing changed") costs nothing here."""
+
+    def __init__(self, min_port: int = MIN_PORT) -> None:
+        self.min_port = min_port
+        self._last: tuple[list[Listener], frozenset[int], list[ListeningPort]] | None = None
+
+    def select(self, listeners: list[Listener], exclude: Iterable[int] = ()) -> list[ListeningPort]:
+        excluded = frozenset(exclude)
+        last = self._last
+        if last is not None and last[0] is listeners and last[1] == excluded:
+            return last[2]
+        ports = select_ports(listeners, exclude=excluded, min_port=self.min_port)
+        self._last = (listeners, excluded, ports)
+        return ports
 
 
 def to_wire(ports: Iterable[ListeningPort]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from ..localapi.server import HTTPResponseError
 from ..log import Collapse, get_logger
 from ..service import Health, Service
 from .scan import ScanError, Scanner, default_scanner
-from .select import ListeningPort, select_ports, to_wire
+from .select import ListeningPort, PortSelector, to_wire
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -68,6 +68,7 @@ class PortsService:
         self.heartbeat = heartbeat
         self.health = Health()
         self.scans = 0  # real scans done (tests look at it)
+        self._selector = PortSelector()
         self._log = get_logger("ports")
         self._collapse = Collapse(self._log)
         self._cached: tuple[float, list[ListeningPort] | ScanError] | None = None
@@ -80,7 +81,7 @@ class PortsService:
 
     def _scan_sync(self) -> list[ListeningPort]:
         result = self.scanner.scan()
-        ports = select_ports(result.listeners, exclude=set(self.exclude()))
+        ports = self._selector.select(result.listeners, self.exclude())
         if result.warning:
             self.health.set("degraded", result.warning)
             self._collapse.error("listening ports: fallback reader in use", result.warning, reason=result.warning)
