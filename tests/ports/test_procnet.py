@@ -104,7 +104,7 @@ _hex = st.text(alphabet="0123456789ABCDEFabcdefXZ:- ", max_size=40)
 _line = st.builds(lambda parts: " ".join(parts), st.lists(_hex, max_size=14))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.one_of(_line, st.text(max_size=200)), max_size=20), st.sampled_from([4, 6]))
 def test_garbage_never_crashes(lines: list[str], family: int) -> None:
     text = "\n".join(lines)
@@ -137,7 +137,7 @@ _wf_line = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(_wf_line, max_size=12))
 def test_fast_listener_parser_agrees_with_the_plain_one(lines: list[tuple[int, str]]) -> None:
     for family in (4, 6):

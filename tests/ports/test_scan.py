@@ -79,19 +79,35 @@ def test_full_name_past_the_15_character_comm_limit(listen: Callable[..., Listen
     assert ours(default_scanner(), ln.ports) == [ListeningPort(ln.ports[0], "my-very-long-dev-server")]
 
 
-def test_steady_state_does_not_walk_proc(listen: Callable[..., Listeners]) -> None:
-    owners = OwnerCache()
-    scanner = Scanner([ProcNetReader(owners=owners)])
+def _freeze(root: Path) -> None:
+    """A /proc whose socket tables are a snapshot (other tests on this host open and close sockets
+    all the time) and whose processes are the real ones."""
+    (root / "net").mkdir(exist_ok=True)
+    for name in ("tcp", "tcp6"):
+        (root / "net" / name).write_bytes(Path(f"/proc/net/{name}").read_bytes())
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and not (root / entry).exists():
+            (root / entry).symlink_to(f"/proc/{entry}")
+
+
+def test_steady_state_does_not_walk_proc(listen: Callable[..., Listeners], tmp_path: Path) -> None:
+    owners = OwnerCache(tmp_path)
+    scanner = Scanner([ProcNetReader(tmp_path, owners=owners)])
     a = listen([V4], name="ca-first")
-    scanner.scan()
-    walks = owners.walks
+    _freeze(tmp_path)
     assert [p.process_name for p in ours(scanner, a.ports)] == ["ca-first"]
+    walks = owners.walks
+    first = scanner.scan().listeners
+    assert scanner.scan().listeners is first  # nothing changed: the same answer, no parsing
     assert owners.walks == walks  # every inode known: no walk
     b = listen([V4], name="ca-second")
+    _freeze(tmp_path)
     assert [p.process_name for p in ours(scanner, b.ports)] == ["ca-second"]
+    assert [p.process_name for p in ours(scanner, a.ports)] == ["ca-first"]
     assert owners.walks == walks + 1  # one walk for the new socket
     # the owner exits and its socket with it: the cache forgets the inode
     a.close()
+    _freeze(tmp_path)
     assert ours(scanner, a.ports) == []
     assert [p.process_name for p in ours(scanner, b.ports)] == ["ca-second"]
 

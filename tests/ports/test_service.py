@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from coder_agent.clock import FakeClock
 from coder_agent.localapi import LocalAPI
 from coder_agent.ports.scan import ProcNetReader, PsutilReader, ReaderUnavailable, Scanner, default_scanner
 from coder_agent.ports.select import Listener
@@ -44,13 +45,13 @@ class Harness:
 async def harness() -> AsyncIterator[Callable[..., Any]]:
     made: list[tuple[Harness, asyncio.Task[None]]] = []
 
-    async def make(scanner: Scanner | None = None, **kw: Any) -> Harness:
+    async def make(scanner: Scanner | None = None, run_loop: bool = True, **kw: Any) -> Harness:
         svc = PortsService(scanner or default_scanner(), **kw)
         api = LocalAPI("127.0.0.1:0")
         svc.install(api)
         await api.start()
         h = Harness(svc, api)
-        made.append((h, asyncio.create_task(svc.run())))
+        made.append((h, asyncio.create_task(svc.run() if run_loop else asyncio.Event().wait())))
         return h
 
     yield make
@@ -94,14 +95,39 @@ async def test_exact_shape_sorted(harness: Callable[..., Any], listen: Callable[
 
 async def test_a_burst_costs_one_scan(harness: Callable[..., Any]) -> None:
     reader = Counting()
-    h = await harness(Scanner([reader]), idle_interval=3600)
-    await apoll(lambda: reader.calls == 1)  # the service's first scan
-    await asyncio.sleep(1.05)  # let that result expire
-    results = await asyncio.gather(*(h.get() for _ in range(30)))
-    assert all(r == (200, {"ports": [{"process_name": "node", "network": "tcp", "port": 3000}]}) for r in results)
+    clock = FakeClock()
+    h = await harness(Scanner([reader]), run_loop=False, clock=clock)
+    one = (200, {"ports": [{"process_name": "node", "network": "tcp", "port": 3000}]})
+    assert await asyncio.gather(*(h.get() for _ in range(30))) == [one] * 30
+    assert reader.calls == 1  # concurrent requests shared the scan in flight
+    clock.advance(0.9)
+    assert await asyncio.gather(*(h.get() for _ in range(10))) == [one] * 10
+    assert reader.calls == 1  # within the 1 s cache
+    clock.advance(0.1)
+    assert await asyncio.gather(*(h.get() for _ in range(30))) == [one] * 30
     assert reader.calls == 2
-    results = await asyncio.gather(*(h.get() for _ in range(10)))  # within the 1 s cache
-    assert reader.calls == 2
+
+
+async def test_scan_interval_fast_only_while_watched() -> None:
+    reader = Counting()
+    clock = FakeClock()
+    svc = PortsService(Scanner([reader]), clock=clock)
+    task = asyncio.create_task(svc.run())
+    try:
+        await apoll(lambda: len(clock.sleeps) >= 2)
+        assert set(clock.sleeps) == {5.0}
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+        svc._watchers.add(queue)
+        n = len(clock.sleeps)
+        await apoll(lambda: len(clock.sleeps) >= n + 3)
+        assert clock.sleeps[-1] == 1.0
+        svc._watchers.discard(queue)
+        n = len(clock.sleeps)
+        await apoll(lambda: len(clock.sleeps) >= n + 3)
+        assert clock.sleeps[-1] == 5.0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_scan_error_is_500_and_degraded_not_a_crash(harness: Callable[..., Any]) -> None:
