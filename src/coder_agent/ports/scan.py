@@ -3,8 +3,10 @@
 Rules:
 
 * :class:`ProcNetReader` is the fast path on Linux: read ``<root>/net/tcp`` (required) and
-  ``<root>/net/tcp6`` (optional: missing when IPv6 is off), keep the LISTEN lines, and name
-  the process of each socket through :class:`OwnerCache`.
+  ``<root>/net/tcp6`` (optional: missing when IPv6 is off), keep the LISTEN lines (parsing only
+  lines not seen at the previous read), and name the process of each socket through
+  :class:`OwnerCache`. When nothing changed it returns the very same list object, so the
+  selection downstream can be skipped too: a steady-state scan costs little more than the read.
 * :class:`OwnerCache` maps socket inode → pid by walking ``<root>/<pid>/fd`` — but only for
   inodes it has not seen, stopping as soon as all are found, so a steady state costs no walk at
   all. Inodes nobody owns in our pid namespace (a socket from another namespace, a process we may
