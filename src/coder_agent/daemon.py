@@ -56,8 +56,9 @@ def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
     from . import appstatus
     from .gitauth import setup as gitauth
+    from .ports import setup as ports_setup
 
-    return [appstatus.setup, gitauth]
+    return [appstatus.setup, gitauth, ports_setup]
 
 
 class Daemon:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "git-askpass": ("coder_agent.cli.gitaskpass", "GIT_ASKPASS helper: git credentials from Coder external auth"),
     "gitssh": ("coder_agent.cli.gitssh", "GIT_SSH_COMMAND wrapper: ssh with the Coder-managed Git SSH key"),
     "env": ("coder_agent.cli.envcmd", "print the daemon's environment for scripts as export lines"),
+    "ports": ("coder_agent.cli.ports", "list the ports the workspace listens on (--watch to follow)"),
 }
 
 
