@@ -54,7 +54,9 @@ Capability = Callable[["Daemon"], list[Service]]
 
 def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
-    return []
+    from .devcontainers import setup as devcontainers
+
+    return [devcontainers]
 
 
 class Daemon:
