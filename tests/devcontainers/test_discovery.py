@@ -8,8 +8,9 @@ from .conftest import git_repo
 
 
 def test_projects_from_paths() -> None:
-    assert projects_from_paths("/r", [".devcontainer/devcontainer.json", "sub/.devcontainer.json", "x/devcontainer.json",
-                                      "a/b/.devcontainer/devcontainer.json"]) == [
+    paths = [".devcontainer/devcontainer.json", "sub/.devcontainer.json", "x/devcontainer.json",
+             "a/b/.devcontainer/devcontainer.json"]
+    assert projects_from_paths("/r", paths) == [
         ("/r", "/r/.devcontainer/devcontainer.json"),
         ("/r/a/b", "/r/a/b/.devcontainer/devcontainer.json"),
         ("/r/sub", "/r/sub/.devcontainer.json"),

@@ -20,9 +20,9 @@ from coder_agent.devcontainers.model import (
 from coder_agent.devcontainers.status import Status
 
 
-def inspect(cid: str = "a" * 64, name: str = "/c1", running: bool = True, created: str = "2025-01-02T03:04:05.123456789Z",
-            labels: dict[str, str] | None = None, exit_code: int = 0, error: str = "", ports: Any = None,
-            status: str = "") -> dict[str, Any]:
+def inspect(cid: str = "a" * 64, name: str = "/c1", running: bool = True,
+            created: str = "2025-01-02T03:04:05.123456789Z", labels: dict[str, str] | None = None,
+            exit_code: int = 0, error: str = "", ports: Any = None, status: str = "") -> dict[str, Any]:
     return {
         "Id": cid, "Name": name, "Created": created,
         "Config": {"Image": "local/busybox:latest", "Labels": labels or {}},
@@ -69,7 +69,8 @@ def test_label_filters() -> None:
 
 def test_port_warning_for_shared_host_port() -> None:
     p = {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}
-    cs = [container_from_inspect(inspect("a" * 64, "/x", ports=p)), container_from_inspect(inspect("b" * 64, "/y", ports=p))]
+    cs = [container_from_inspect(inspect("a" * 64, "/x", ports=p)),
+          container_from_inspect(inspect("b" * 64, "/y", ports=p))]
     assert port_warnings(cs) == ["host port 8080/tcp is mapped to several containers: x, y"]
 
 

@@ -47,7 +47,7 @@ def _message(resp: Any) -> str:
         body = resp.json()
         return str(body.get("message", "")) + (f" ({body['detail']})" if body.get("detail") else "")
     except ValueError:
-        return resp.text.strip()
+        return str(resp.text).strip()
 
 
 def render(doc: dict[str, Any]) -> str:
