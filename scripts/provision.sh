@@ -21,6 +21,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 # (capability steps follow)
+# Go + hashicorp/yamux + nhooyr websocket, for the yamux interop peer (tests/rpc/test_go_interop.py)
+bash scripts/install-go-peer-deps.sh
 
 # --- devcontainers: a Docker engine, the test image, the Dev Containers CLI -----------------
 # The engine: scripts/start-dockerd.sh (installs docker.io, starts dockerd; a no-op when one

@@ -6,6 +6,8 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
+
 from coder_agent.devserver import DevServer
 
 from .conftest import apoll
@@ -50,6 +52,33 @@ async def test_no_secret_in_logs(devserver: DevServer, daemon_env, spawn_daemon,
     for secret in (devserver.agent.token, header_secret):
         assert secret not in logs
         assert secret not in status_text
+
+
+@pytest.mark.parametrize("how", ["env", "file", "flag"])
+async def test_token_never_logged_whichever_way_it_was_given(
+    devserver: DevServer, daemon_env, spawn_daemon, short_tmp: Path, how: str  # type: ignore[no-untyped-def]
+) -> None:
+    token = devserver.agent.token
+    env = daemon_env(devserver.url, token, CODER_AGENT_LOG_LEVEL="debug")
+    args: list[str] = []
+    if how != "env":
+        del env["CODER_AGENT_TOKEN"]
+    if how == "file":
+        (short_tmp / "tok").write_text(token + "\n")
+        env["CODER_AGENT_TOKEN_FILE"] = str(short_tmp / "tok")
+    if how == "flag":
+        args = ["--agent-token", token]
+    d = spawn_daemon(env, *args)
+    await _wait_ready(d)
+    await apoll(lambda: d.api("GET", "/api/v0/status").json()["control_plane"]["state"] == "connected")
+    status_text = d.api("GET", "/api/v0/status").text
+    d.signal(signal.SIGTERM)
+    assert await _wait_exit(d) == 0
+    produced = [p for p in short_tmp.rglob("*") if p.is_file() and p.name != "tok"]
+    assert produced  # the daemon did write logs, so the scan below means something
+    for p in produced:
+        assert token not in p.read_text(errors="replace"), p
+    assert token not in d.stderr() and token not in status_text
 
 
 async def test_unreachable_coderd_is_diagnosed_not_fatal(daemon_env, spawn_daemon) -> None:  # type: ignore[no-untyped-def]

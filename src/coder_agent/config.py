@@ -291,6 +291,8 @@ def load_settings(
             doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as e:
             raise ConfigError("--config", f"cannot read {path}: {e.strerror or e}", "CODER_AGENT_CONFIG") from None
+        except UnicodeDecodeError:
+            raise ConfigError("--config", f"{path} is not UTF-8 text") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError("--config", f"{path} is not valid TOML: {e}") from None
         known = {s.key.split(".")[0] for s in SETTINGS if s.key}

@@ -43,6 +43,7 @@ class ConfigError(CoderAgentError):
     """
 
     def __init__(self, setting: str, message: str, origin: str | None = None) -> None:
+        message = " ".join(message.split())  # always one line: the CLI prints it as such
         self.setting = setting
         self.origin = origin
         self.message = message

@@ -1,0 +1,43 @@
+"""``python -m coder_agent.devserver [--host H] [--port P]``: run the dev control plane alone.
+
+Prints one JSON line ``{"url": ..., "token": ..., "agent_id": ...}`` on stdout once it listens,
+then serves until SIGINT/SIGTERM. Handy for manual runs and for benchmarks in another process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+
+from .app import DevServer
+from .state import DevAgent
+
+
+async def _main(host: str, port: int, token: str | None) -> None:
+    agent = DevAgent(apps=[{"slug": "claude-code"}])
+    if token:
+        agent.token = token
+    async with DevServer(host, port, agents=[agent]) as ds:
+        print(json.dumps({"url": ds.url, "token": agent.token, "agent_id": agent.id}), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m coder_agent.devserver")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--token", default=None, help="the agent token to accept (default: a random UUID)")
+    a = p.parse_args()
+    asyncio.run(_main(a.host, a.port, a.token))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,663 @@
+"""Sans-I/O dRPC (storj.io/drpc) framing, a client unary call and a server unary stream.
+
+Bytes in, packets / results out, bytes to send out; no sockets, no clock, no await.
+One dRPC conversation runs over one yamux stream (coder opens a fresh stream per RPC).
+
+Wire rules (shared/protocol/coder-agent-rpc.md §3):
+
+* Frame = control byte ``(kind << 1) | done | 0x80·control``, then three unsigned
+  varints (stream id, message id, data length), then the data. Varints are protobuf
+  style, at most 10 bytes; a longer one is a protocol error.
+* Kinds: Invoke 1, Message 2, Error 3, Cancel 4, Close 5, CloseSend 6, InvokeMetadata 7.
+* A packet is sent as one or more frames with the same (stream, message, kind); all
+  but the last have done=0. Writers split data into frames of at most 64 KiB; readers
+  concatenate until done=1 and refuse packets larger than 4 MiB.
+* Ids: readers start at (1, 1). A frame whose (stream, message) is lower than the
+  current one is an "id monotonicity violation"; after a packet completes its id is
+  used up. A new, higher id while a packet is half-assembled silently discards the
+  partial packet (Go's reader does the same: it is how interrupts work). A kind change
+  within one packet is a protocol error. Every packet a sender emits consumes the next
+  message id, starting at 1 per stream and per direction.
+* Frames with the control bit are ignored unless their kind is known to be a control
+  kind (Cancel): newer peers may use the bit for things we do not understand.
+* Error packet data = 8-byte big-endian code + UTF-8 text; code 12 is Unimplemented,
+  and an unknown method comes back as code 0 with "unknown rpc" in the text.
+
+The server half (:class:`ServerStream`) deliberately does not reuse the client half's
+reader or writer: it powers our fake control plane, and tests that round-trip client
+against server would not notice a codec bug that both halves shared. Both are checked
+against the byte-exact vectors from the facts file instead.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "MAX_PACKET_SIZE",
+    "MAX_VARINT_LEN",
+    "SPLIT_SIZE",
+    "UNIMPLEMENTED",
+    "CloseReceived",
+    "CloseSendReceived",
+    "DrpcError",
+    "DrpcProtocolError",
+    "Frame",
+    "InvokeReceived",
+    "Kind",
+    "Packet",
+    "PacketReader",
+    "PacketWriter",
+    "RequestReceived",
+    "RpcError",
+    "RpcUnimplemented",
+    "ServerEvent",
+    "ServerStream",
+    "UnaryCall",
+    "decode_error",
+    "decode_varint",
+    "encode_error",
+    "encode_frame",
+    "encode_packet",
+    "encode_varint",
+    "parse_frame",
+    "rpc_error",
+]
+
+MAX_VARINT_LEN: Final = 10
+SPLIT_SIZE: Final = 64 * 1024
+MAX_PACKET_SIZE: Final = 4 << 20
+UNIMPLEMENTED: Final = 12
+_MAX_UINT64: Final = (1 << 64) - 1
+_CODE = struct.Struct(">Q")
+
+
+class Kind(enum.IntEnum):
+    INVOKE = 1
+    MESSAGE = 2
+    ERROR = 3
+    CANCEL = 4
+    CLOSE = 5
+    CLOSE_SEND = 6
+    INVOKE_METADATA = 7
+
+
+# Control kinds we act on when they arrive with the control bit; everything else
+# with that bit set is someone else's extension and is dropped.
+_KNOWN_CONTROL_KINDS: Final = frozenset({Kind.CANCEL})
+
+
+# --------------------------------------------------------------------------------------
+# Errors
+
+
+class DrpcError(Exception):
+    """Base of the errors raised by this module."""
+
+
+class DrpcProtocolError(DrpcError):
+    """The peer broke dRPC framing; the yamux stream carrying it must be torn down."""
+
+
+class RpcError(DrpcError):
+    """The server answered the call with an Error packet.
+
+    ``code`` is the drpcerr code (0 for plain handler errors, 12 Unimplemented);
+    ``message`` the server's text, meant for logs.
+    """
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"rpc error (code {code}): {message}")
+        self.code = code
+        self.message = message
+
+
+class RpcUnimplemented(RpcError):
+    """The server does not implement the method (code 12, or "unknown rpc").
+
+    Callers of optional RPCs treat this as "feature unavailable" and stop calling.
+    """
+
+
+def rpc_error(code: int, message: str) -> RpcError:
+    """Build the right :class:`RpcError` subclass for an Error packet's contents."""
+    if code == UNIMPLEMENTED or "unknown rpc" in message:
+        return RpcUnimplemented(code, message)
+    return RpcError(code, message)
+
+
+# --------------------------------------------------------------------------------------
+# Varints, frames, packets
+
+
+def encode_varint(value: int) -> bytes:
+    """Encode an unsigned 64-bit integer as a protobuf-style varint."""
+    if not (0 <= value <= _MAX_UINT64):
+        raise ValueError("varint out of uint64 range")
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def decode_varint(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int] | None:
+    """Decode a varint at ``pos``; return ``(value, next_pos)``, or None if incomplete.
+
+    Raises :class:`DrpcProtocolError` when the varint runs past 10 bytes or past 64 bits.
+    """
+    value = 0
+    for i in range(MAX_VARINT_LEN):
+        if pos + i >= len(buf):
+            return None
+        byte = buf[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if value > _MAX_UINT64:
+                raise DrpcProtocolError("varint overflows 64 bits")
+            return value, pos + i + 1
+    raise DrpcProtocolError("varint too long")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One dRPC frame. ``kind`` stays a plain int so unknown kinds survive parsing."""
+
+    kind: int
+    stream_id: int
+    message_id: int
+    data: bytes = b""
+    done: bool = True
+    control: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """A reassembled packet: all the frames of one (stream, message) concatenated."""
+
+    kind: int
+    stream_id: int
+    message_id: int
+    data: bytes = b""
+    control: bool = False
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """Encode one frame exactly as given (no splitting)."""
+    if not (0 <= frame.kind <= 0x3F):
+        raise ValueError("kind must fit in 6 bits")
+    control = (frame.kind << 1) | (1 if frame.done else 0) | (0x80 if frame.control else 0)
+    return (
+        bytes((control,))
+        + encode_varint(frame.stream_id)
+        + encode_varint(frame.message_id)
+        + encode_varint(len(frame.data))
+        + frame.data
+    )
+
+
+def parse_frame(
+    buf: bytes | bytearray | memoryview, pos: int = 0, *, max_size: int = MAX_PACKET_SIZE
+) -> tuple[Frame, int] | None:
+    """Parse one frame at ``pos``; return ``(frame, next_pos)`` or None if incomplete.
+
+    Raises :class:`DrpcProtocolError` for a bad varint or a frame larger than
+    ``max_size`` (checked on the header, before the data is buffered).
+    """
+    if pos >= len(buf):
+        return None
+    control = buf[pos]
+    p = pos + 1
+    fields: list[int] = []
+    for _ in range(3):
+        got = decode_varint(buf, p)
+        if got is None:
+            return None
+        value, p = got
+        fields.append(value)
+    stream_id, message_id, length = fields
+    if length > max_size:
+        raise DrpcProtocolError(f"frame of {length} bytes exceeds the {max_size}-byte limit")
+    if len(buf) - p < length:
+        return None
+    frame = Frame(
+        kind=(control >> 1) & 0x3F,
+        stream_id=stream_id,
+        message_id=message_id,
+        data=bytes(buf[p : p + length]),
+        done=bool(control & 0x01),
+        control=bool(control & 0x80),
+    )
+    return frame, p + length
+
+
+def encode_packet(packet: Packet, *, split_size: int = SPLIT_SIZE) -> bytes:
+    """Encode a packet as frames of at most ``split_size`` data bytes, done=1 on the last."""
+    if split_size <= 0:
+        raise ValueError("split_size must be positive")
+    data = packet.data
+    out = bytearray()
+    offset = 0
+    while True:
+        chunk = data[offset : offset + split_size]
+        offset += len(chunk)
+        last = offset >= len(data)
+        out += encode_frame(
+            Frame(packet.kind, packet.stream_id, packet.message_id, chunk, done=last, control=packet.control)
+        )
+        if last:
+            return bytes(out)
+
+
+def encode_error(code: int, message: str) -> bytes:
+    """Error packet data: 8-byte big-endian code, then the UTF-8 text."""
+    return _CODE.pack(code) + message.encode("utf-8")
+
+
+def decode_error(data: bytes) -> tuple[int, str]:
+    """Split Error packet data into (code, text); short data is all text, code 0, as in Go."""
+    if len(data) < _CODE.size:
+        return 0, data.decode("utf-8", "replace") + " (drpcwire note: invalid error data)"
+    (code,) = _CODE.unpack_from(data)
+    return code, data[_CODE.size :].decode("utf-8", "replace")
+
+
+class PacketReader:
+    """Incremental frame parser and packet assembler (one direction of one transport).
+
+    :meth:`receive_data` takes any chunking and returns the packets it completed.
+    Raises :class:`DrpcProtocolError` on id monotonicity violations, a kind change
+    inside a packet, bad varints or oversized packets; the reader is then unusable.
+    """
+
+    def __init__(self, *, max_packet_size: int = MAX_PACKET_SIZE) -> None:
+        self._buf = bytearray()
+        self._max = max_packet_size
+        # The lowest (stream, message) still acceptable; Go starts at (1, 1).
+        self._id = (1, 1)
+        self._partial: Packet | None = None
+        self._parts: list[bytes] = []
+        self._partial_size = 0
+        self._failed: str | None = None
+
+    def receive_data(self, data: bytes) -> list[Packet]:
+        if self._failed is not None:
+            raise DrpcProtocolError(f"reader already failed: {self._failed}")
+        self._buf += data
+        packets: list[Packet] = []
+        pos = 0
+        try:
+            while True:
+                got = parse_frame(self._buf, pos, max_size=self._max)
+                if got is None:
+                    break
+                frame, pos = got
+                packet = self._assemble(frame)
+                if packet is not None:
+                    packets.append(packet)
+        except DrpcProtocolError as exc:
+            self._failed = str(exc)
+            raise
+        del self._buf[:pos]
+        return packets
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received that do not yet form a complete frame."""
+        return len(self._buf)
+
+    def _assemble(self, frame: Frame) -> Packet | None:
+        if frame.control:
+            if frame.kind in _KNOWN_CONTROL_KINDS:
+                return Packet(frame.kind, frame.stream_id, frame.message_id, frame.data, control=True)
+            return None
+        fid = (frame.stream_id, frame.message_id)
+        if fid < self._id:
+            raise DrpcProtocolError(f"id monotonicity violation: frame {fid} after {self._id}")
+        if self._partial is None or fid != self._id:
+            # A higher id abandons any half-built packet: the sender moved on.
+            self._id = fid
+            self._partial = Packet(frame.kind, frame.stream_id, frame.message_id)
+            self._parts = []
+            self._partial_size = 0
+        elif frame.kind != self._partial.kind:
+            raise DrpcProtocolError(f"packet kind change from {self._partial.kind} to {frame.kind}")
+        self._parts.append(frame.data)
+        self._partial_size += len(frame.data)
+        if self._partial_size > self._max:
+            raise DrpcProtocolError(f"packet exceeds {self._max} bytes")
+        if not frame.done:
+            return None
+        packet = Packet(self._partial.kind, frame.stream_id, frame.message_id, b"".join(self._parts))
+        self._partial = None
+        self._parts = []
+        self._partial_size = 0
+        # The id of a finished packet is used up; any later frame must be higher.
+        self._id = (frame.stream_id, frame.message_id + 1)
+        return packet
+
+
+class PacketWriter:
+    """Numbers and encodes outgoing packets for one dRPC stream (message ids 1, 2, 3, ...)."""
+
+    def __init__(self, stream_id: int = 1, *, split_size: int = SPLIT_SIZE) -> None:
+        if stream_id <= 0:
+            raise ValueError("dRPC stream ids start at 1")
+        self.stream_id = stream_id
+        self._next_message_id = 1
+        self._split = split_size
+
+    def packet(self, kind: Kind, data: bytes = b"", *, control: bool = False) -> bytes:
+        """Encode the next packet of ``kind``; it consumes one message id."""
+        message_id = self._next_message_id
+        self._next_message_id += 1
+        return encode_packet(Packet(kind, self.stream_id, message_id, data, control), split_size=self._split)
+
+
+# --------------------------------------------------------------------------------------
+# Client: one unary call
+
+
+class UnaryCall:
+    """Client side of one unary RPC on a fresh dRPC stream (stream id 1).
+
+    On construction the call queues Invoke(1,1) → Message(1,2) → CloseSend(1,3) (the
+    Message is sent even for an empty request: the server waits for it). Feed the
+    stream's bytes to :meth:`receive_data` until :attr:`finished`; then
+    :meth:`result` returns the response message bytes or raises :class:`RpcError`.
+
+    The call finishes at the first complete Message (as Go's client does; the server's
+    CloseSend that follows is not needed), at an Error packet, at Close or CloseSend
+    without a Message, or at :meth:`receive_eof`. Bytes after that are ignored.
+    """
+
+    def __init__(self, method: str, request: bytes, *, split_size: int = SPLIT_SIZE) -> None:
+        if not method.startswith("/"):
+            raise ValueError("method must be a full path like /coder.agent.v2.Agent/GetManifest")
+        self.method = method
+        self._writer = PacketWriter(1, split_size=split_size)
+        self._reader = PacketReader()
+        self._out = bytearray()
+        self._out += self._writer.packet(Kind.INVOKE, method.encode("utf-8"))
+        self._out += self._writer.packet(Kind.MESSAGE, request)
+        self._out += self._writer.packet(Kind.CLOSE_SEND)
+        self._response: bytes | None = None
+        self._error: DrpcError | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self._response is not None or self._error is not None
+
+    def data_to_send(self) -> bytes:
+        """Return and forget the bytes queued for the server."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the server. Raises :class:`DrpcProtocolError` on bad framing."""
+        if self.finished:
+            return
+        try:
+            packets = self._reader.receive_data(data)
+        except DrpcProtocolError as exc:
+            self._error = exc
+            raise
+        for packet in packets:
+            self._on_packet(packet)
+            if self.finished:
+                return
+
+    def receive_eof(self) -> None:
+        """The server closed its side; a call still waiting for its reply fails."""
+        if not self.finished:
+            self._error = DrpcProtocolError(f"{self.method}: stream ended before a reply")
+
+    def result(self) -> bytes:
+        """The response message bytes; raises the call's error, or RuntimeError if unfinished."""
+        if self._error is not None:
+            raise self._error
+        if self._response is None:
+            raise RuntimeError("call has not finished")
+        return self._response
+
+    def _on_packet(self, packet: Packet) -> None:
+        if packet.stream_id != 1:
+            self._error = DrpcProtocolError(f"reply on dRPC stream {packet.stream_id}, expected 1")
+        elif packet.kind == Kind.MESSAGE:
+            self._response = packet.data
+        elif packet.kind == Kind.ERROR:
+            code, text = decode_error(packet.data)
+            self._error = rpc_error(code, text)
+        elif packet.kind in (Kind.CLOSE, Kind.CLOSE_SEND, Kind.CANCEL):
+            self._error = DrpcProtocolError(f"{self.method}: server closed the stream without a reply")
+        else:
+            self._error = DrpcProtocolError(f"unexpected packet kind {packet.kind} from the server")
+
+
+# --------------------------------------------------------------------------------------
+# Server: one unary call, written apart from the client half (see the module docstring)
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeReceived:
+    """The client named the method (and optionally sent InvokeMetadata before it)."""
+
+    method: str
+    metadata: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """The request message is complete: time to call the handler and reply."""
+
+    method: str
+    request: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSendReceived:
+    """The client will send nothing more (normal after the request)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReceived:
+    """The client abandoned the stream (Close or Cancel); no reply is expected."""
+
+
+ServerEvent = InvokeReceived | RequestReceived | CloseSendReceived | CloseReceived
+
+
+class _ServerState(enum.Enum):
+    AWAIT_INVOKE = "await_invoke"
+    AWAIT_REQUEST = "await_request"
+    HANDLING = "handling"  # request delivered, reply not yet given
+    REPLIED = "replied"
+    CLOSED = "closed"
+
+
+class ServerStream:
+    """Server side of one unary RPC on one dRPC stream (our fake control plane's half).
+
+    Feed client bytes to :meth:`receive_data`; it returns :class:`InvokeReceived`,
+    then :class:`RequestReceived` (answer it with :meth:`reply` or
+    :meth:`reply_error`), :class:`CloseSendReceived` and possibly
+    :class:`CloseReceived`. Replies are Message + CloseSend, or a single Error, as
+    drpcmux does. Raises :class:`DrpcProtocolError` on bad framing or out-of-order
+    packets (Message before Invoke, a second request on a unary call).
+    """
+
+    def __init__(self, *, max_packet_size: int = MAX_PACKET_SIZE, split_size: int = SPLIT_SIZE) -> None:
+        self._in = bytearray()
+        self._max = max_packet_size
+        self._split = split_size
+        self._state = _ServerState.AWAIT_INVOKE
+        self._stream_id = 0
+        self._last = (1, 0)  # (stream, message) of the last finished packet
+        self._cur: tuple[int, int, int] | None = None  # (stream, message, kind) being built
+        self._cur_data = bytearray()
+        self._metadata: bytes | None = None
+        self._method = ""
+        self._out = bytearray()
+        self._next_out_id = 1
+        self._client_done = False
+
+    @property
+    def method(self) -> str:
+        """The invoked method, "" until Invoke arrived."""
+        return self._method
+
+    @property
+    def replied(self) -> bool:
+        return self._state in (_ServerState.REPLIED, _ServerState.CLOSED)
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def receive_data(self, data: bytes) -> list[ServerEvent]:
+        self._in += data
+        events: list[ServerEvent] = []
+        view = memoryview(self._in)
+        pos = 0
+        try:
+            while True:
+                header = self._read_header(view, pos)
+                if header is None:
+                    break
+                ctl, sid, mid, length, body_at = header
+                if len(view) - body_at < length:
+                    break
+                body = bytes(view[body_at : body_at + length])
+                pos = body_at + length
+                self._on_frame(ctl, sid, mid, body, events)
+        finally:
+            view.release()
+        del self._in[:pos]
+        return events
+
+    def reply(self, message: bytes) -> None:
+        """Answer the request with ``message``: Message then CloseSend."""
+        self._check_can_reply()
+        self._send(Kind.MESSAGE, message)
+        self._send(Kind.CLOSE_SEND, b"")
+        self._state = _ServerState.REPLIED
+
+    def reply_error(self, code: int, message: str) -> None:
+        """Answer with an Error packet (code, text); no CloseSend follows, as in Go."""
+        self._check_can_reply()
+        self._send(Kind.ERROR, code.to_bytes(8, "big") + message.encode("utf-8"))
+        self._state = _ServerState.REPLIED
+
+    # ---- internals -------------------------------------------------------------------
+
+    def _check_can_reply(self) -> None:
+        if self._state is not _ServerState.HANDLING:
+            raise RuntimeError(f"cannot reply in state {self._state.value}")
+
+    def _send(self, kind: Kind, data: bytes) -> None:
+        mid = self._next_out_id
+        self._next_out_id += 1
+        chunks = [data[i : i + self._split] for i in range(0, len(data), self._split)] or [b""]
+        for n, chunk in enumerate(chunks):
+            done = 1 if n == len(chunks) - 1 else 0
+            self._out.append((kind << 1) | done)
+            for value in (self._stream_id, mid, len(chunk)):
+                self._put_uvarint(value)
+            self._out += chunk
+
+    def _put_uvarint(self, value: int) -> None:
+        while True:
+            low = value & 0x7F
+            value >>= 7
+            if value:
+                self._out.append(low | 0x80)
+            else:
+                self._out.append(low)
+                return
+
+    def _read_header(self, view: memoryview, pos: int) -> tuple[int, int, int, int, int] | None:
+        if pos >= len(view):
+            return None
+        ctl = view[pos]
+        p = pos + 1
+        values = []
+        for _ in range(3):
+            shift = 0
+            value = 0
+            while True:
+                if p >= len(view):
+                    return None
+                if shift >= 7 * MAX_VARINT_LEN:
+                    raise DrpcProtocolError("varint too long")
+                b = view[p]
+                p += 1
+                value |= (b & 0x7F) << shift
+                shift += 7
+                if b < 0x80:
+                    break
+            values.append(value)
+        sid, mid, length = values
+        if length > self._max:
+            raise DrpcProtocolError(f"frame of {length} bytes exceeds the {self._max}-byte limit")
+        return ctl, sid, mid, length, p
+
+    def _on_frame(self, ctl: int, sid: int, mid: int, body: bytes, events: list[ServerEvent]) -> None:
+        kind, done, control = (ctl >> 1) & 0x3F, bool(ctl & 1), bool(ctl & 0x80)
+        if control:
+            if kind == Kind.CANCEL:
+                self._closed(events)
+            return
+        if (sid, mid) <= self._last:
+            raise DrpcProtocolError(f"id monotonicity violation: ({sid}, {mid}) after {self._last}")
+        if self._cur is None or self._cur[:2] != (sid, mid):
+            self._cur = (sid, mid, kind)
+            self._cur_data.clear()
+        elif self._cur[2] != kind:
+            raise DrpcProtocolError("packet kind change")
+        self._cur_data += body
+        if len(self._cur_data) > self._max:
+            raise DrpcProtocolError(f"packet exceeds {self._max} bytes")
+        if not done:
+            return
+        data = bytes(self._cur_data)
+        self._cur = None
+        self._cur_data.clear()
+        self._last = (sid, mid)
+        self._on_packet(kind, sid, data, events)
+
+    def _on_packet(self, kind: int, sid: int, data: bytes, events: list[ServerEvent]) -> None:
+        state = self._state
+        if kind == Kind.INVOKE_METADATA and state is _ServerState.AWAIT_INVOKE:
+            self._metadata = data
+        elif kind == Kind.INVOKE and state is _ServerState.AWAIT_INVOKE:
+            self._stream_id = sid
+            try:
+                self._method = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DrpcProtocolError("method name is not UTF-8") from None
+            self._state = _ServerState.AWAIT_REQUEST
+            events.append(InvokeReceived(self._method, self._metadata))
+        elif sid != self._stream_id and state is not _ServerState.AWAIT_INVOKE:
+            raise DrpcProtocolError(f"packet for dRPC stream {sid} inside stream {self._stream_id}")
+        elif kind == Kind.MESSAGE and state is _ServerState.AWAIT_REQUEST:
+            self._state = _ServerState.HANDLING
+            events.append(RequestReceived(self._method, data))
+        elif kind == Kind.CLOSE_SEND and state is not _ServerState.AWAIT_INVOKE:
+            if not self._client_done:
+                self._client_done = True
+                events.append(CloseSendReceived())
+        elif kind == Kind.CLOSE:
+            self._closed(events)
+        else:
+            raise DrpcProtocolError(f"unexpected packet kind {kind} in state {state.value}")
+
+    def _closed(self, events: list[ServerEvent]) -> None:
+        if self._state is not _ServerState.CLOSED:
+            self._state = _ServerState.CLOSED
+            events.append(CloseReceived())

@@ -1,0 +1,467 @@
+"""Thin asyncio layer: a websocket carrying a yamux session, streams, and dRPC unary calls.
+
+All protocol decisions live in the sans-I/O cores (:mod:`.yamux`, :mod:`.drpc`); this
+module only moves bytes and wakes waiters. Rules it keeps:
+
+* The websocket is one ordered byte stream: every received binary message goes to
+  the session whatever its boundaries; a text message ends the connection (coderd's
+  NetConn treats it as a protocol violation).
+* Everything the session queues is sent by one writer task, in order, in binary
+  messages of at most ``max_message`` bytes (the Go side refuses messages over 4 MiB).
+* Window credit is returned as the application reads (:meth:`Stream.read`), so a slow
+  reader slows the peer instead of buffering without bound.
+* Pings from the peer are answered by the reader task itself, never behind application
+  work.
+* A protocol error, a GoAway with a non-zero code, or the websocket closing ends the
+  connection: :attr:`YamuxConnection.closed` resolves with the reason and every
+  pending read, ping and open fails with :class:`ConnectionClosedError`.
+
+One unary dRPC call = one fresh yamux stream (:func:`unary_call`), as coder's Go SDK does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any, Final, Protocol
+
+from . import drpc, yamux
+from .drpc import RpcError, RpcUnimplemented
+
+__all__ = [
+    "ConnectionClosedError",
+    "MessageSocket",
+    "RpcError",
+    "RpcUnimplemented",
+    "Stream",
+    "StreamResetError",
+    "YamuxConnection",
+    "unary_call",
+]
+
+DEFAULT_MAX_MESSAGE: Final = 1 << 20
+# Go's AcceptBacklog: inbound streams nobody accepts beyond this are reset.
+ACCEPT_BACKLOG: Final = 256
+
+
+class MessageSocket(Protocol):
+    """What we need from a websocket: ``websockets``' ClientConnection fits."""
+
+    async def send(self, message: bytes, /) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]: ...
+
+
+class ConnectionClosedError(yamux.YamuxError):
+    """The yamux connection is gone (or going away); ``reason`` says why."""
+
+
+class StreamResetError(yamux.YamuxError):
+    """The stream was reset (by the peer or by us); its data is lost."""
+
+
+class Stream:
+    """One yamux stream. Obtain it from :meth:`YamuxConnection.open_stream` / ``accept_stream``."""
+
+    def __init__(self, conn: YamuxConnection, stream_id: int) -> None:
+        self._conn = conn
+        self.stream_id: Final = stream_id
+        self._buf: deque[bytes] = deque()
+        self._eof = False
+        self._reset = False
+        self._readable = asyncio.Event()
+        self._local_closed = False
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; it leaves as fast as the peer's window allows.
+
+        Does not wait; use :meth:`drain` for back-pressure. Raises
+        :class:`StreamResetError`, :class:`ConnectionClosedError`, or
+        :class:`yamux.StreamError` after :meth:`close`.
+        """
+        self._check_alive()
+        self._conn._send(self.stream_id, data)
+
+    async def drain(self) -> None:
+        """Wait until everything written has been handed to the websocket writer."""
+        while True:
+            self._check_alive()
+            if self._conn._session.send_queued(self.stream_id) == 0:
+                return
+            await self._conn._progress()
+
+    async def read(self, max_bytes: int = -1) -> bytes:
+        """Return the next received bytes (all buffered, or at most ``max_bytes``).
+
+        Returns b"" once the peer has closed its side and the buffer is empty. Raises
+        :class:`StreamResetError` if the stream was reset and
+        :class:`ConnectionClosedError` if the connection ended before the peer's FIN.
+        """
+        while not self._buf:
+            if self._reset:
+                raise StreamResetError(f"stream {self.stream_id} was reset")
+            if self._eof:
+                return b""
+            if self._conn._closed_reason is not None:
+                raise ConnectionClosedError(self._conn._closed_reason)
+            self._readable.clear()
+            await self._readable.wait()
+        if max_bytes < 0:
+            data = b"".join(self._buf)
+            self._buf.clear()
+        else:
+            head = self._buf.popleft()
+            data, rest = head[:max_bytes], head[max_bytes:]
+            if rest:
+                self._buf.appendleft(rest)
+        self._conn._consume(self.stream_id, len(data))
+        return data
+
+    async def close(self) -> None:
+        """Half-close: FIN after queued data. Reading continues until the peer's FIN.
+
+        Idempotent; a no-op on a reset stream or a closed connection.
+        """
+        if self._local_closed or self._reset or self._conn._closed_reason is not None:
+            return
+        self._local_closed = True
+        self._conn._close_stream(self.stream_id)
+
+    def reset(self) -> None:
+        """Abort the stream (RST); pending and later reads raise :class:`StreamResetError`."""
+        if self._reset:
+            return
+        self._mark_reset()
+        if self._conn._closed_reason is None:
+            self._conn._reset_stream(self.stream_id)
+
+    # Called by the connection's reader task.
+    def _feed(self, data: bytes) -> None:
+        self._buf.append(data)
+        self._readable.set()
+
+    def _mark_eof(self) -> None:
+        self._eof = True
+        self._readable.set()
+
+    def _mark_reset(self) -> None:
+        self._reset = True
+        self._buf.clear()
+        self._readable.set()
+
+    def _check_alive(self) -> None:
+        if self._reset:
+            raise StreamResetError(f"stream {self.stream_id} was reset")
+        if self._conn._closed_reason is not None:
+            raise ConnectionClosedError(self._conn._closed_reason)
+
+
+class YamuxConnection:
+    """A yamux session over an already-open websocket.
+
+    Create it inside a running event loop: it starts a reader and a writer task at
+    once. ``client=True`` is the agent's role (odd stream ids); ``client=False``
+    serves (our test control plane), accepting streams via :meth:`accept_stream`.
+    :attr:`closed` is a future that resolves with the reason text when the connection
+    ends, whoever ended it.
+    """
+
+    def __init__(
+        self,
+        ws: MessageSocket,
+        *,
+        client: bool = True,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._ws = ws
+        self._session = yamux.Session(client=client)
+        self._max_message = max_message
+        self._streams: dict[int, Stream] = {}
+        self._accept: asyncio.Queue[Stream] = asyncio.Queue()
+        self._pings: dict[int, asyncio.Future[None]] = {}
+        self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._progress_event = asyncio.Event()
+        self._closed_reason: str | None = None
+        self.closed: asyncio.Future[str] = loop.create_future()
+        self.last_received: float = loop.time()
+        """Loop time of the last websocket message: a liveness signal for watchdogs."""
+        self._reader = loop.create_task(self._read_loop(), name="yamux-reader")
+        self._writer = loop.create_task(self._write_loop(), name="yamux-writer")
+        self._shutdown: asyncio.Task[None] | None = None
+
+    @property
+    def session(self) -> yamux.Session:
+        """The sans-I/O core (read-only use: windows, states, go-away codes)."""
+        return self._session
+
+    # ---- public API ------------------------------------------------------------------
+
+    async def open_stream(self) -> Stream:
+        """Open a new stream (SYN is sent at once; data may follow before the ACK)."""
+        self._check_open()
+        try:
+            sid = self._session.open_stream()
+        except yamux.SessionClosedError as exc:
+            raise ConnectionClosedError(str(exc)) from exc
+        stream = Stream(self, sid)
+        self._streams[sid] = stream
+        self._flush()
+        return stream
+
+    async def accept_stream(self) -> Stream:
+        """Wait for a stream the peer opened. Raises :class:`ConnectionClosedError`."""
+        get = asyncio.ensure_future(self._accept.get())
+        waiters: set[asyncio.Future[Any]] = {get, self.closed}
+        try:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not get.done():
+                get.cancel()
+        if get in done:
+            return get.result()
+        raise ConnectionClosedError(self.closed.result())
+
+    # The timeout parameter is the published contract (callers pass a number, not a scope).
+    async def ping(self, timeout: float) -> float:
+        """Send a yamux ping and return the round-trip time in seconds.
+
+        Raises TimeoutError if no ACK arrives within ``timeout`` and
+        :class:`ConnectionClosedError` if the connection ends first.
+        """
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        ping_id = self._session.ping()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._pings[ping_id] = fut
+        started = loop.time()
+        self._flush()
+        try:
+            await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pings.pop(ping_id, None)
+        return loop.time() - started
+
+    async def close(self, code: int = yamux.GoAwayCode.NORMAL) -> None:
+        """Send GoAway(``code``), flush, close the websocket and wait for the tasks to end."""
+        if self._closed_reason is None:
+            with contextlib.suppress(yamux.SessionClosedError):
+                self._session.go_away(code)
+            self._flush()
+            self._terminate("closed by us")
+        if self._shutdown is not None:
+            await self._shutdown
+
+    # ---- used by Stream --------------------------------------------------------------
+
+    def _send(self, sid: int, data: bytes) -> None:
+        self._session.send(sid, data)
+        self._flush()
+
+    def _consume(self, sid: int, n: int) -> None:
+        if self._closed_reason is None and n:
+            self._session.consume(sid, n)
+            self._flush()
+
+    def _close_stream(self, sid: int) -> None:
+        self._session.close_stream(sid)
+        self._flush()
+        self._forget_if_gone(sid)
+
+    def _reset_stream(self, sid: int) -> None:
+        self._session.reset_stream(sid)
+        self._flush()
+        self._streams.pop(sid, None)
+
+    async def _progress(self) -> None:
+        """Wait for the next batch of received frames (window updates may be in it)."""
+        self._progress_event.clear()
+        waiter = asyncio.ensure_future(self._progress_event.wait())
+        waiters: set[asyncio.Future[Any]] = {waiter, self.closed}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+
+    # ---- internals -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed_reason is not None:
+            raise ConnectionClosedError(self._closed_reason)
+
+    def _flush(self) -> None:
+        data = self._session.data_to_send()
+        if data:
+            self._out.put_nowait(data)
+
+    def _forget_if_gone(self, sid: int) -> None:
+        if self._session.stream_state(sid) is None:
+            self._streams.pop(sid, None)
+
+    async def _read_loop(self) -> None:
+        reason = "websocket closed by peer"
+        try:
+            async for message in self._ws:
+                if self._closed_reason is not None:
+                    return
+                if isinstance(message, str):
+                    reason = "text message on the RPC websocket"
+                    break
+                self.last_received = asyncio.get_running_loop().time()
+                try:
+                    events = self._session.receive_data(message)
+                except yamux.YamuxProtocolError as exc:
+                    self._dispatch(exc.events)
+                    self._flush()  # the GoAway(1) the core queued
+                    reason = f"yamux protocol error: {exc}"
+                    break
+                self._dispatch(events)
+                self._flush()
+                if self._closed_reason is not None:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the websocket library's closing errors vary by version
+            reason = f"websocket error: {exc!r}"
+        self._terminate(reason)
+
+    def _dispatch(self, events: list[yamux.YamuxEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, yamux.StreamData):
+                stream = self._streams.get(ev.stream_id)
+                if stream is not None:
+                    stream._feed(ev.data)
+                else:
+                    # Nobody will read it; return the credit so the peer is not stalled.
+                    self._session.consume(ev.stream_id, len(ev.data))
+            elif isinstance(ev, yamux.StreamOpened):
+                self._on_stream_opened(ev.stream_id)
+            elif isinstance(ev, yamux.StreamEnded):
+                stream = self._streams.get(ev.stream_id)
+                if stream is not None:
+                    stream._mark_eof()
+                self._forget_if_gone(ev.stream_id)
+            elif isinstance(ev, yamux.StreamReset):
+                stream = self._streams.pop(ev.stream_id, None)
+                if stream is not None:
+                    stream._mark_reset()
+            elif isinstance(ev, yamux.PingAcked):
+                fut = self._pings.get(ev.ping_id)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            elif isinstance(ev, yamux.GoAwayReceived) and ev.code != yamux.GoAwayCode.NORMAL:
+                # Go ends its session on these; a normal GoAway only stops new streams.
+                self._terminate(f"peer sent GoAway with code {ev.code}")
+            # StreamAccepted and PingReceived need no action: the core already answered.
+        # A stream whose FIN left late (queued behind window credit) is only now gone
+        # from the session; drop our handle too. Its Stream object keeps its buffer.
+        for sid in [sid for sid in self._streams if self._session.stream_state(sid) is None]:
+            del self._streams[sid]
+        self._progress_event.set()
+
+    def _on_stream_opened(self, sid: int) -> None:
+        if self._accept.qsize() >= ACCEPT_BACKLOG:
+            self._session.reset_stream(sid)
+            return
+        stream = Stream(self, sid)
+        self._streams[sid] = stream
+        self._accept.put_nowait(stream)
+
+    async def _write_loop(self) -> None:
+        while True:
+            data = await self._out.get()
+            if data is None:
+                return
+            # Coalesce what is already queued, then cut to the message size limit.
+            parts = [data]
+            while not self._out.empty():
+                more = self._out.get_nowait()
+                if more is None:
+                    self._out.put_nowait(None)
+                    break
+                parts.append(more)
+            blob = b"".join(parts)
+            try:
+                for i in range(0, len(blob), self._max_message):
+                    await self._ws.send(blob[i : i + self._max_message])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._terminate(f"websocket send failed: {exc!r}")
+                return
+
+    def _terminate(self, reason: str) -> None:
+        if self._closed_reason is not None:
+            return
+        self._closed_reason = reason
+        if not self.closed.done():
+            self.closed.set_result(reason)
+        for stream in self._streams.values():
+            stream._readable.set()
+        self._streams.clear()
+        for fut in self._pings.values():
+            if not fut.done():
+                fut.set_exception(ConnectionClosedError(reason))
+        self._progress_event.set()
+        self._shutdown = asyncio.get_running_loop().create_task(self._finish(), name="yamux-shutdown")
+
+    async def _finish(self) -> None:
+        # Let the writer send what is queued (a GoAway, final frames), then close.
+        self._out.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self._writer), 5)
+        self._writer.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._ws.close(), 5)
+        self._reader.cancel()
+        with contextlib.suppress(BaseException):
+            await self._reader
+
+
+# The timeout parameter is the published contract (callers pass a number, not a scope).
+async def unary_call(
+    conn: YamuxConnection,
+    method: str,
+    request: bytes,
+    timeout: float,
+) -> bytes:
+    """Run one dRPC unary call on a fresh stream and return the response message bytes.
+
+    Sends Invoke/Message/CloseSend, reads until the reply, then closes the stream
+    (FIN). Raises :class:`RpcError` for an Error packet (:class:`RpcUnimplemented` for
+    code 12 or "unknown rpc"), :class:`drpc.DrpcProtocolError` for bad framing,
+    TimeoutError after ``timeout`` seconds, and :class:`ConnectionClosedError` /
+    :class:`StreamResetError` when the transport fails. On anything but a normal
+    reply or an RpcError the stream is reset rather than closed.
+    """
+    call = drpc.UnaryCall(method, request)
+    stream: Stream | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            stream = await conn.open_stream()
+            # No FIN before the reply: the Go server tears the call down when its
+            # read side reaches EOF.
+            stream.write(call.data_to_send())
+            while not call.finished:
+                data = await stream.read()
+                if not data:
+                    call.receive_eof()
+                    break
+                call.receive_data(data)
+            try:
+                result = call.result()
+            except RpcError:
+                await stream.close()
+                raise
+            await stream.close()
+            return result
+    except RpcError:
+        raise
+    except BaseException:
+        if stream is not None:
+            stream.reset()
+        raise
