@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import threading
@@ -121,24 +122,35 @@ class Engine:
             rows = api.containers(all=True)
         except Exception as e:
             raise self._wrap(e) from None
-        out: list[dict[str, Any]] = []
         keep: dict[str, tuple[str, dict[str, Any]]] = {}
+        misses: list[tuple[str, str]] = []
         for row in rows:
-            cid = str(row.get("Id"))
-            key = str(row.get("State"))
+            cid, key = str(row.get("Id")), str(row.get("State"))
             with self._lock:
                 hit = self._cache.get(cid)
             if hit is not None and hit[0] == key:
-                data = hit[1]
+                keep[cid] = hit
             else:
-                try:
-                    data = api.inspect_container(cid)
-                except docker.errors.NotFound:
-                    continue  # removed between list and inspect
-                except Exception as e:
-                    raise self._wrap(e) from None
-            keep[cid] = (key, data)
-            out.append(data)
+                misses.append((cid, key))
+
+        def inspect(cid: str) -> dict[str, Any] | None:
+            try:
+                return dict(api.inspect_container(cid))
+            except docker.errors.NotFound:
+                return None  # removed between list and inspect
+
+        try:
+            if len(misses) > 2:  # a cold cache: inspect in parallel (one request each)
+                with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+                    found = list(pool.map(inspect, [cid for cid, _ in misses]))
+            else:
+                found = [inspect(cid) for cid, _ in misses]
+        except Exception as e:
+            raise self._wrap(e) from None
+        for (cid, key), data in zip(misses, found, strict=True):
+            if data is not None:
+                keep[cid] = (key, data)
+        out = [keep[str(r.get("Id"))][1] for r in rows if str(r.get("Id")) in keep]
         with self._lock:
             self._cache = keep
         return out
