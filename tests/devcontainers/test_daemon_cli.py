@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ..conftest import poll, t
 from .conftest import IMAGE, git_repo
 
@@ -32,6 +34,7 @@ def test_disabled_answers_403_like_the_go_agent(daemon_env: Any, spawn_daemon: A
     assert d.api("GET", "/api/v0/status").json()["devcontainers"] == {"state": "disabled"}
 
 
+@pytest.mark.docker
 def test_cli_list_recreate_delete(daemon_env: Any, spawn_daemon: Any, short_tmp: Path, docker_client: Any,
                                   cli_path: str, tag: str) -> None:
     ws = short_tmp / "ws"

@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from coder_agent.devcontainers.manager import CLI_MISSING
 
 from ..conftest import apoll, t
 from .conftest import IMAGE, TEST_LABEL, git_repo
 from .dockerproxy import DockerProxy
+
+pytestmark = pytest.mark.docker
 
 CFG = json.dumps({"image": IMAGE, "postCreateCommand": "echo post-create-ran"})
 
@@ -215,3 +218,17 @@ async def test_without_the_cli_recreate_goes_through_the_engine(harness: Any, ru
     assert "FOO=bar" in env
     assert any("did NOT run" in ln for ln in h.lines())
     assert not [x for x in docker_client.containers.list(all=True, sparse=True) if x.id == c.id]
+
+
+async def test_manifest_devcontainers_keep_their_id_and_sub_agents_get_403(harness: Any, short_tmp: Path) -> None:
+    folder = short_tmp / "ws" / "tf"
+    manifest: dict[str, Any] = {"devcontainers": [
+        {"id": "8a3c4a52-5b7e-4bd6-9d2b-1f7c2a6e9b10", "workspace_folder": str(folder),
+         "config_path": ".devcontainer/devcontainer.json", "name": "from-terraform"}]}
+    h = await harness(manifest=manifest)
+    d = await apoll(lambda: h.dc(h.mgr.response(), folder), 10)
+    assert (d["id"], d["name"], d["status"]) == ("8a3c4a52-5b7e-4bd6-9d2b-1f7c2a6e9b10", "from-terraform", "stopped")
+    assert d["config_path"] == f"{folder}/.devcontainer/devcontainer.json"
+    manifest["parent_id"] = "5c0f8d9e-1111-4a2b-8c3d-123456789abc"
+    r = await h.http.get("/api/v0/containers")
+    assert r.status_code == 403 and r.json()["message"] == "Dev Container feature not supported."
