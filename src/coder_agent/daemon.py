@@ -55,10 +55,11 @@ Capability = Callable[["Daemon"], list[Service]]
 def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
     from . import appstatus
+    from .devcontainers import setup as devcontainers
     from .gitauth import setup as gitauth
     from .ports import setup as ports_setup
 
-    return [appstatus.setup, gitauth, ports_setup]
+    return [appstatus.setup, gitauth, ports_setup, devcontainers]
 
 
 class Daemon:
