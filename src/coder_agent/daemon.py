@@ -54,7 +54,9 @@ Capability = Callable[["Daemon"], list[Service]]
 
 def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
-    return []
+    from . import logs, scripts
+
+    return [logs.setup, scripts.setup]
 
 
 class Daemon:
