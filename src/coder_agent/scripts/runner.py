@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -36,7 +37,7 @@ from ..logs.text import LineSplitter
 from ..logsink import LogSink, LogSource
 from .spec import ScriptResult, ScriptSpec, Stage, Status
 
-__all__ = ["ScriptRunner", "kill_group", "resolve_directory", "user_shell"]
+__all__ = ["ScriptRunner", "kill_group", "resolve_directory", "user_shell", "wait_exit"]
 
 
 def user_shell(env: Mapping[str, str]) -> str:
@@ -51,6 +52,31 @@ def resolve_directory(directory: str, env: Mapping[str, str]) -> str:
     if d and os.path.isdir(d):
         return d
     return home if os.path.isdir(home) else "/"
+
+
+async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for the process itself to exit (not for its pipes, unlike asyncio's ``Process.wait``)."""
+    rc = proc.poll()
+    if rc is not None:
+        return rc
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return await asyncio.to_thread(proc.wait)
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def exited() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(fd, exited)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return proc.wait()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -139,7 +165,11 @@ class ScriptRunner:
             for ln in lines:
                 self.sink.write(src, ln, level)
 
-    async def _pump(self, stream: asyncio.StreamReader, src: LogSource, level: str, tee: IO[bytes] | None) -> None:
+    async def _pump(self, fd: int, src: LogSource, level: str, tee: IO[bytes] | None) -> None:
+        loop = asyncio.get_running_loop()
+        stream = asyncio.StreamReader(limit=1 << 20)
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream),
+                                                    os.fdopen(fd, "rb", 0))
         split = LineSplitter()
         try:
             while True:
@@ -151,7 +181,24 @@ class ScriptRunner:
                         tee.write(data)
                 self._write(src, split.feed(data), level)
         finally:
+            transport.close()
             self._write(src, split.close(), level)
+
+    def _spawn(self, shell: str, spec: ScriptSpec, cwd: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes],
+                                                                                           int, int]:
+        r_out, w_out = os.pipe()
+        r_err, w_err = os.pipe()
+        try:
+            proc = subprocess.Popen([shell, "-c", spec.script], stdin=subprocess.DEVNULL, stdout=w_out,
+                                    stderr=w_err, cwd=cwd, env=env, start_new_session=True)
+        except BaseException:
+            for fd in (r_out, r_err):
+                os.close(fd)
+            raise
+        finally:
+            os.close(w_out)
+            os.close(w_err)
+        return proc, r_out, r_err
 
     async def run(self, spec: ScriptSpec, stage: Stage) -> ScriptResult:
         """Run ``spec`` once; never raises for the script's own failures."""
@@ -166,9 +213,7 @@ class ScriptRunner:
         status, code = Status.OK, 0
         try:
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    shell, "-c", spec.script, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE, cwd=cwd, env=env, start_new_session=True)
+                proc, r_out, r_err = self._spawn(shell, spec, cwd, env)
             except OSError as e:
                 self.sink.write(src, f"coder-agent: could not start the script with {shell}: {e}", "error")
                 log.warning("script could not start", shell=shell, error=str(e))
@@ -176,13 +221,12 @@ class ScriptRunner:
             pgid = proc.pid
             self.running[spec.id] = pgid
             log.info("script started", pid=proc.pid, shell=shell, cwd=cwd)
-            assert proc.stdout is not None and proc.stderr is not None
-            pumps = [asyncio.create_task(self._pump(proc.stdout, src, "info", tee)),
-                     asyncio.create_task(self._pump(proc.stderr, src, "error", tee))]
+            pumps = [asyncio.create_task(self._pump(r_out, src, "info", tee)),
+                     asyncio.create_task(self._pump(r_err, src, "error", tee))]
             try:
                 try:
                     async with asyncio.timeout(spec.timeout if spec.timeout > 0 else None):
-                        rc = await proc.wait()
+                        rc = await wait_exit(proc)
                     code = rc if rc >= 0 else 128 - rc
                     status = Status.OK if rc == 0 else Status.EXIT_FAILURE
                 except TimeoutError:
@@ -190,7 +234,7 @@ class ScriptRunner:
                                          "stopping it and its processes", "error")
                     log.warning("script timed out; killing its process group", timeout=spec.timeout)
                     await kill_group(pgid, self.kill_grace)
-                    await proc.wait()
+                    await wait_exit(proc)
                     status, code = Status.TIMED_OUT, 255
                 grace = self.pipes_grace if status is not Status.TIMED_OUT else 1.0
                 _, pending = await asyncio.wait(pumps, timeout=grace)
@@ -208,6 +252,8 @@ class ScriptRunner:
                     os.killpg(pgid, signal.SIGKILL)
                 for task in pumps:
                     task.cancel()
+                with contextlib.suppress(Exception):
+                    proc.wait(1.0)
                 raise
             finally:
                 self.running.pop(spec.id, None)
