@@ -34,7 +34,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--buffer", type=int, default=8 << 20, metavar="BYTES",
                    help="output kept while the daemon does not answer (default 8 MiB)")
     api_address_arg(p)
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS... (default: read stdin)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command (default: read stdin)")
 
 
 class Shipper:
@@ -206,7 +206,7 @@ async def _main(args: argparse.Namespace, command: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    command = list(args.command)
+    command = list(args.cmd)
     if command and command[0] == "--":
         command = command[1:]
     if not args.source.strip():
