@@ -90,6 +90,8 @@ async def test_coder_agent_log_passes_exit_code_and_ships(  # type: ignore[no-un
     r = d.api("POST", "/api/v0/logs", json={"source": {"display_name": "S"},
                                             "logs": [{"output": "ok", "created_at": "2026-01-01T00:00:00Z"}]})
     assert r.status_code == 202 and r.json()["accepted"] == 1
+    # shipped before the test ends (the fixture's teardown blocks the devserver's loop)
+    await apoll(lambda: outputs(devserver, source_id_for("S")) == ["ok"])
 
 
 async def test_file_source_follows_appends_and_resumes_after_restart(  # type: ignore[no-untyped-def]
