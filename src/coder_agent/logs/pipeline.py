@@ -6,8 +6,10 @@ Rules:
   (:mod:`coder_agent.logs.files`) before it returns; nothing is kept in RAM. The file is the
   queue: the shipper reads from it at the source's *cursor*, and the cursor (kept in the state
   dir as inode + offset) moves only after coderd acknowledged the batch. So an outage costs
-  disk, not memory, and a restart resumes where shipping stopped (a crash can repeat at most the
-  batch in flight).
+  disk, not memory, and a restart resumes where shipping stopped. Cursor saves (an fsync each) happen
+  after every acknowledged batch, but at most every 250 ms while batches stream back to back, and
+  at once when the queue runs dry: a graceful restart repeats nothing, a crash repeats at most the
+  batches of the last 250 ms (one batch when lines trickle in, as start scripts' do).
 * One shipper per agent, one request in flight. Per source, lines go out in order; between
   sources, the batch that became due first goes first. A source is registered (POST
   /me/log-source) before its first batch in each process.
@@ -50,6 +52,7 @@ from .transport import Entry, LogTransport, SendResult
 __all__ = ["LogPipeline"]
 
 STATE_KEY = "logs-sources"
+SAVE_EVERY = 0.25  # seconds between cursor saves while batches stream out
 _RESERVED = {"coder-agent"}
 _LEVEL_ALIASES = {"warning": "warn", "err": "error", "fatal": "error", "critical": "error"}
 
@@ -115,6 +118,7 @@ class LogPipeline:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._closed = False
+        self._saved_at = 0.0
         self._marker = f"coder-agent pid {os.getpid()} started at {format_time(self.clock.now())}"
         self._restore()
 
@@ -306,9 +310,9 @@ class LogPipeline:
                 await self._idle(1.0)
                 continue
             s, deadline = self._next_due()
-            if any(not x.batch.entries and x.acked != x.persisted for x in self._sources.values()):
-                self._save()  # skipped markers moved a cursor
             if s is None:
+                if any(x.acked != x.persisted for x in self._sources.values()):
+                    self._save()  # nothing due: make every acknowledged position durable now
                 for x in self._sources.values():
                     x.file.flush()
                 wait = 1.0 if deadline is None else max(0.0, deadline - self.clock.monotonic())
@@ -368,11 +372,20 @@ class LogPipeline:
         s.shipped_lines += plan.send
         if plan.notice:
             self._stop_everywhere(s)
+            self._save()
         else:
             s.batch.take()
             s.acked = s.batch_end
-        self._save()
+            self._maybe_save()
         self._progress.set()
+
+    def _maybe_save(self) -> None:
+        """Persist cursors after an ack, at most every SAVE_EVERY seconds while batches stream out
+        (each save is an fsync); the idle loop saves the rest at once."""
+        now = self.clock.monotonic()
+        if now - self._saved_at >= SAVE_EVERY:
+            self._saved_at = now
+            self._save()
 
     def _skip_batch(self, s: _Source) -> None:
         s.batch.take()
