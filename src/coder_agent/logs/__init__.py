@@ -56,6 +56,9 @@ def setup(daemon: Daemon) -> list[Service]:
     api = LogsAPI(pipeline)
     daemon.local_api.route("POST", "/api/v0/logs", api.post_logs)
     followers = [FileFollower(cfg, pipeline, daemon.store) for cfg in daemon.settings.log_sources]
+    for i, f in enumerate(followers):  # service names must be unique
+        if any(g.name == f.name for g in followers[:i]):
+            f.name = f"{f.name}#{i}"
 
     def status() -> dict[str, Any]:
         st = pipeline.status()
