@@ -121,8 +121,11 @@ class SourceFile:
         return None
 
     def locate(self, ino: int, offset: int) -> int | None:
-        """The logical position of ``(inode, offset)``, or None when that file is gone."""
-        for g in self.gens:
+        """The logical position of ``(inode, offset)``, or None when that file is gone.
+
+        Only files that still exist are searched, newest first: a deleted file's inode may be reused.
+        """
+        for g in reversed(self.gens[-(self.backups + 1):]):
             if g.ino == ino:
                 return g.start + min(offset, g.size)
         return None
