@@ -36,7 +36,7 @@ async def test_script_with_10000_lines_arrives_complete_and_in_order(  # type: i
     await apoll(lambda: len(outputs(devserver, sid)) >= 10000, timeout=60)
     assert outputs(devserver, sid) == [f"line-{i}" for i in range(10000)]
     assert devserver.state.max_in_flight["PATCH /api/v2/workspaceagents/me/logs"] == 1
-    st = await apoll(lambda: (s := d.api("GET", "/api/v0/status").json())["lifecycle"] == "ready" and s)
+    st = await apoll(lambda: (s := d.api("GET", "/api/v0/status").json())["scripts"]["start_scripts"] == "done" and s)
     assert st["scripts"]["start_scripts"] == "done"
     assert st["scripts"]["scripts"][0]["last_result"]["exit_code"] == 0
     logs = st["logs"]

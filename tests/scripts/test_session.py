@@ -1,4 +1,4 @@
-"""Config scripts through the daemon's session hooks: start outcome → lifecycle, stop scripts at
+"""Config scripts through the daemon's session hooks: start outcome, cron, stop scripts at
 SIGTERM with their lines shipped before exit."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ async def test_start_failure_and_stop_scripts(  # type: ignore[no-untyped-def]
     d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token, CODER_AGENT_CONFIG=str(cfg),
                                 CODER_AGENT_SHUTDOWN_TIMEOUT="20"))
     await asyncio.to_thread(d.wait_ready)
-    st = await apoll(lambda: (s := d.api("GET", "/api/v0/status").json())["lifecycle"] == "start_error" and s)
+    st = await apoll(lambda: (s := d.api("GET", "/api/v0/status").json())["scripts"]["start_scripts"] == "failed" and s)
     assert st["scripts"]["start_scripts"] == "failed"
     by_name = {x["display_name"]: x for x in st["scripts"]["scripts"]}
     assert by_name["fails"]["last_result"]["exit_code"] == 4

@@ -2,27 +2,27 @@
 
 Rules (rpc.md §5.3-5.5, §5.12):
 
-* At session start: lifecycle STARTING; every ``run_on_start`` script runs in parallel; then
-  READY, or START_TIMEOUT if any timed out, else START_ERROR if any failed (a script that left
-  pipes open is a warning, not a failure). Then cron scripts run on schedule (a run is skipped if
-  the previous one still runs).
-* At stop: cron stops, running scripts are stopped (process groups, SIGTERM then SIGKILL), lifecycle
-  SHUTTING_DOWN, every ``run_on_stop`` script runs in parallel within the shutdown budget less a
-  reserve for the final flush; then OFF, SHUTDOWN_TIMEOUT or SHUTDOWN_ERROR; then the log
-  pipeline is flushed with what is left of the budget.
-* The lifecycle here is the local state machine (shown by ``/api/v0/status``); reporting it to
-  coderd belongs to the agent RPC, which can replace this session and reuse the runner.
+* At session start every ``run_on_start`` script runs in parallel; the phase outcome is ``done``,
+  ``timed_out`` if any timed out, else ``failed`` if any failed (a script that left pipes open is
+  a warning, not a failure). :data:`START_LIFECYCLE` maps it to READY / START_TIMEOUT /
+  START_ERROR. Then cron scripts run on schedule (a run is skipped if the previous one still runs).
+* At stop: cron stops, running scripts are stopped (process groups, SIGTERM then SIGKILL), every
+  ``run_on_stop`` script runs in parallel within the shutdown budget less a reserve for the final
+  flush (outcome → OFF / SHUTDOWN_TIMEOUT / SHUTDOWN_ERROR via :data:`STOP_LIFECYCLE`); then the
+  log pipeline is flushed with what is left of the budget.
+* This session does not move ``daemon.lifecycle``: the lifecycle (and reporting it to coderd)
+  belongs to the agent RPC session, which wraps or replaces this one and reuses the runner; it
+  can await :attr:`ConfigSession.start_done` and read ``start_state``/``stop_state``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..lifecycle import LifecycleError, State
+from ..lifecycle import State
 from ..log import get_logger
 from .cron import CronError, parse_cron
 from .runner import ScriptRunner
@@ -31,7 +31,10 @@ from .spec import ScriptResult, ScriptSpec, Stage, Status
 if TYPE_CHECKING:
     from ..daemon import Daemon
 
-__all__ = ["ConfigSession", "phase_outcome"]
+__all__ = ["START_LIFECYCLE", "STOP_LIFECYCLE", "ConfigSession", "phase_outcome"]
+
+START_LIFECYCLE = {"done": State.READY, "failed": State.START_ERROR, "timed_out": State.START_TIMEOUT}
+STOP_LIFECYCLE = {"done": State.OFF, "failed": State.SHUTDOWN_ERROR, "timed_out": State.SHUTDOWN_TIMEOUT}
 
 
 def phase_outcome(results: list[ScriptResult]) -> str:
@@ -50,22 +53,17 @@ class ConfigSession:
         self.flush_reserve = flush_reserve
         self.start_state = "pending"  # pending | running | done | failed | timed_out
         self.stop_state = "pending"
+        self.start_done = asyncio.Event()
         self._cron: list[asyncio.Task[None]] = []
         self._log = get_logger("scripts.session")
 
-    def _advance(self, daemon: Daemon, state: State) -> None:
-        with contextlib.suppress(LifecycleError):
-            daemon.lifecycle.advance(state)
-
     async def start(self, daemon: Daemon) -> None:
         """``daemon.session_runner``: start scripts, then cron until cancelled."""
-        self._advance(daemon, State.STARTING)
         self.start_state = "running"
         start = [s for s in self.specs if s.run_on_start]
         results = list(await asyncio.gather(*(self.runner.run(s, Stage.START) for s in start)))
         self.start_state = phase_outcome(results)
-        self._advance(daemon, {"done": State.READY, "failed": State.START_ERROR,
-                               "timed_out": State.START_TIMEOUT}[self.start_state])
+        self.start_done.set()
         self._log.info("start scripts finished", outcome=self.start_state, scripts=len(start))
         for spec in self.specs:
             if spec.cron:
@@ -96,7 +94,6 @@ class ConfigSession:
         for task in self._cron:
             task.cancel()
         await self.runner.kill_all(min(self.runner.kill_grace, budget / 4))
-        self._advance(daemon, State.SHUTTING_DOWN)
         stop = [s for s in self.specs if s.run_on_stop]
         if stop:
             reserve = min(self.flush_reserve, budget / 4)
@@ -112,8 +109,6 @@ class ConfigSession:
                 self.stop_state = phase_outcome([t.result() for t in done])
         else:
             self.stop_state = "done"
-        self._advance(daemon, {"done": State.OFF, "failed": State.SHUTDOWN_ERROR,
-                               "timed_out": State.SHUTDOWN_TIMEOUT}[self.stop_state])
         left = max(0.1, budget - (time.monotonic() - t0))
         await daemon.log_sink.flush(timeout=left)
 
