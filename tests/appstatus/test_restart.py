@@ -7,6 +7,7 @@ import signal
 from typing import Any
 
 from coder_agent.devserver import DevServer, Fault
+from coder_agent.devserver.rpc import control as rpc_control
 
 from ..conftest import DaemonProcess, apoll
 
@@ -26,6 +27,8 @@ async def test_accepted_while_down_survives_a_kill_and_is_delivered_once(  # typ
     devserver: DevServer, daemon_env, spawn_daemon
 ) -> None:
     env = daemon_env(devserver.url, devserver.agent.token)
+    # This test counts REST requests: an "old coderd" without UpdateAppStatus keeps statuses on REST.
+    rpc_control(devserver).unknown.add("UpdateAppStatus")
     devserver.add_fault(Fault(path="/me/app-status", status=503))
     d = await _start(spawn_daemon, env)
     for state, message in (("working", "a"), ("idle", "b")):

@@ -8,8 +8,10 @@ Rules (coder-agent-rpc.md §5.6, §6.12, §7.14):
   become "❌", as the Go agent's sanitizer does.
 * ``log_limit_exceeded`` is returned to the shipper, which stops sending for the process
   lifetime; it is not a connection error.
-* Without a connection :meth:`send` raises :class:`~coder_agent.errors.TransportError`
-  (stage "session") so the shipper keeps its queue and retries after the reconnect.
+* Without a connection (or on a coderd without the RPC) batches go over the REST transport the
+  pipeline had before; with neither, :class:`~coder_agent.errors.TransportError` (stage
+  "session") makes the shipper keep its queue and retry.
+* ``UpdateAppStatus`` (API 2.8) carries app statuses the same way (:class:`RpcAppStatusTransport`).
 """
 
 from __future__ import annotations
@@ -17,42 +19,60 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from google.protobuf import timestamp_pb2
 
-from ..errors import TransportError
+from ..errors import ApiError, FeatureUnavailable, TransportError
+from ..logs.transport import Entry, LogTransport, SendResult
+from ..logsink import LogSource
+from ..rpc.drpc import RpcError
 from ..rpc.proto import agent_pb2
 from .connection import RpcClient
 
-__all__ = ["BATCH_LIMIT", "LINE_OVERHEAD", "RpcLogTransport", "sanitize"]
+if TYPE_CHECKING:
+    from ..appstatus.core import AppStatus
+    from ..appstatus.transport import AppStatusTransport
+
+__all__ = ["BATCH_LIMIT", "LINE_OVERHEAD", "RpcAppStatusTransport", "RpcLogTransport", "sanitize"]
 
 BATCH_LIMIT = 1 << 20
 LINE_OVERHEAD = 21
 _BAD = re.compile("[\x00\ud800-\udfff]")
 _LEVELS = {"trace": agent_pb2.Log.TRACE, "debug": agent_pb2.Log.DEBUG, "info": agent_pb2.Log.INFO,
            "warn": agent_pb2.Log.WARN, "warning": agent_pb2.Log.WARN, "error": agent_pb2.Log.ERROR}
-
-
-class LineLike(Protocol):
-    @property
-    def output(self) -> str: ...
-    @property
-    def level(self) -> str: ...
-    @property
-    def created_at(self) -> dt.datetime: ...
+_APP_STATES = {"working": agent_pb2.UpdateAppStatusRequest.WORKING, "idle": agent_pb2.UpdateAppStatusRequest.IDLE,
+               "complete": agent_pb2.UpdateAppStatusRequest.COMPLETE,
+               "failure": agent_pb2.UpdateAppStatusRequest.FAILURE}
 
 
 def sanitize(text: str) -> str:
     return _BAD.sub("❌", text)
 
 
-class RpcLogTransport:
-    """Sends log batches over whichever RPC connection is current."""
+def _time(value: str | dt.datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    ts.FromDatetime(value)
+    return ts
 
-    def __init__(self) -> None:
+
+class RpcLogTransport:
+    """The log pipeline's transport: ``BatchCreateLogs`` while connected, REST otherwise.
+
+    Log sources are registered over REST (coderd has no RPC for that; the call is idempotent).
+    """
+
+    name = "rpc"
+
+    def __init__(self, rest: LogTransport | None = None) -> None:
+        self.rest = rest
         self.client: RpcClient | None = None
+        self.on_limit: Callable[[], None] | None = None
         self.limit_exceeded = False
         self.batches_sent = 0
 
@@ -67,36 +87,80 @@ class RpcLogTransport:
     def connected(self) -> bool:
         return self.client is not None
 
-    async def send(self, source_id: str, lines: Sequence[LineLike]) -> bool:
-        """Ship ``lines`` of one source; True when coderd says the log limit is exceeded."""
+    async def register(self, source: LogSource) -> None:
+        if self.rest is not None:
+            await self.rest.register(source)
+
+    async def send(self, source_id: str, logs: list[Entry]) -> SendResult:
         client = self.client
-        if client is None:
-            raise TransportError("session", "not connected to coderd")
+        if client is None or "BatchCreateLogs" in client.unavailable:
+            if self.rest is None:
+                raise TransportError("session", "not connected to coderd")
+            return await self.rest.send(source_id, logs)
         source = uuid.UUID(source_id).bytes
         batch: list[agent_pb2.Log] = []
         size = 0
-        for line in lines:
-            text = sanitize(line.output)
+        for e in logs:
+            text = sanitize(e.output)
             n = len(text.encode("utf-8")) + LINE_OVERHEAD
             if n > BATCH_LIMIT:
                 continue  # the Go sender drops such a line at enqueue
             if batch and size + n > BATCH_LIMIT:
                 if await self._call(client, source, batch):
-                    return True
+                    return SendResult.LIMIT_EXCEEDED
                 batch, size = [], 0
-            ts = timestamp_pb2.Timestamp()
-            ts.FromDatetime(line.created_at)
-            batch.append(agent_pb2.Log(created_at=ts, output=text,
-                                       level=_LEVELS.get(line.level.lower(), agent_pb2.Log.INFO)))
+            batch.append(agent_pb2.Log(created_at=_time(e.created_at), output=text,
+                                       level=_LEVELS.get(e.level.lower(), agent_pb2.Log.INFO)))
             size += n
-        if batch:
-            return await self._call(client, source, batch)
-        return False
+        if batch and await self._call(client, source, batch):
+            return SendResult.LIMIT_EXCEEDED
+        return SendResult.ACCEPTED
 
     async def _call(self, client: RpcClient, source: bytes, logs: list[agent_pb2.Log]) -> bool:
-        resp = await client.call("BatchCreateLogs", agent_pb2.BatchCreateLogsRequest(log_source_id=source, logs=logs),
-                                 agent_pb2.BatchCreateLogsResponse)
+        try:
+            resp = await client.call("BatchCreateLogs",
+                                     agent_pb2.BatchCreateLogsRequest(log_source_id=source, logs=logs),
+                                     agent_pb2.BatchCreateLogsResponse)
+        except RpcError as e:  # coderd refused the batch (e.g. a database error): retried by the shipper
+            raise TransportError("session", f"BatchCreateLogs refused: {e.message}") from None
         self.batches_sent += 1
         if resp.log_limit_exceeded:
             self.limit_exceeded = True
         return resp.log_limit_exceeded
+
+
+class RpcAppStatusTransport:
+    """The app-status service's transport: ``UpdateAppStatus`` while connected (API ≥ 2.8), else REST.
+
+    coderd's refusal (a handler error) becomes a 400 :class:`ApiError` carrying coderd's text, so the
+    service treats it as it treats the REST route's 400: reported, not retried.
+    """
+
+    name = "rpc"
+
+    def __init__(self, rest: AppStatusTransport | None = None) -> None:
+        self.rest = rest
+        self.client: RpcClient | None = None
+
+    def attach(self, client: RpcClient) -> None:
+        self.client = client
+
+    def detach(self, client: RpcClient) -> None:
+        if self.client is client:
+            self.client = None
+
+    async def update_app_status(self, status: AppStatus) -> None:
+        client = self.client
+        if client is not None and "UpdateAppStatus" not in client.unavailable:
+            req = agent_pb2.UpdateAppStatusRequest(slug=status.app_slug, state=_APP_STATES[status.state],
+                                                   message=status.message, uri=status.uri)
+            try:
+                await client.call("UpdateAppStatus", req, agent_pb2.UpdateAppStatusResponse)
+                return
+            except FeatureUnavailable:
+                pass  # an older coderd: the REST route has it
+            except RpcError as e:
+                raise ApiError(400, e.message, method="rpc", path="UpdateAppStatus") from None
+        if self.rest is None:
+            raise TransportError("session", "not connected to coderd")
+        await self.rest.update_app_status(status)

@@ -25,7 +25,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from ..rpc.proto import agent_pb2
-from .scripts import existing_dir, user_shell
+from ..scripts.runner import user_shell
 
 __all__ = ["MAX_OUTPUT", "MetadataScheduler", "Result", "collect", "report_request", "truncate"]
 
@@ -112,13 +112,18 @@ def report_request(results: Mapping[str, Result]) -> agent_pb2.BatchUpdateMetada
     return req
 
 
+def _existing(path: str | None) -> str | None:
+    # The workspace directory may not exist yet (a clone still running): run from ours then.
+    return path if path and os.path.isdir(path) else None
+
+
 async def collect(script: str, timeout: float, env: Mapping[str, str], cwd: str | None) -> Result:
     """Run one metadata script through the user's shell; never raises (errors go in the result)."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            user_shell(), "-c", script, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            user_shell(env), "-c", script, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, env={**os.environ, **env},
-            cwd=existing_dir(cwd), start_new_session=True)
+            cwd=_existing(cwd), start_new_session=True)
     except OSError as e:
         return Result("", f"start cmd: {e}", dt.datetime.now(dt.UTC))
     try:

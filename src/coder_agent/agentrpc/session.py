@@ -37,12 +37,14 @@ from ..errors import FeatureUnavailable
 from ..lifecycle import Lifecycle, State
 from ..log import get_logger
 from ..rpc.proto import agent_pb2
+from ..scripts import ConfigSession, ScriptResult
+from ..scripts.session import START_LIFECYCLE, STOP_LIFECYCLE
 from . import apphealth, metadata
 from .connection import ConnectionLoop, RpcClient
-from .logs import RpcLogTransport
+from .logs import RpcAppStatusTransport, RpcLogTransport
 from .manifest import child_env, convert
 from .reporter import LifecycleReporter
-from .scripts import BasicRunner, ScriptResult, ScriptRunner, specs_from, timing
+from .scripts import ReportingRunner, make_runner, phase_specs, timing
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -88,7 +90,7 @@ class AgentSession:
         self,
         daemon: Daemon,
         *,
-        runner: ScriptRunner | None = None,
+        runner: ReportingRunner | None = None,
         ping_interval: float = 15.0,
         ping_timeout: float = 10.0,
         tick: float = 1.0,
@@ -98,16 +100,21 @@ class AgentSession:
         if daemon.lifecycle.state is not State.CREATED:
             daemon.lifecycle = Lifecycle()  # a re-initialised agent starts over
         self.reporter = LifecycleReporter(daemon.lifecycle)
-        self.runner: ScriptRunner = runner or BasicRunner(daemon.log_sink, daemon.child_env)
+        self.runner = runner or make_runner(daemon)
+        self.runner.on_result = self._on_script_result
         self.tick = tick
         self.final_wait = final_wait
         self.log = get_logger("agentrpc")
         self.loop = ConnectionLoop(daemon, self._on_connect, ping_interval=ping_interval, ping_timeout=ping_timeout)
+        # The scripts part of GET /api/v0/status follows the scripts this session runs.
+        daemon.status_extras["scripts"] = self._scripts_status
         self.logs = RpcLogTransport()
+        self.app_status = RpcAppStatusTransport()
+        self._plug_transports()
         self.manifest: dict[str, Any] | None = None
         self.manifest_fetches = 0
-        self.start_results: list[ScriptResult] = []
-        self.stop_results: list[ScriptResult] = []
+        self.results: list[ScriptResult] = []
+        self.scripts: ConfigSession | None = None  # start/cron/stop phases, once the first manifest came
         self.scripts_started = False
         self._manifest_script_ids: set[str] = set()
         self._completions: deque[agent_pb2.Timing] = deque()
@@ -116,12 +123,27 @@ class AgentSession:
         self._progress = asyncio.Event()  # something acknowledged
         self._stoppable: asyncio.Task[None] | None = None
         self._start_task: asyncio.Task[None] | None = None
+        self._start_watch: asyncio.Task[None] | None = None
         self._run: asyncio.Task[None] | None = None
         self._stopping = False
         self._http: httpx.AsyncClient | None = None
         # CODER_AGENT_DIRECTORY stands in for the home directory when the manifest names none.
         d = daemon.settings.directory
         self._home: str | None = os.path.expanduser(d) if d else None
+
+    def _plug_transports(self) -> None:
+        """Route log batches and app statuses over this session's connection (REST when it is down)."""
+        sink: Any = self.daemon.log_sink
+        old = getattr(sink, "transport", None)
+        if old is not None:
+            self.logs.rest = getattr(old, "rest", old)
+            sink.transport = self.logs
+            self.logs.on_limit = getattr(sink, "limit_exceeded", None)
+        svc: Any = self.daemon.services.services.get("appstatus")
+        if svc is not None and hasattr(svc, "set_transport"):
+            old = getattr(svc, "transport", None)
+            self.app_status.rest = getattr(old, "rest", old)
+            svc.set_transport(self.app_status)
 
     # ---- public --------------------------------------------------------------------------
 
@@ -149,20 +171,19 @@ class AgentSession:
             return
         self._stopping = True
         self.set_lifecycle(State.SHUTTING_DOWN)
-        for task in (self._stoppable, self._start_task):
+        for task in (self._stoppable, self._start_watch, self._start_task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-        specs = specs_from(self.manifest, self.daemon.settings.scripts, "stop")
-        state = State.OFF
-        if specs:
-            self.stop_results = await self._run_phase(specs, "stop")
-            if any(r.status == "timed_out" for r in self.stop_results):
-                state = State.SHUTDOWN_TIMEOUT
-            elif any(r.failed for r in self.stop_results):
-                state = State.SHUTDOWN_ERROR
-        self.set_lifecycle(state)
+        if self.scripts is None:  # no manifest yet: only our own config scripts are known
+            self.scripts = ConfigSession(self.runner, phase_specs(None, self.daemon.settings.scripts))
+        try:
+            await self.scripts.stop(self.daemon)
+        except Exception as e:  # a broken runner must not keep the final state from coderd
+            self.log.error("stop scripts failed to run", error=str(e))
+            self.scripts.stop_state = "failed"
+        self.set_lifecycle(STOP_LIFECYCLE.get(self.scripts.stop_state, State.SHUTDOWN_ERROR))
         # Never connected: nobody to tell, and waiting would only delay the exit.
         # Disconnected now: a reconnect may still come, but do not hold the exit up for long.
         await self._settle(self.final_wait if self.loop.connections else 0.0,
@@ -185,9 +206,7 @@ class AgentSession:
             "unavailable_rpcs": sorted(client.unavailable) if client else [],
             "manifest_fetches": self.manifest_fetches,
             "lifecycle_pending": [s.api_name for s in self.reporter.lifecycle.pending],
-            "start_scripts": ("not started" if not self.scripts_started else
-                              "running" if not self.start_results else
-                              f"{sum(not r.failed for r in self.start_results)}/{len(self.start_results)} ok"),
+            "start_scripts": self.scripts.start_state if self.scripts is not None else "pending",
             "manifest": None if m is None else {
                 "agent_name": m["agent_name"], "workspace": f"{m['owner']}/{m['workspace_name']}",
                 "directory": m["directory"], "apps": len(m["apps"]), "scripts": len(m["scripts"]),
@@ -199,6 +218,7 @@ class AgentSession:
 
     async def _on_connect(self, client: RpcClient) -> None:
         self.logs.attach(client)
+        self.app_status.attach(client)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._lifecycle_loop(client))
@@ -207,6 +227,7 @@ class AgentSession:
                     self._stoppable = tg.create_task(self._stop_routines(client))
         finally:
             self.logs.detach(client)
+            self.app_status.detach(client)
 
     async def _stop_routines(self, client: RpcClient) -> None:
         await self._fetch_manifest(client)
@@ -239,41 +260,41 @@ class AgentSession:
     # ---- lifecycle and scripts -----------------------------------------------------------
 
     def _begin_start(self) -> None:
+        """First manifest of the session: STARTING, then start scripts (and cron) — once."""
         if self.scripts_started or self._stopping:
             return
         self.scripts_started = True
         self.set_lifecycle(State.STARTING)
-        self._start_task = asyncio.create_task(self._start_scripts(), name="start-scripts")
+        if self.manifest and self.manifest.get("directory"):
+            self.runner.directory = self.manifest["directory"]
+        self.scripts = ConfigSession(self.runner, phase_specs(self.manifest, self.daemon.settings.scripts))
+        self._start_task = asyncio.create_task(self._run_scripts(self.scripts), name="start-scripts")
+        self._start_watch = asyncio.create_task(self._start_outcome(self.scripts), name="start-outcome")
 
-    async def _start_scripts(self) -> None:
-        specs = specs_from(self.manifest, self.daemon.settings.scripts, "start")
-        results = await self._run_phase(specs, "start") if specs else []
-        self.start_results = results
-        if any(r.status == "timed_out" for r in results):
-            self.set_lifecycle(State.START_TIMEOUT)
-        elif any(r.failed for r in results):
-            self.set_lifecycle(State.START_ERROR)
-        else:
-            self.set_lifecycle(State.READY)
-
-    async def _run_phase(self, specs: list[Any], stage: str) -> list[ScriptResult]:
-        if isinstance(self.runner, BasicRunner):
-            self.runner.env = self.daemon.child_env
-            self.runner.cwd = (self.manifest or {}).get("directory")
+    async def _run_scripts(self, scripts: ConfigSession) -> None:
         try:
-            results = await self.runner.run(specs, stage)
+            await scripts.start(self.daemon)
         except Exception as e:  # a broken runner must not wedge the lifecycle
-            self.log.error("script runner failed", stage=stage, error=str(e))
-            return []
-        # Logs before completion/lifecycle (USER-PAIN #2).
+            self.log.error("start scripts failed to run", error=str(e))
+            scripts.start_state = "failed"
+            scripts.start_done.set()
+
+    async def _start_outcome(self, scripts: ConfigSession) -> None:
+        await scripts.start_done.wait()
+        # Logs before the lifecycle change (USER-PAIN #2); the runner flushed each script already.
         with contextlib.suppress(Exception):
             await self.daemon.log_sink.flush(timeout=5.0)
-        for r in results:
-            t = timing(r, stage) if r.spec.id in self._manifest_script_ids else None
-            if t is not None:
-                self._completions.append(t)
-                self._cwake.set()
-        return results
+        self.set_lifecycle(START_LIFECYCLE.get(scripts.start_state, State.START_ERROR))
+
+    def _scripts_status(self) -> dict[str, Any]:
+        scripts = self.scripts or ConfigSession(self.runner, phase_specs(None, self.daemon.settings.scripts))
+        return scripts.status()
+
+    def _on_script_result(self, result: ScriptResult) -> None:
+        self.results.append(result)
+        if result.script_id in self._manifest_script_ids:
+            self._completions.append(timing(result))
+            self._cwake.set()
 
     async def _lifecycle_loop(self, client: RpcClient) -> None:
         while True:

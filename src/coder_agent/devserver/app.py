@@ -323,6 +323,6 @@ Extension = Callable[[web.Application, DevServer], None]
 
 def _installers() -> list[Extension]:
     """Each capability's server side: a module with ``install(app, devserver)``. Add yours here."""
-    from . import identity, rpc
+    from . import gitauth, identity, rpc
 
-    return [identity.install, rpc.install]
+    return [identity.install, gitauth.install, rpc.install]
