@@ -25,6 +25,16 @@ def render(st: dict[str, Any]) -> str:
         f"auth          {auth.get('method')}; token obtained {auth.get('token_obtained_at') or 'never'}",
         f"lifecycle     {st.get('lifecycle')}",
     ]
+    rpc = st.get("agent_rpc")
+    if rpc:
+        state = "connected" if rpc.get("connected") else "not connected"
+        lines.append(f"agent RPC     API {rpc.get('api_version')}; {state}; connections {rpc.get('connections')}")
+        m = rpc.get("manifest")
+        lines.append("manifest      " + ("not received yet" if not m else
+                     f"{m['agent_name']} in {m['workspace']} ({m['directory']}); {m['apps']} apps, "
+                     f"{m['scripts']} scripts, {m['metadata']} metadata, {m['devcontainers']} devcontainers"))
+        if rpc.get("unavailable_rpcs"):
+            lines.append(f"unavailable   {', '.join(rpc['unavailable_rpcs'])} (older coderd)")
     if cp.get("last_error"):
         lines.append(f"last error    {cp['last_error']} (at {cp.get('last_error_at')})")
     if auth.get("last_error"):
