@@ -23,3 +23,8 @@ fi
 # (capability steps follow)
 # Go + hashicorp/yamux + nhooyr websocket, for the yamux interop peer (tests/rpc/test_go_interop.py)
 bash scripts/install-go-peer-deps.sh
+# Deployment tests (tests/deploy): a Docker engine, the offline Debian base images the project's
+# Dockerfile is built FROM (cached once built), systemd-analyze for the unit, debootstrap.
+apt_install systemd debootstrap
+bash scripts/start-dockerd.sh
+bash scripts/build-base-image.sh
