@@ -54,7 +54,8 @@ Capability = Callable[["Daemon"], list[Service]]
 
 def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
-    return []
+    from . import appstatus
+    return [appstatus.setup]
 
 
 class Daemon:
@@ -113,7 +114,9 @@ class Daemon:
         return self._instance_identity_provider()
 
     def _instance_identity_provider(self) -> TokenProvider:
-        raise ConfigError("CODER_AGENT_AUTH", f"{self.settings.auth} is not supported by this build")
+        from .auth import build_provider  # only instance-identity users pay for the import
+
+        return build_provider(self.settings, client=lambda: self.client, clock=self.clock, redactor=self.redactor)
 
     # signals -----------------------------------------------------------------------------
 
@@ -127,6 +130,7 @@ class Daemon:
 
     def retry_now(self) -> None:
         self.log.info("retrying the control-plane connection now")
+        getattr(self.tokens, "retry_now", lambda: None)()  # instance identity: skip its backoff too
         self._retry_now.set()
 
     def _install_signals(self) -> None:
@@ -212,12 +216,15 @@ class Daemon:
         """Reachability of coderd with a staged diagnosis, until the RPC connection takes over."""
         backoff = Backoff(CONNECT)
         collapse = Collapse(get_logger("controlplane"))
+        failed = False
         while True:
             self.controlplane.set(ConnState.CONNECTING)
             try:
                 await self.client.buildinfo()
-                await self.tokens.token()
+                # A reconnect after a failure gets a fresh token (re-read file, re-exchange identity).
+                await (self.tokens.refresh() if failed else self.tokens.token())
             except CoderAgentError as e:
+                failed = True
                 text = self.redactor.scrub(str(e))
                 self.controlplane.set(ConnState.FAILING, text)
                 collapse.error("cannot reach coderd; retrying", text, error=text, url=self.settings.url)
@@ -225,6 +232,7 @@ class Daemon:
                     raise
                 await self.wait_retry_now(backoff.next_delay())
                 continue
+            failed = False
             self.controlplane.set(ConnState.CONNECTED)
             collapse.ok("coderd reachable", url=self.settings.url)
             backoff.success(self.clock.monotonic())

@@ -323,4 +323,6 @@ Extension = Callable[[web.Application, DevServer], None]
 
 def _installers() -> list[Extension]:
     """Each capability's server side: a module with ``install(app, devserver)``. Add yours here."""
-    return []
+    from . import identity
+
+    return [identity.install]

@@ -1,0 +1,90 @@
+"""The daemon as a real subprocess with CODER_AGENT_AUTH=aws-instance-identity: status shows the
+method, when the token was obtained and the last auth error; the session token never leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from coder_agent.devserver import DevServer, Fault
+from coder_agent.devserver.metadata import MetadataServer
+
+from ..conftest import apoll, t
+
+
+async def test_daemon_aws_identity_status(ms: MetadataServer, ids: DevServer, daemon_env: Any,
+                                          spawn_daemon: Any) -> None:
+    me = next(a for a in ids.state.agents if a.name == "aws")
+    env = daemon_env(ids.url, "", CODER_AGENT_AUTH="aws-instance-identity",
+                     AWS_EC2_METADATA_SERVICE_ENDPOINT=ms.url + "/")
+    env.pop("CODER_AGENT_TOKEN")
+    ms.fail("/instance-identity/document", 500, "imds exploded")
+    d = spawn_daemon(env)
+    await asyncio.to_thread(d.wait_ready)
+
+    def status() -> dict[str, Any]:
+        st: dict[str, Any] = d.api("GET", "/api/v0/status").json()
+        return st
+
+    st = await apoll(lambda: (s := status())["auth"]["last_error"] and s, timeout=20)
+    auth = st["auth"]
+    assert auth["method"] == "aws-instance-identity" and auth["token_obtained_at"] is None
+    assert f"{ms.url}/latest/dynamic/instance-identity/document" in auth["last_error"]
+    assert "HTTP 500" in auth["last_error"] and "imds exploded" in auth["last_error"]
+    assert st["control_plane"]["state"] == "failing"
+
+    # `coder-agent status` says the same in words
+    out = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "coder_agent", "status", "--api-address", d.api_address],
+        capture_output=True, text=True, timeout=t(20), env=env)
+    assert out.returncode == 0, out.stderr
+    assert "auth          aws-instance-identity; token obtained never" in out.stdout
+    assert "auth error" in out.stdout and "imds exploded" in out.stdout
+
+    ms.faults.clear()
+    st = await apoll(lambda: (s := status())["auth"]["token_obtained_at"] and s, timeout=30)
+    assert st["auth"]["last_error"] is None
+    await apoll(lambda: status()["control_plane"]["state"] == "connected", timeout=30)
+    (ex,) = ids.requests_to("/aws-instance-identity")
+    assert ex.status == 200 and "Coder-Session-Token" not in ex.headers and "agent_name" not in ex.body
+
+    # a reconnect after a failure re-exchanges the identity (SIGHUP makes the probe run now)
+    ids.add_fault(Fault(path="/api/v2/buildinfo", status=503, count=1))
+    d.signal(signal.SIGHUP)
+    await apoll(lambda: len(ids.requests_to("/aws-instance-identity")) == 2, timeout=20)
+    await apoll(lambda: status()["control_plane"]["state"] == "connected", timeout=30)
+    status_text = d.api("GET", "/api/v0/status").text
+
+    d.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(d.wait) == 0
+    logs = d.stderr() + "".join(p.read_text() for p in (d.tmp / "logs").glob("*.log"))
+    assert me.token not in logs and me.token not in status_text
+    events = [json.loads(ln) for ln in d.stderr().splitlines() if ln.startswith("{")]
+    assert any(e.get("event") == "agent session token obtained" for e in events)
+
+
+async def test_daemon_rereads_token_file_on_reconnect(devserver: DevServer, daemon_env: Any, spawn_daemon: Any,
+                                                      short_tmp: Any) -> None:
+    """A rotated token file is picked up on the next reconnect, without a restart."""
+    import uuid
+
+    tok_file = short_tmp / "token"
+    tok_file.write_text(devserver.agent.token + "\n")
+    env = daemon_env(devserver.url, "", CODER_AGENT_TOKEN_FILE=str(tok_file))
+    env.pop("CODER_AGENT_TOKEN")
+    d = spawn_daemon(env)
+    await asyncio.to_thread(d.wait_ready)
+    first = (await apoll(lambda: d.api("GET", "/api/v0/status").json()["auth"]["token_obtained_at"]))
+    new = str(uuid.uuid4())
+    tok_file.write_text(f"  {new}\n")
+    devserver.add_fault(Fault(path="/api/v2/buildinfo", status=503, count=1))
+    d.signal(signal.SIGHUP)  # reconnect now: it fails once, and the retry re-reads the file
+    await apoll(lambda: d.api("GET", "/api/v0/status").json()["auth"]["token_obtained_at"] != first, timeout=20)
+    assert d.api("GET", "/api/v0/status").json()["auth"]["last_error"] is None
+    d.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(d.wait) == 0
+    assert new not in d.stderr()
