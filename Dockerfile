@@ -29,6 +29,7 @@ ARG PIP_INSTALL_ARGS=""
 ARG USER_NAME=coder
 ARG USER_UID=1000
 
+# Group 0 may write the daemon's directories as well, so any uid given as --user UID:0 works.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/coder-agent/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -44,7 +45,6 @@ RUN set -eu; \
     fi; \
     ln -sf "$(command -v tini)" /usr/local/sbin/tini; \
     getent passwd "$USER_UID" >/dev/null || useradd --create-home --uid "$USER_UID" --shell /bin/bash "$USER_NAME"; \
-    # Group 0 may write the daemon's directories too, so any uid given with --user UID:0 works.
     install -d -m 0775 -o "$USER_UID" -g 0 /run/coder-agent /var/lib/coder-agent /var/log/coder-agent; \
     python3 -m venv /opt/coder-agent
 

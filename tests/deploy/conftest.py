@@ -89,13 +89,23 @@ def _wheelhouse() -> None:
     stamp.write_text(digest)
 
 
+def image_id(tag: str) -> str:
+    return docker("image", "inspect", "-f", "{{.Id}}", tag, check=False).stdout.strip()
+
+
+def legacy_build(tag: str, *args: str, timeout: float = 600) -> None:
+    """`docker build` with the legacy builder (no buildx here); drops the image it replaces."""
+    old = image_id(tag)
+    run(["docker", "build", "-q", "-t", tag, *args], timeout=timeout, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    if old and old != image_id(tag):
+        docker("rmi", old, check=False)  # our previous build of this tag; in use elsewhere -> kept
+
+
 def build_agent_image(tag: str, base: str) -> None:
-    """`docker build` of the project's Dockerfile with the legacy builder, offline."""
+    """The project's Dockerfile FROM ``base``, offline (pip installs from the wheelhouse)."""
     _wheelhouse()
-    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
-    run(["docker", "build", "-q", "-t", tag, "--build-arg", f"BASE={base}",
-         "--build-arg", "PIP_INSTALL_ARGS=--no-index --find-links=/tmp/src/build/wheelhouse",
-         str(ROOT)], timeout=600, env=env)
+    legacy_build(tag, "--build-arg", f"BASE={base}",
+                 "--build-arg", "PIP_INSTALL_ARGS=--no-index --find-links=/tmp/src/build/wheelhouse", str(ROOT))
 
 
 @pytest.fixture(scope="session")
@@ -108,9 +118,8 @@ def agent_image(base_images: None) -> str:
 def systemd_image(base_images: None) -> str:
     """The project image on the systemd base, with systemd/coder-agent.service installed."""
     build_agent_image(AGENT_SYSTEMD_TAG, SYSTEMD_BASE_TAG)
-    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
-    run(["docker", "build", "-q", "-t", SYSTEMD_TAG, "--build-arg", f"BASE={AGENT_SYSTEMD_TAG}",
-         "-f", str(ROOT / "tests" / "deploy" / "systemd.Dockerfile"), str(ROOT / "systemd")], timeout=300, env=env)
+    legacy_build(SYSTEMD_TAG, "--build-arg", f"BASE={AGENT_SYSTEMD_TAG}",
+                 "-f", str(ROOT / "tests" / "deploy" / "systemd.Dockerfile"), str(ROOT / "systemd"))
     return SYSTEMD_TAG
 
 
