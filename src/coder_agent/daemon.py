@@ -54,11 +54,13 @@ Capability = Callable[["Daemon"], list[Service]]
 
 def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
-    from . import appstatus
+    # logs first: it installs the real log sink that the others write to
+    from . import appstatus, logs, scripts
+    from .devcontainers import setup as devcontainers
     from .gitauth import setup as gitauth
     from .ports import setup as ports_setup
 
-    return [appstatus.setup, gitauth, ports_setup]
+    return [logs.setup, scripts.setup, appstatus.setup, gitauth, ports_setup, devcontainers]
 
 
 class Daemon:
