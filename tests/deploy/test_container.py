@@ -184,10 +184,6 @@ def test_bad_config_exits_78_with_one_line(agent_image: str, containers: Callabl
     assert "Traceback" not in logs.stderr
 
 
-NEEDS_SCRIPTS = pytest.mark.xfail(strict=False, reason="needs the logs capability ([[scripts]] do not run yet)")
-
-
-@NEEDS_SCRIPTS
 def test_start_script_orphans_leave_no_zombies(agent_image: str, threaded_devserver: ThreadedDevServer,
                                                containers: Callable[[], str], short_tmp: Path) -> None:
     cfg = short_tmp / "config.toml"
@@ -205,7 +201,6 @@ def test_start_script_orphans_leave_no_zombies(agent_image: str, threaded_devser
     assert not [p for p in processes(name) if p["state"] == "Z"]
 
 
-@NEEDS_SCRIPTS
 def test_docker_stop_runs_stop_scripts(agent_image: str, threaded_devserver: ThreadedDevServer,
                                        containers: Callable[[], str], short_tmp: Path) -> None:
     out = short_tmp / "out"
@@ -224,3 +219,5 @@ def test_docker_stop_runs_stop_scripts(agent_image: str, threaded_devserver: Thr
     docker("stop", "-t", "10", name, timeout=30)
     assert docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0"
     assert (out / "stopped").read_text().strip() == "bye"
+    logs = docker("logs", name).stderr
+    assert logs.index("script finished") < logs.index("coder-agent stopped"), logs[-2000:]

@@ -173,7 +173,6 @@ def test_configuration_error_is_one_line_in_the_terminal(term_env: dict[str, str
     ]
 
 
-@pytest.mark.xfail(strict=False, reason="needs the logs capability ([[scripts]] do not run yet)")
 def test_scripts_starting_and_finishing_are_shown(
     term_env: dict[str, str], terminals: list[Terminal], short_tmp: Path
 ) -> None:
@@ -181,6 +180,9 @@ def test_scripts_starting_and_finishing_are_shown(
     cfg.write_text('[[scripts]]\ndisplay_name = "Say hello"\nscript = "echo hello"\n')
     term = Terminal([str(EXE), "run", "--config", str(cfg)], term_env)
     terminals.append(term)
-    poll(lambda: len([ln for ln in term.lines() if "Say hello" in ln]) >= 2, 10)  # started, finished
+    term.wait_for("start scripts finished")
+    mine = [ln for ln in term.lines() if "script='Say hello'" in ln]
+    assert len(mine) == 2 and "script started" in mine[0], mine
+    assert "script finished" in mine[1] and "exit_code=0" in mine[1] and "status=ok" in mine[1], mine
     term.type(b"\x03")
     assert term.wait() == 0

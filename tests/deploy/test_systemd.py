@@ -14,6 +14,7 @@ capability plus an unconfined seccomp profile and a writable /sys/fs/cgroup is e
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,7 @@ class Systemd:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.cursor = ""
 
     def sh(self, script: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return docker("exec", self.name, "sh", "-c", script, check=check, timeout=timeout)
@@ -94,7 +96,15 @@ class Systemd:
         self.put("/etc/coder-agent/env", "".join(f"{k}={v}\n" for k, v in lines.items()), "0600")
 
     def journal(self) -> str:
-        return docker("exec", self.name, "journalctl", "--no-pager", "-o", "cat", "-u", "coder-agent").stdout
+        """The unit's journal since the last reset() (the container is shared by the tests)."""
+        return docker("exec", self.name, "journalctl", "--no-pager", "-o", "cat", "-u", "coder-agent",
+                      f"--after-cursor={self.cursor}").stdout
+
+    def mark(self) -> None:
+        out = docker("exec", self.name, "journalctl", "--no-pager", "-n", "1", "-o", "cat", "--show-cursor").stdout
+        cursor = out.strip().rpartition("-- cursor: ")[2]
+        assert cursor.startswith("s="), out
+        self.cursor = cursor
 
     def status_as_user(self) -> subprocess.CompletedProcess[str]:
         return self.sh("runuser -u coder -- env CODER_AGENT_API_ADDRESS=unix:/run/coder-agent/api.sock "
@@ -105,6 +115,7 @@ class Systemd:
         self.systemctl("reset-failed", "coder-agent", check=False)
         self.sh(f"rm -rf {DROPIN_DIR} /etc/coder-agent/env /etc/coder-agent/config.toml /tmp/stopped")
         self.dropin("00-test", BASE_DROPIN)
+        self.mark()
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +231,6 @@ def test_systemctl_stop_is_clean(sd: Systemd, threaded_devserver: ThreadedDevSer
 
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.xfail(strict=False, reason="needs the logs capability ([[scripts]] do not run yet)")
 def test_systemctl_stop_runs_stop_scripts_first(sd: Systemd, threaded_devserver: ThreadedDevServer) -> None:
     sd.put("/etc/coder-agent/config.toml",
            '[[scripts]]\ndisplay_name = "goodbye"\nrun_on_start = false\nrun_on_stop = true\n'
@@ -229,5 +239,8 @@ def test_systemctl_stop_runs_stop_scripts_first(sd: Systemd, threaded_devserver:
     sd.systemctl("start", "coder-agent")
     sd.systemctl("stop", "coder-agent")
     assert sd.prop("ActiveState") == "inactive"
-    assert sd.sh("cat /tmp/stopped").stdout.strip() == "bye"
+    assert sd.sh("cat /tmp/stopped").stdout.strip() == "bye"  # written before the unit went inactive
+    journal = sd.journal()
+    assert re.search(r"script finished .*script=goodbye.*stage=stop", journal), journal[-2000:]
+    assert journal.index("script finished") < journal.index("coder-agent stopped")
 
