@@ -213,6 +213,21 @@ def default_api_address(env: Mapping[str, str] | None = None) -> str:
     return f"unix:{_runtime_dir() / 'api.sock'}"
 
 
+SYSTEM_SOCKET = Path("/run/coder-agent/api.sock")
+
+
+def client_api_address(env: Mapping[str, str] | None = None) -> str:
+    """Where CLI subcommands look for the daemon: as :func:`default_api_address`, except that a
+    user whose own socket does not exist finds the system service's (systemd unit, container)."""
+    env = os.environ if env is None else env
+    address = default_api_address(env)
+    if env.get("CODER_AGENT_API_ADDRESS", "").strip() or not address.startswith("unix:"):
+        return address
+    if not Path(address[5:]).exists() and SYSTEM_SOCKET.exists():
+        return f"unix:{SYSTEM_SOCKET}"
+    return address
+
+
 def _default_dirs() -> tuple[Path, Path]:
     if os.geteuid() == 0:
         return Path("/var/log/coder-agent"), Path("/var/lib/coder-agent")
