@@ -56,6 +56,7 @@ from ..service import Health
 from ..state import StateStore
 from .batch import MAX_LOGS_LENGTH, Batcher, CapAccountant
 from .files import Reader, SourceFile, read_region
+from .retention import Retention
 from .tail import TailCount, TailPlanner, tail_notice_text
 from .text import DEFAULT_MAX_LINE, LEVELS, format_entry, format_time, parse_entry, sanitize, split_text
 from .transport import Entry, LogTransport, SendResult
@@ -122,6 +123,7 @@ class LogPipeline:
         cap_limit: int = MAX_LOGS_LENGTH,
         max_file_bytes: int = 32 << 20,
         backups: int = 8,
+        retention: Retention | None = None,
         batch_lines: int = 100,
         batch_bytes: int = 256 * 1024,
         interval: float = 0.25,
@@ -132,7 +134,7 @@ class LogPipeline:
         self.clock = clock or SystemClock()
         self.health = Health()
         self.cap = CapAccountant(limit=cap_limit)
-        self._file_opts = {"max_bytes": max_file_bytes, "backups": backups}
+        self._file_opts: dict[str, Any] = {"max_bytes": max_file_bytes, "backups": backups, "retention": retention}
         self._batch_opts = {"max_lines": batch_lines, "max_bytes": batch_bytes, "interval": interval}
         self._log = get_logger("logs")
         self._collapse = Collapse(self._log)
