@@ -417,23 +417,24 @@ class LogPipeline:
         sizes = [len(e.output.encode("utf-8")) for e in entries]
         tail = s.tail_end is not None
         if tail:
-            n, notice = self.cap.plan_tail(sizes), False
             first = [s.tail_notice] if s.tail_notice is not None else []
-            send = [*first, *entries[:n]]
+            fits = self.cap.plan_tail([len(e.output.encode("utf-8")) for e in first] + sizes)
+            n, notice = max(0, fits - len(first)), False
+            send = [*first, *entries[:n]] if fits else []
         else:
             plan = self.cap.plan(sizes)
             n, notice = plan.send, plan.notice
             send = entries[:n]
             if notice:
                 send = [*send, self._notice(s, sum(sizes[:n]))]
-        result = await self.transport.send(s.src.id, send)
+        result = await self.transport.send(s.src.id, send) if send else SendResult.ACCEPTED
         if result is SendResult.LIMIT_EXCEEDED:
             self._refused()
             return
         self.cap.acknowledged(sum(len(e.output.encode("utf-8")) for e in send), notice)
         s.shipped_lines += n
         if tail:
-            if s.tail_notice is not None:
+            if s.tail_notice is not None and send:
                 s.tail_notice = None
                 s.acked = max(s.acked, s.tail_start)
             if n == len(pairs):
