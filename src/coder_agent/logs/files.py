@@ -218,7 +218,7 @@ class Reader:
             self._fh = None
 
 
-def read_region(sf: SourceFile, start: int, end: int, block: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+def read_region(sf: SourceFile, start: int, end: int, block: int = 256 << 10) -> Iterator[tuple[int, bytes]]:
     """Whole lines between logical positions ``start`` and ``end`` (both line boundaries), as
     ``(position of the block's first byte, block)`` of at most about ``block`` bytes each.
 

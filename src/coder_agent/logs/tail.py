@@ -32,6 +32,7 @@ __all__ = ["TailCount", "TailPlanner", "TailWindow", "count_block", "suffix_byte
 _TIME = 27  # len("2026-01-01T00:00:00.000000Z")
 _OVERHEAD4 = _TIME + 1 + 4 + 1 + 1  # time, space, 4-letter level (info, warn), space, newline
 _FIVE = re.compile(rb"\n[^#\n][^\n]{%d} (?:error|debug|trace) " % (_TIME - 1))
+_FIVE_FIRST = re.compile(rb"[^#\n][^\n]{%d} (?:error|debug|trace) " % (_TIME - 1))
 _MARKER = re.compile(rb"\n#[^\n]*")
 _MAX_PREFIX = _OVERHEAD4 + 1  # file bytes per entry beyond its output
 
@@ -59,15 +60,16 @@ def count_block(block: bytes) -> TailCount:
     """Entries and output bytes in ``block`` (whole lines of the local file format)."""
     if not block:
         return TailCount()
-    data = b"\n" + block  # so the first line is anchored like the others
     newlines = block.count(b"\n")
     marker_lines = marker_bytes = 0
+    if block[:1] == b"#":  # the patterns anchor on the newline before a line; the first has none
+        marker_lines, marker_bytes = 1, block.index(b"\n") + 1
     if b"#" in block:
-        for m in _MARKER.finditer(data):
+        for m in _MARKER.finditer(block):
             marker_lines += 1
             marker_bytes += m.end() - m.start()  # "\n#..." = the marker line's own length with its newline
     entries = newlines - marker_lines
-    five = len(_FIVE.findall(data))
+    five = len(_FIVE.findall(block)) + (1 if _FIVE_FIRST.match(block) else 0)
     out = len(block) - marker_bytes - entries * _OVERHEAD4 - five
     return TailCount(entries, max(0, out))
 
@@ -118,12 +120,12 @@ class TailPlanner:
         if pos + len(block) <= self.bulk_until:
             self.counted.add(count_block(block))
             return
-        p = pos
-        for raw in block.split(b"\n")[:-1]:
-            n = self.parse(raw)
+        i = 0
+        while (j := block.find(b"\n", i)) >= 0:  # no split(): a block's worth of small objects at once
+            n = self.parse(block[i:j])
             if n is not None:
-                self.window.add(p, n)
-            p += len(raw) + 1
+                self.window.add(pos + i, n)
+            i = j + 1
 
     @property
     def start(self) -> int:
