@@ -27,7 +27,8 @@ def test_redactor_scrubs_console_json_and_file(tmp_path: Path) -> None:
         out = stream.getvalue() + log_file.read_text()
         assert SECRET not in out, fmt
         assert out.count("[REDACTED]") >= 4
-    first = json.loads(log_file.read_text().splitlines()[0])
+    marker, first = (json.loads(x) for x in log_file.read_text().splitlines()[:2])
+    assert marker["event"].startswith("coder-agent process ")  # the restart marker comes first
     assert first["header"] == {"Coder-Session-Token": "[REDACTED]"}
 
 

@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class Settings(BaseModel):
     # For tests of the watchdog only: stall the event loop this many seconds after start.
     debug_stall_loop: float = Field(default=0.0, ge=0)
     devcontainers_cli: str = ""
+    log_retention: float = Field(default=7 * 86400.0, gt=0)  # seconds; "7d", "24h", "90m", "3600s" accepted
 
     @field_validator("url")
     @classmethod
@@ -112,6 +114,11 @@ class Settings(BaseModel):
     def _level(cls, v: Any) -> Any:
         return v.lower().replace("warn", "warning").replace("warninging", "warning") if isinstance(v, str) else v
 
+    @field_validator("log_retention", mode="before")
+    @classmethod
+    def _retention(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str) else v
+
     @field_validator("ports_ignore")
     @classmethod
     def _ports(cls, v: list[int]) -> list[int]:
@@ -126,6 +133,18 @@ class Settings(BaseModel):
         if self.token is not None:
             out.append(self.token.get_secret_value())
         return [s for s in out if s]
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"7d"``, ``"24h"``, ``"90m"``, ``"30s"`` or ``"3600"``; ValueError otherwise."""
+    m = _DURATION.match(text.lower())
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like 7d, 24h, 90m or 3600")
+    return float(m[1]) * _UNIT[m[2] or "s"]
 
 
 @dataclass(frozen=True)
@@ -191,6 +210,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_sources", None, None, "log_sources", "table"),
     Setting("devcontainers_cli", "--devcontainers-cli", "CODER_AGENT_DEVCONTAINERS_CLI", "devcontainers.cli",
             help="the Dev Containers CLI (path or name; default: devcontainer on PATH)"),
+    Setting("log_retention", "--log-retention", "CODER_AGENT_LOG_RETENTION", "log_retention",
+            help="keep rotated local logs this long (e.g. 7d, 24h; within 256 MiB per file set; default 7d)"),
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 
@@ -211,6 +232,21 @@ def default_api_address(env: Mapping[str, str] | None = None) -> str:
     if explicit:
         return explicit
     return f"unix:{_runtime_dir() / 'api.sock'}"
+
+
+SYSTEM_SOCKET = Path("/run/coder-agent/api.sock")
+
+
+def client_api_address(env: Mapping[str, str] | None = None) -> str:
+    """Where CLI subcommands look for the daemon: as :func:`default_api_address`, except that a
+    user whose own socket does not exist finds the system service's (systemd unit, container)."""
+    env = os.environ if env is None else env
+    address = default_api_address(env)
+    if env.get("CODER_AGENT_API_ADDRESS", "").strip() or not address.startswith("unix:"):
+        return address
+    if not Path(address[5:]).exists() and SYSTEM_SOCKET.exists():
+        return f"unix:{SYSTEM_SOCKET}"
+    return address
 
 
 def _default_dirs() -> tuple[Path, Path]:

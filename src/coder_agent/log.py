@@ -7,14 +7,20 @@ Rules:
   (tokens, header values, session tokens obtained later) anywhere in the event, so no secret
   reaches stderr, the file or a test's captured output.
 * :class:`Collapse` says a repeated error once, then once when it changes or recovers.
+* The file (``coder-agent.log``) rotates at ``max_bytes``; backups are kept by age as well as
+  by size (:mod:`coder_agent.logs.retention`: at least ``backups``, more while younger than
+  ``retention`` seconds and within 256 MiB), so a chatty day still leaves 24 h and more to debug.
+  Each process first writes a "coder-agent process <pid> started" record: the restart marker.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import sys
 import threading
+import time
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -73,6 +79,7 @@ def configure_logging(
     stream: Any = None,
     max_bytes: int = 5 * 1024 * 1024,
     backups: int = 10,
+    retention: float | None = None,
 ) -> Redactor:
     """Set up structlog and stdlib logging for the process. Returns the redactor in use."""
     redactor = redactor or Redactor()
@@ -106,14 +113,43 @@ def configure_logging(
     root.addHandler(handler)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        from .logs.retention import DEFAULT_MAX_AGE, Retention
+
+        keep = Retention(min_backups=backups, max_age=DEFAULT_MAX_AGE if retention is None else retention)
+        fh = RetainingFileHandler(log_file, maxBytes=max_bytes, retention=keep, encoding="utf-8")
         fh.setFormatter(structlog.stdlib.ProcessorFormatter(processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta, json_renderer], foreign_pre_chain=shared))
         root.addHandler(fh)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    if log_file is not None:  # the restart marker, whatever the level
+        fh.handle(logging.makeLogRecord({"name": "coder_agent", "levelno": logging.INFO, "levelname": "INFO",
+                                         "msg": f"coder-agent process {os.getpid()} started; log file opened"}))
     for noisy in ("httpx", "httpcore", "aiohttp.access", "websockets", "asyncio", "docker", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return redactor
+
+
+class RetainingFileHandler(logging.handlers.RotatingFileHandler):
+    """A size-rotated file whose backups are kept by :class:`~coder_agent.logs.retention.Retention`."""
+
+    def __init__(self, filename: Path, *, maxBytes: int, retention: Any, encoding: str = "utf-8") -> None:
+        from .logs.retention import prune_set
+
+        super().__init__(filename, maxBytes=maxBytes, backupCount=1, encoding=encoding)
+        self.retention = retention
+        self._kept = prune_set(Path(self.baseFilename), retention, time.time())
+
+    def doRollover(self) -> None:
+        from .logs.retention import prune_set, rotate_set
+
+        if self.stream:
+            self.stream.close()
+            self.stream = None
+        path = Path(self.baseFilename)
+        rotate_set(path, self._kept)
+        self._kept = prune_set(path, self.retention, time.time(), self._kept + 1)
+        if not self.delay:
+            self.stream = self._open()
 
 
 def get_logger(component: str, **ids: Any) -> Any:

@@ -30,7 +30,9 @@ async def test_daemon_aws_identity_status(ms: MetadataServer, ids: DevServer, da
         st: dict[str, Any] = d.api("GET", "/api/v0/status").json()
         return st
 
-    st = await apoll(lambda: (s := status())["auth"]["last_error"] and s, timeout=20)
+    # the probe retries on its own, so "failing" alternates with "connecting": wait for both facts at once
+    st = await apoll(lambda: (s := status())["auth"]["last_error"] and s["control_plane"]["state"] == "failing"
+                     and s, timeout=20)
     auth = st["auth"]
     assert auth["method"] == "aws-instance-identity" and auth["token_obtained_at"] is None
     assert f"{ms.url}/latest/dynamic/instance-identity/document" in auth["last_error"]

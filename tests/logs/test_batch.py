@@ -36,17 +36,33 @@ def test_batch_byte_limit_counts_overhead() -> None:
     assert big.room_for(10_000)  # an empty batch always takes one line
 
 
-def test_cap_plans_a_notice_before_the_limit_and_stops() -> None:
-    cap = CapAccountant(limit=1000, reserve=100)
+def test_cap_plans_a_notice_before_the_tail_reserve_and_stops_the_head() -> None:
+    cap = CapAccountant(limit=2000, reserve=100, tail_reserve=1000)
+    assert cap.budget == 900
     assert cap.plan([300, 300]).send == 2
     cap.acknowledged(600, notice=False)
     p = cap.plan([200, 200, 5])  # 600 + 200 fits in 900, the next 200 does not
     assert (p.send, p.notice) == (1, True)
-    assert cap.notice_room() == 400
+    assert cap.notice_room() == 400  # the notice may use the notice reserve, never the tail's
+    assert cap.tail_share(1, final=False) == 0  # no tails while the head goes on
     cap.acknowledged(200 + 80, notice=True)
     assert cap.stopped == "cap"
-    assert cap.accepted <= cap.limit
-    assert cap.plan([1]).send == 0
+    assert cap.plan([1]).send == 0  # the head is over
+    assert cap.limit - cap.accepted == 1120  # the tail reserve is intact
+
+
+def test_tail_shares_keep_budget_for_later_sources_and_never_pass_the_limit() -> None:
+    cap = CapAccountant(limit=100_000, reserve=1000, tail_reserve=64_000, accepted=36_000, stopped="cap")
+    assert cap.tail_share(1, final=False) == 32_000  # half: later sources still get a tail
+    assert cap.tail_share(4, final=False) == 16_000  # an equal part among those waiting
+    assert cap.tail_share(1, final=True) == 64_000  # at shutdown: everything left
+    assert cap.tail_share(2, final=True) == 32_000
+    assert cap.plan_tail([30_000, 30_000, 5_000]) == 2  # what fits under the limit, in order
+    cap.acknowledged(63_700, notice=False)
+    assert cap.tail_share(1, final=True) == 0  # below MIN_TAIL_SHARE: not worth a tail
+    assert cap.plan_tail([200, 200]) == 1
+    refused = CapAccountant(stopped="413")
+    assert refused.tail_share(1, final=True) == 0 and refused.plan_tail([1]) == 0  # the server's count rules
 
 
 def test_cap_refusal_is_reported_once_and_persists() -> None:

@@ -128,3 +128,30 @@ async def test_file_source_follows_appends_and_resumes_after_restart(  # type: i
     followed.rename(followed.with_name("app.log.1"))
     followed.write_text("rotated 1\n")
     await apoll(lambda: outputs(devserver, sid)[-1:] == ["rotated 1"], timeout=20)
+
+
+async def test_overflow_head_notice_and_tails_at_script_end_and_at_shutdown(  # type: ignore[no-untyped-def]
+        devserver: DevServer, daemon_env, spawn_daemon, short_tmp: Path) -> None:
+    followed = short_tmp / "app.log"
+    followed.write_text("")
+    cfg = _config(short_tmp, '[[scripts]]\ndisplay_name = "Big"\n'
+                             "script = \"i=0; while [ $i -lt 1500 ]; do printf '%0999d\\\\n' $i; i=$((i+1)); done\"\n"
+                             f'[[log_sources]]\ndisplay_name = "app"\npath = "{followed}"\n')
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token, CODER_AGENT_CONFIG=cfg))
+    await _ready(d)
+    big, app = source_id_for("Big"), source_id_for("app")
+    st = await apoll(lambda: (s := d.api("GET", "/api/v0/status").json())["scripts"]["start_scripts"] == "done" and s)
+    assert st["logs"]["shipping_stopped"] == "cap"
+    out = outputs(devserver, big)  # the script's tail is there once its result is
+    assert out[-1] == f"{1499:0999d}" and any(o.startswith("… ") and "not sent to Coder" in o for o in out)
+    with followed.open("a") as f:  # a long-running source after the head: nothing goes out as it comes
+        f.write("".join(f"app {i} {'x' * 50}\n" for i in range(2000)))  # ~110 KB: more than is left
+    await asyncio.sleep(1.0)
+    assert outputs(devserver, app) == []
+    d.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(d.wait) == 0
+    tail = outputs(devserver, app)  # its tail went out at shutdown
+    assert tail[0].startswith("… ") and "not sent to Coder" in tail[0]
+    assert tail[1:] == [f"app {i} {'x' * 50}" for i in range(2000 - len(tail) + 1, 2000)] and len(tail) > 100
+    assert devserver.agent.logs_length <= 1_048_576 and not devserver.agent.logs_overflowed
+    assert {r.status for r in devserver.requests_to("/me/logs", "PATCH")} == {200}

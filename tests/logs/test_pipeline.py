@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 
 import structlog
 
 from coder_agent.devserver import DevServer, Fault
+from coder_agent.logs.batch import TAIL_RESERVE
 from coder_agent.logs.text import parse_entry
 
 from ..conftest import apoll, t
@@ -90,25 +93,75 @@ async def test_invalid_utf8_and_nul_arrive_sanitised(devserver: DevServer, pipe:
     assert outputs(devserver, src.id) == ["nul❌here", "lone ❌ surrogate", "two", "lines"]
 
 
-async def test_cap_notice_before_the_limit_and_no_413(devserver: DevServer, pipe: Running) -> None:
+NOT_SENT = re.compile(r"^… (\d+) bytes \((\d+) lines\) not sent to Coder; the complete log is in (.+) …$")
+
+
+def _entries(path: Path) -> list[str]:
+    return [e[2] for ln in path.read_text().splitlines() if (e := parse_entry(ln))]
+
+
+async def test_head_notice_then_tail_when_the_source_finishes(devserver: DevServer, pipe: Running) -> None:
     p = await pipe.start()
     src = p.source("chatty")
-    line = "z" * 999
-    for _ in range(1200):  # ~1.2 MB
-        p.write(src, line)
+    want = [f"{i:06d} " + "z" * 993 for i in range(1500)]  # ~1.5 MB
+    for ln in want:
+        p.write(src, ln)
     await p.flush(src, timeout=t(30))
-    assert all(r.status == 200 for r in devserver.requests_to("/me/logs", "PATCH"))
     out = outputs(devserver, src.id)
-    assert out[-1].startswith("coder-agent: this agent's logs reached Coder's limit")
+    assert out[-1].startswith("coder-agent: this agent's logs are close to Coder's limit")
     assert str(p.file_of(src)) in out[-1]
-    assert all(o == line for o in out[:-1])
+    head = out[:-1]
+    assert head == want[:len(head)]
+    assert devserver.agent.logs_length <= 1_048_576 - TAIL_RESERVE  # the tail's part is intact
+    assert p.status()["shipping_stopped"] == "cap"
+    n_before = len(devserver.requests_to("/me/logs", "PATCH"))
+    await asyncio.sleep(0.6)  # lines are no longer sent as they come
+    assert len(devserver.requests_to("/me/logs", "PATCH")) == n_before
+
+    await p.finish(src, timeout=t(20))
+    out = outputs(devserver, src.id)
+    m = NOT_SENT.match(out[len(head) + 1])
+    assert m, out[len(head) + 1]
+    tail = out[len(head) + 2:]
+    assert tail and tail == want[-len(tail):]  # the exact last lines, in order
+    skipped = want[len(head):-len(tail)]
+    assert (int(m[1]), int(m[2]), m[3]) == (sum(len(x) for x in skipped), len(skipped), str(p.file_of(src)))
+    assert 16_000 <= sum(len(x) for x in tail) <= TAIL_RESERVE  # a real share of the reserve
     assert devserver.agent.logs_length <= 1_048_576
     assert not devserver.agent.logs_overflowed
+    assert all(r.status == 200 for r in devserver.requests_to("/me/logs", "PATCH"))
     st = p.status()
-    assert st["shipping_stopped"] == "cap"
     assert st["server_accepted_bytes"] == devserver.agent.logs_length
-    text = p.file_of(src).read_text()  # type: ignore[union-attr]
-    assert text.count(line) == 1200
+    assert st["sources"][0]["pending_bytes"] == 0 and st["sources"][0]["tails_sent"] == 1
+    assert _entries(p.file_of(src)) == want  # type: ignore[arg-type]  # the local copy is complete
+
+
+async def test_tail_state_survives_a_restart_and_shutdown_shares_the_rest(devserver: DevServer,
+                                                                          pipe: Running) -> None:
+    p = await pipe.start()
+    a, b = p.source("first"), p.source("second")
+    for i in range(1100):
+        p.write(a, f"a{i:05d} " + "x" * 993)
+    await p.finish(a, timeout=t(30))
+    out_a = outputs(devserver, a.id)
+    assert sum(1 for o in out_a if NOT_SENT.match(o)) == 1 and out_a[-1] == "a01099 " + "x" * 993
+    sent = len(devserver.agent.logs)
+    await pipe.stop()
+
+    p = await pipe.start()  # restart: the cap and the cursors are where they were
+    assert p.status()["shipping_stopped"] == "cap"
+    await p.finish(timeout=t(10), final=True)
+    assert len(devserver.agent.logs) == sent  # no tail is sent twice
+    for i in range(300):
+        p.write(a, f"late-a{i}")
+        p.write(b, f"b{i} " + "y" * 200)
+    await p.drain()  # daemon shutdown: every source's tail, sharing what is left
+    late_a, late_b = outputs(devserver, a.id)[len(out_a):], outputs(devserver, b.id)
+    assert NOT_SENT.match(late_b[0]) and late_b[-1] == "b299 " + "y" * 200
+    assert late_a == [f"late-a{i}" for i in range(300)]  # its whole share fits: no "not sent" line
+    assert devserver.agent.logs_length <= 1_048_576 and not devserver.agent.logs_overflowed
+    left = 1_048_576 - devserver.agent.logs_length
+    assert left < 4096  # the shutdown used (nearly) all of the tail budget
 
 
 async def test_restart_resumes_without_loss_or_duplicates(devserver: DevServer, pipe: Running) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from pathlib import Path
 
@@ -87,20 +88,26 @@ async def test_background_child_holding_pipes_is_reported_not_waited_for(pipe: R
     os.kill(int(pidfile.read_text()), 9)
 
 
-async def test_script_over_1mib_gets_the_notice_and_no_413(devserver: DevServer, pipe: Running,  # noqa: F811
-                                                           tmp_path: Path) -> None:
+async def test_script_over_1mib_ships_head_notice_and_tail_before_its_result(
+        devserver: DevServer, pipe: Running, tmp_path: Path) -> None:  # noqa: F811
     p = await pipe.start()
     r = runner_for(p, tmp_path)
-    s = spec("i=0; while [ $i -lt 1500 ]; do printf '%0999d\\n' $i; i=$((i+1)); done", name="Big")
+    s = spec("i=0; while [ $i -lt 1500 ]; do printf '%0999d\\n' $i; i=$((i+1)); done", name="Big")  # ~1.5 MB
     res = await r.run(s, Stage.START)
     assert res.status is Status.OK
-    await p.flush(timeout=t(20))
-    statuses = {x.status for x in devserver.requests_to("/me/logs", "PATCH")}
-    assert statuses == {200}
+    want = [f"{i:0999d}" for i in range(1500)]
+    # no flush here: the result came back only after the tail was acknowledged
     out = outputs(devserver, s.log_source_id)
-    assert out[-1].startswith("coder-agent: this agent's logs reached Coder's limit")
-    assert res.log_file in out[-1]
-    assert devserver.agent.logs_length <= 1_048_576
+    k = next(i for i, o in enumerate(out) if o.startswith("coder-agent: this agent's logs are close to Coder's limit"))
+    assert out[:k] == want[:k]  # the head
+    assert res.log_file in out[k]
+    m = re.match(r"^… (\d+) bytes \((\d+) lines\) not sent to Coder; the complete log is in (.+) …$", out[k + 1])
+    assert m, out[k + 1]
+    tail = out[k + 2:]
+    assert len(tail) >= 16 and tail == want[-len(tail):]  # the exact last lines
+    assert (int(m[1]), int(m[2]), m[3]) == (999 * (1500 - k - len(tail)), 1500 - k - len(tail), res.log_file)
+    assert {x.status for x in devserver.requests_to("/me/logs", "PATCH")} == {200}  # never a 413
+    assert devserver.agent.logs_length <= 1_048_576 and not devserver.agent.logs_overflowed
     local = Path(res.log_file).read_text().splitlines()
     assert sum(1 for ln in local if ln.endswith(tuple("0123456789")) and " info " in ln) == 1500
 

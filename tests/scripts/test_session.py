@@ -12,8 +12,8 @@ from coder_agent.logsink import source_id_for
 from coder_agent.scripts.session import phase_outcome
 from coder_agent.scripts.spec import ScriptResult, Stage, Status
 
-from ..conftest import apoll
-from ..logs.conftest import outputs
+from ..conftest import apoll, t
+from ..logs.conftest import Running, outputs, pipe  # noqa: F401 - fixture
 
 
 def _r(status: Status) -> ScriptResult:
@@ -52,3 +52,27 @@ async def test_start_failure_and_stop_scripts(  # type: ignore[no-untyped-def]
     assert await asyncio.to_thread(d.wait) == 0
     assert marker.exists()
     assert outputs(devserver, source_id_for("bye")) == ["goodbye"]  # flushed before the daemon exited
+
+
+async def test_start_outcome_is_published_only_after_the_scripts_lines_reached_coder(
+        devserver: DevServer, pipe: Running, tmp_path: Path) -> None:  # noqa: F811
+    """USER-PAIN 2: a completion report never overtakes the lines it concludes, even when coderd
+    is slow and fails once."""
+    from coder_agent.devserver import Fault
+    from coder_agent.scripts import ConfigSession, ScriptRunner, ScriptSpec
+
+    devserver.add_fault(Fault(path="/me/logs$", delay=0.3))
+    devserver.add_fault(Fault(path="/me/logs$", status=503, count=1))
+    p = await pipe.start()
+    runner = ScriptRunner(p, log_dir=tmp_path / "logs", data_dir=tmp_path / "state", directory=str(tmp_path))
+    specs = [ScriptSpec(id=n, log_source_id=source_id_for(n), display_name=n,
+                        script=f"for i in $(seq 1 250); do echo {n}-$i; done; exit {rc}", run_on_start=True)
+             for n, rc in (("one", 0), ("two", 3))]
+    session = ConfigSession(runner, specs)
+    task = asyncio.create_task(session.start(None))  # type: ignore[arg-type] - start() does not use the daemon
+    await asyncio.wait_for(session.start_done.wait(), t(60))
+    snapshot = {n: outputs(devserver, source_id_for(n)) for n in ("one", "two")}
+    assert session.start_state == "failed"
+    for n in ("one", "two"):
+        assert snapshot[n] == [f"{n}-{i}" for i in range(1, 251)]
+    await task

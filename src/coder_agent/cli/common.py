@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..config import SETTINGS, default_api_address
+from ..config import SETTINGS, client_api_address
 
 __all__ = ["add_settings_flags", "api_address_arg", "die_config", "flag_values", "local_client"]
 
@@ -47,4 +47,4 @@ def api_address_arg(p: argparse.ArgumentParser) -> None:
 def local_client(args: argparse.Namespace) -> Any:
     from ..localapi.client import LocalClient
 
-    return LocalClient(args.api_address or default_api_address())
+    return LocalClient(args.api_address or client_api_address())

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from ..config import default_api_address
+from ..config import client_api_address
 from .common import api_address_arg, local_client
 
 EXIT_FAIL = 1
@@ -120,7 +120,7 @@ def _recreate(c: Any, args: argparse.Namespace, d: dict[str, Any]) -> int:
     if args.no_follow:
         print(json.dumps(body) if args.json else body.get("detail") or body.get("message"))
         return 0
-    address = args.api_address or default_api_address()
+    address = args.api_address or client_api_address()
     final = asyncio.run(_follow(address, d, args.timeout, quiet=args.json))
     if final is None:
         return _err(f"gave up following {d['name']} after {args.timeout:.0f} s (the recreate goes on)")

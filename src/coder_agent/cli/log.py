@@ -166,12 +166,12 @@ async def _stdin_reader() -> asyncio.StreamReader:
 
 
 async def _main(args: argparse.Namespace, command: list[str]) -> int:
-    from ..config import default_api_address
+    from ..config import client_api_address
 
     source: dict[str, Any] = {"display_name": args.source, "icon": args.icon}
     if args.source_id:
         source["id"] = args.source_id
-    shipper = Shipper(args.api_address or default_api_address(), source, args.buffer)
+    shipper = Shipper(args.api_address or client_api_address(), source, args.buffer)
     ship_task = asyncio.create_task(shipper.run())
     out = None if args.quiet else sys.stdout.buffer
     err = None if args.quiet else sys.stderr.buffer

@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
 async def _watch(args: argparse.Namespace) -> int:
     import aiohttp
 
-    from ..config import default_api_address
+    from ..config import client_api_address
 
-    address: str = args.api_address or default_api_address()
+    address: str = args.api_address or client_api_address()
     path = "/api/v0/listening-ports/watch"
     if address.startswith("unix:"):
         connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=address[5:])

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     redactor = configure_logging(
         fmt=settings.log_format, level=settings.log_level,
-        log_file=settings.log_dir / "coder-agent.log", stream=sys.stderr,
+        log_file=settings.log_dir / "coder-agent.log", stream=sys.stderr, retention=settings.log_retention,
     )
     for secret in settings.secret_values():
         redactor.add(secret)

@@ -49,9 +49,11 @@ class _Shipper:
 def setup(daemon: Daemon) -> list[Service]:
     from .api import LogsAPI
     from .follow import FileFollower
+    from .retention import Retention
 
     pipeline = LogPipeline(log_dir=daemon.settings.log_dir, store=daemon.store,
-                           transport=RestTransport(daemon.client), clock=daemon.clock)
+                           transport=RestTransport(daemon.client), clock=daemon.clock,
+                           retention=Retention(max_age=daemon.settings.log_retention))
     daemon.log_sink = pipeline
     api = LogsAPI(pipeline)
     daemon.local_api.route("POST", "/api/v0/logs", api.post_logs)

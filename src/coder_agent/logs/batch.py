@@ -8,10 +8,24 @@ Rules:
   the Go RPC sender's per-log allowance), so a batch always fits the RPC transport's 1 MiB cap.
 * :class:`CapAccountant` counts the output bytes coderd has *accepted* (coderd counts
   ``len(output)`` per agent and rejects a batch whole once the total would pass 1 048 576).
-  It plans each batch so that the total stays below ``limit - reserve``: when the next lines do
-  not fit, the ones that do are sent together with ONE notice line (which the reserve pays for)
-  and shipping stops. So a 413 never happens in normal operation. If the server says 413 (or the
-  RPC transport says the limit was exceeded) anyway, shipping stops and the caller says so once.
+  The cap is split in three: the *head* (``limit - tail_reserve - reserve``), ONE notice line
+  (``reserve``), and the *tail* (``tail_reserve``, 64 KiB). Batches are planned so the head
+  stays within its part: when the next lines do not fit, the ones that do go out with the
+  notice and the head is over (``stopped == "cap"``). From then on lines are not sent as they
+  come; when a source *finishes* it gets :meth:`CapAccountant.tail_share` of what is left and
+  sends its last lines (see :mod:`coder_agent.logs.tail`). Every plan keeps the total within
+  the limit, so a 413 never happens in normal operation. If the server says 413 (or the RPC
+  transport says the limit was exceeded) anyway, shipping stops for good (no tails either: the
+  server's count is not ours) and the caller says so once.
+* Why 64 KiB of tail: the end of a failed build's log (the last few hundred lines) is what
+  people read first, and the first error usually sits early, in the head; 64 KiB keeps 93 % of
+  the cap for the head, and the first source to finish still shows its last 32 KiB (~300 lines
+  of 100 bytes).
+* Shares: a source finishing while the daemon runs gets half of what is left, or less when
+  other sources also wait for their tail (an equal part among them), so sources that finish
+  later (cron runs, stop scripts) still get a tail; at daemon shutdown (``final``) what is left
+  is shared equally by the sources still waiting. A share below ``MIN_TAIL_SHARE`` is not
+  used: those lines stay in the local file only.
 """
 
 from __future__ import annotations
@@ -19,11 +33,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["LOG_OVERHEAD", "MAX_LOGS_LENGTH", "Batcher", "CapAccountant", "Plan"]
+__all__ = ["LOG_OVERHEAD", "MAX_LOGS_LENGTH", "MIN_TAIL_SHARE", "TAIL_RESERVE", "Batcher", "CapAccountant", "Plan"]
 
 MAX_LOGS_LENGTH = 1_048_576  # coderd's max_logs_length, output bytes per agent
 LOG_OVERHEAD = 21  # per-log allowance of the Go RPC sender's batch limit
 NOTICE_RESERVE = 4096  # bytes kept back for the one notice line
+TAIL_RESERVE = 64 * 1024  # bytes kept back for the last lines of overflowed sources (why: module rules)
+MIN_TAIL_SHARE = 512  # a smaller share would hold the "not sent" line and hardly a line of output
 
 T = TypeVar("T")
 
@@ -89,16 +105,21 @@ class Plan:
 class CapAccountant:
     limit: int = MAX_LOGS_LENGTH
     reserve: int = NOTICE_RESERVE
+    tail_reserve: int = TAIL_RESERVE
     accepted: int = 0
-    stopped: str | None = None  # None, "cap" (we stopped before it), "413", "limit_exceeded"
+    stopped: str | None = None  # None, "cap" (head over, tails go on), "413", "limit_exceeded"
 
     @property
     def budget(self) -> int:
-        """Output bytes that may still be sent before the notice."""
-        return max(0, self.limit - self.reserve - self.accepted)
+        """Output bytes the head may still send before the notice."""
+        return max(0, self.limit - self.tail_reserve - self.reserve - self.accepted)
+
+    @property
+    def refused_by_server(self) -> bool:
+        return self.stopped in ("413", "limit_exceeded")
 
     def plan(self, sizes: list[int]) -> Plan:
-        """Plan a batch of lines with output sizes ``sizes`` (bytes)."""
+        """Plan a head batch of lines with output sizes ``sizes`` (bytes)."""
         if self.stopped is not None:
             return Plan(0, False)
         left = self.budget
@@ -108,9 +129,32 @@ class CapAccountant:
             left -= n
         return Plan(len(sizes), False)
 
+    def plan_tail(self, sizes: list[int]) -> int:
+        """How many of a tail batch's lines fit what is left under the limit (all, when the
+        tail was planned with :meth:`tail_share`)."""
+        if self.stopped != "cap":
+            return 0
+        left = self.limit - self.accepted
+        for i, n in enumerate(sizes):
+            if n > left:
+                return i
+            left -= n
+        return len(sizes)
+
     def notice_room(self) -> int:
         """Bytes the notice line may use (what is left below the limit after the planned lines)."""
-        return max(0, self.limit - self.accepted)
+        return max(0, self.limit - self.tail_reserve - self.accepted)
+
+    def tail_share(self, waiting: int, final: bool) -> int:
+        """Output bytes (notice line included) one finishing source may use for its tail.
+
+        ``waiting``: sources waiting for a tail now, this one included. 0 when no tail may go.
+        """
+        if self.stopped != "cap":
+            return 0
+        left = max(0, self.limit - self.accepted)
+        share = left // max(1, waiting) if final else left // max(2, waiting)
+        return share if share >= MIN_TAIL_SHARE else 0
 
     def acknowledged(self, output_bytes: int, notice: bool) -> None:
         self.accepted += output_bytes
@@ -119,7 +163,7 @@ class CapAccountant:
 
     def refused(self, reason: str) -> bool:
         """The server refused more (``"413"`` or ``"limit_exceeded"``). True the first time."""
-        first = self.stopped is None
+        first = not self.refused_by_server
         if first:
             self.stopped = reason
         return first

@@ -4,8 +4,11 @@ Rules:
 
 * One file per source, ``<log_dir>/<name>.log``, one entry per line (format in
   :mod:`coder_agent.logs.text`). When it reaches ``max_bytes`` it is renamed ``<name>.log.1``
-  (older ones shift up, the oldest beyond ``backups`` is deleted) and a new one starts, always at a
-  line boundary.
+  (older ones shift up) and a new one starts, always at a line boundary. Which backups stay is
+  :class:`~coder_agent.logs.retention.Retention`'s rule (by age and total size; ``backups=n``
+  alone means exactly n), applied at every rotation and when the file is opened.
+* Reopening a non-empty file (a daemon restart) first writes a ``# <marker>`` line, so a reader
+  sees where each process began.
 * Positions are *logical*: bytes written to the source since the oldest file still known, so a
   position survives rotation. On disk (state dir) a position is kept as ``(inode, offset)``
   because inodes survive the rename; :meth:`SourceFile.locate` maps one back.
@@ -19,11 +22,15 @@ Rules:
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["Reader", "SourceFile"]
+from .retention import Retention, existing_backups, prune_set, rotate_set
+
+__all__ = ["Reader", "SourceFile", "read_region"]
 
 
 @dataclass
@@ -34,14 +41,17 @@ class _Gen:
 
 
 class SourceFile:
-    def __init__(self, path: Path, *, max_bytes: int = 32 << 20, backups: int = 8, marker: str = "") -> None:
+    def __init__(self, path: Path, *, max_bytes: int = 32 << 20, backups: int = 8, marker: str = "",
+                 retention: Retention | None = None) -> None:
         self.path = path
         self.max_bytes = max_bytes
-        self.backups = backups
+        self.retention = retention or Retention.count(backups)
         self.gens: list[_Gen] = []
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.kept = prune_set(path, self.retention, time.time(),
+                              existing_backups(path))  # backups on disk now
         start = 0
-        for k in range(backups, 0, -1):  # oldest first
+        for k in range(self.kept, 0, -1):  # oldest first
             try:
                 st = self._rotated(k).stat()
             except FileNotFoundError:
@@ -91,14 +101,8 @@ class SourceFile:
     def rotate(self) -> None:
         self.flush()
         self._fh.close()
-        for k in range(self.backups, 0, -1):
-            src = self.path if k == 1 else self._rotated(k - 1)
-            try:
-                os.replace(src, self._rotated(k))
-            except FileNotFoundError:
-                continue
-        if self.backups == 0:
-            self.path.unlink(missing_ok=True)
+        rotate_set(self.path, self.kept)
+        self.kept = prune_set(self.path, self.retention, time.time(), self.kept + 1)
         self._fh = open(self.path, "ab", buffering=64 * 1024)  # noqa: SIM115
         st = os.fstat(self._fh.fileno())
         self.gens.append(_Gen(st.st_ino, self.total, 0))
@@ -110,7 +114,7 @@ class SourceFile:
     def path_of(self, gen: int) -> Path | None:
         """Where generation ``gen`` lives now (None when rotated away)."""
         k = self.active_gen - gen
-        if k < 0 or k > self.backups:
+        if k < 0 or k > self.kept:
             return None
         p = self.path if k == 0 else self._rotated(k)
         try:
@@ -125,7 +129,7 @@ class SourceFile:
 
         Only files that still exist are searched, newest first: a deleted file's inode may be reused.
         """
-        for g in reversed(self.gens[-(self.backups + 1):]):
+        for g in reversed(self.gens[-(self.kept + 1):]):
             if g.ino == ino:
                 return g.start + min(offset, g.size)
         return None
@@ -212,3 +216,37 @@ class Reader:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def read_region(sf: SourceFile, start: int, end: int, block: int = 256 << 10) -> Iterator[tuple[int, bytes]]:
+    """Whole lines between logical positions ``start`` and ``end`` (both line boundaries), as
+    ``(position of the block's first byte, block)`` of at most about ``block`` bytes each.
+
+    Files rotated away are skipped (the position jumps); a torn last line of a rotated file is
+    dropped, as :class:`Reader` does. Handles stay open while the caller iterates, so a
+    rotation in between changes nothing.
+    """
+    sf.flush()
+    pos = max(start, sf.oldest)
+    while pos < end:
+        gen, off = sf.where(pos)
+        last = gen >= sf.active_gen
+        gen_end = end if last else min(end, sf.gens[gen + 1].start)
+        path = sf.path_of(gen)
+        if path is None:
+            pos = gen_end
+            continue
+        with open(path, "rb") as f:
+            f.seek(off)
+            carry = b""
+            while pos + len(carry) < gen_end:
+                data = f.read(min(block, gen_end - pos - len(carry)))
+                if not data:
+                    break
+                data = carry + data
+                cut = data.rfind(b"\n") + 1
+                carry = data[cut:]
+                if cut:
+                    yield pos, data[:cut]
+                    pos += cut
+        pos = max(pos, gen_end)  # a torn or missing end of a rotated file is skipped

@@ -17,12 +17,22 @@ Rules:
   failures keep the same batch and back off (:data:`coder_agent.retry.SHIP`): 5xx, dropped
   connections and timeouts never lose a line. A batch the server refuses as invalid (another
   4xx) is skipped with a warning; it stays in the local file.
-* The 1 MiB cap (:class:`~coder_agent.logs.batch.CapAccountant`): before the limit one notice
-  line says where the complete logs are, then shipping stops for this agent (the local files go
-  on). A 413 or the transport's limit flag stops shipping too, with one warning. The cap state is
-  persisted, so a restart does not start a 413 storm.
+* The 1 MiB cap (:class:`~coder_agent.logs.batch.CapAccountant`): the head of the output goes
+  out as it comes until 64 KiB before the limit; there one notice line says where the complete
+  logs are, and lines are no longer sent as they come (the local files go on). When a source
+  *finishes* (:meth:`LogPipeline.finish`: a script's run ended; at daemon shutdown every
+  source) its unsent lines are read back from the file and, within the source's share of the
+  tail budget, its last lines go out after one line "… N bytes (M lines) not sent to Coder;
+  the complete log is in PATH …" (:mod:`coder_agent.logs.tail`). One tail at a time, in the
+  order sources finished; its cursor is saved after every tail batch, so a restart never sends
+  a tail twice. Long-running sources (followed files, ``coder-agent log`` streams) get their
+  tail only at shutdown, not periodically: every tail spends the budget for good, and repeated
+  snapshots would leave gaps between them and starve sources that finish later.
+  A 413 or the transport's limit flag stops shipping for good, with one warning. The cap state
+  is persisted, so a restart does not start a 413 storm.
 * ``flush()`` waits until what was written before the call was acknowledged, or shipping
   stopped, or the timeout passed (then the lines are safe on disk and will go later).
+  ``finish()`` also waits for the source's tail when the head is over.
 """
 
 from __future__ import annotations
@@ -45,8 +55,10 @@ from ..retry import SHIP, Backoff, Decision, classify
 from ..service import Health
 from ..state import StateStore
 from .batch import MAX_LOGS_LENGTH, Batcher, CapAccountant
-from .files import Reader, SourceFile
-from .text import LEVELS, format_entry, format_time, parse_entry, sanitize, split_text
+from .files import Reader, SourceFile, read_region
+from .retention import Retention
+from .tail import TailCount, TailPlanner, tail_notice_text
+from .text import DEFAULT_MAX_LINE, LEVELS, format_entry, format_time, parse_entry, sanitize, split_text
 from .transport import Entry, LogTransport, SendResult
 
 __all__ = ["LogPipeline"]
@@ -62,6 +74,11 @@ def _slug(name: str) -> str:
     return s[:80] or "source"
 
 
+def _output_bytes(raw: bytes) -> int | None:
+    parsed = parse_entry(raw.decode("utf-8", "replace"))
+    return None if parsed is None else len(parsed[2].encode("utf-8"))
+
+
 def normalize_level(level: str) -> str:
     lv = (level or "info").lower()
     lv = _LEVEL_ALIASES.get(lv, lv)
@@ -74,7 +91,7 @@ class _Source:
     file: SourceFile
     reader: Reader
     acked: int  # logical position acknowledged by coderd (or skipped on purpose)
-    batch: Batcher[Entry]
+    batch: Batcher[tuple[Entry, int]]  # (entry, logical position after its line)
     batch_end: int = 0  # logical position after the last line in the batch
     held: tuple[Entry, int, int] | None = None  # a line read that did not fit the batch
     registered: bool = False
@@ -83,6 +100,13 @@ class _Source:
     written_lines: int = 0
     shipped_lines: int = 0
     persisted: int = -1
+    finish_goal: int | None = None  # finish() asked for: ship up to here (a tail after the head)
+    finish_seq: int = 0
+    finish_final: bool = False
+    tail_end: int | None = None  # the tail being sent ends here
+    tail_start: int = 0
+    tail_notice: Entry | None = None  # "… N bytes not sent" line, sent before the tail's lines
+    tails_sent: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -99,6 +123,7 @@ class LogPipeline:
         cap_limit: int = MAX_LOGS_LENGTH,
         max_file_bytes: int = 32 << 20,
         backups: int = 8,
+        retention: Retention | None = None,
         batch_lines: int = 100,
         batch_bytes: int = 256 * 1024,
         interval: float = 0.25,
@@ -109,7 +134,7 @@ class LogPipeline:
         self.clock = clock or SystemClock()
         self.health = Health()
         self.cap = CapAccountant(limit=cap_limit)
-        self._file_opts = {"max_bytes": max_file_bytes, "backups": backups}
+        self._file_opts: dict[str, Any] = {"max_bytes": max_file_bytes, "backups": backups, "retention": retention}
         self._batch_opts = {"max_lines": batch_lines, "max_bytes": batch_bytes, "interval": interval}
         self._log = get_logger("logs")
         self._collapse = Collapse(self._log)
@@ -119,6 +144,7 @@ class LogPipeline:
         self._progress = asyncio.Event()
         self._closed = False
         self._saved_at = 0.0
+        self._finish_seq = 0
         self._marker = f"coder-agent pid {os.getpid()} started at {format_time(self.clock.now())}"
         self._restore()
 
@@ -237,14 +263,38 @@ class LogPipeline:
         self._wake.set()
 
         def done() -> bool:
-            return self._closed or self.cap.stopped is not None or all(
-                s.acked >= goal or s.rejected is not None for s, goal in goals)
+            if self._closed or self.cap.refused_by_server:
+                return True
+            for s, goal in goals:
+                if s.rejected is not None or s.acked >= goal:
+                    continue
+                if self.cap.stopped is None or (s.finish_goal is not None and s.finish_goal >= goal):
+                    return False  # head: not acknowledged yet; after the head: its tail is pending
+            return True
 
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 while not done():
                     self._progress.clear()
                     await self._progress.wait()
+
+    async def finish(self, source: LogSource | None = None, timeout: float | None = None,
+                     final: bool = False) -> None:
+        """The source's output is complete for now (a script's run ended; ``None``: every source,
+        at daemon shutdown, with ``final``): flush it, and once the head is over send its tail.
+        Waits like :meth:`flush` (bounded by ``timeout``)."""
+        targets = list(self._sources.values()) if source is None else \
+            [x for x in (self._sources.get(source.id),) if x is not None]
+        for s in targets:
+            goal = s.file.total
+            if s.rejected is not None or goal <= s.acked:
+                continue
+            if s.finish_goal is None:
+                self._finish_seq += 1
+                s.finish_seq = self._finish_seq
+            s.finish_goal = max(goal, s.finish_goal or 0)
+            s.finish_final = s.finish_final or final
+        await self.flush(source, timeout)
 
     # shipper -------------------------------------------------------------------------------
 
@@ -258,10 +308,10 @@ class LogPipeline:
                 if not b.room_for(n):
                     return
                 s.held = None
-                b.add(entry, n, now)
+                b.add((entry, end), n, now)
                 s.batch_end = end
                 continue
-            if b.full:
+            if b.full or (s.tail_end is not None and s.reader.pos >= s.tail_end):
                 return
             got = s.reader.next_line()
             if got is None:
@@ -269,7 +319,7 @@ class LogPipeline:
             raw, end = got
             parsed = parse_entry(raw.decode("utf-8", "replace"))
             if parsed is None:  # a marker for people, or damage: nothing to send
-                if not b.entries:
+                if not b.entries and s.tail_notice is None:
                     s.acked = end
                 s.batch_end = end
                 continue
@@ -281,15 +331,20 @@ class LogPipeline:
         now = self.clock.monotonic()
         best: _Source | None = None
         deadline: float | None = None
+        head = self.cap.stopped is None
         for s in self._sources.values():
-            if s.rejected is not None:
+            if s.rejected is not None or not (head or s.tail_end is not None):
                 continue
             self._fill(s)
             b = s.batch
-            if not b.entries:
+            if not b.entries and s.tail_notice is None:
                 s.flush_requested = False
+                self._settle(s)
+                if s.tail_end is not None and s.reader.pos >= s.tail_end:
+                    s.acked = max(s.acked, s.tail_end)  # only markers were left
+                    self._tail_done(s)
                 continue
-            if b.due(now, s.flush_requested):
+            if s.tail_end is not None or b.due(now, s.flush_requested or s.finish_goal is not None):
                 if best is None or (b.first_at or 0) < (best.batch.first_at or 0):
                     best = s
             else:
@@ -303,7 +358,7 @@ class LogPipeline:
         self.health.set("ok", "shipping" if self.cap.stopped is None else self._stopped_text())
         backoff = Backoff(SHIP)
         while True:
-            if self.cap.stopped is not None:
+            if self.cap.refused_by_server or (self.cap.stopped is not None and not await self._tail_step()):
                 for x in self._sources.values():
                     x.file.flush()
                 self._progress.set()
@@ -357,26 +412,128 @@ class LogPipeline:
                     return
                 raise
             s.registered = True
-        entries = s.batch.entries
+        pairs = s.batch.entries
+        entries = [e for e, _ in pairs]
         sizes = [len(e.output.encode("utf-8")) for e in entries]
-        plan = self.cap.plan(sizes)
-        send = entries[:plan.send]
-        if plan.notice:
-            send = [*send, self._notice(s, sum(sizes[:plan.send]))]
-        result = await self.transport.send(s.src.id, send)
+        tail = s.tail_end is not None
+        if tail:
+            first = [s.tail_notice] if s.tail_notice is not None else []
+            fits = self.cap.plan_tail([len(e.output.encode("utf-8")) for e in first] + sizes)
+            n, notice = max(0, fits - len(first)), False
+            send = [*first, *entries[:n]] if fits else []
+        else:
+            plan = self.cap.plan(sizes)
+            n, notice = plan.send, plan.notice
+            send = entries[:n]
+            if notice:
+                send = [*send, self._notice(s, sum(sizes[:n]))]
+        result = await self.transport.send(s.src.id, send) if send else SendResult.ACCEPTED
         if result is SendResult.LIMIT_EXCEEDED:
             self._refused()
             return
-        sent_bytes = sum(len(e.output.encode("utf-8")) for e in send)
-        self.cap.acknowledged(sent_bytes, plan.notice)
-        s.shipped_lines += plan.send
-        if plan.notice:
+        self.cap.acknowledged(sum(len(e.output.encode("utf-8")) for e in send), notice)
+        s.shipped_lines += n
+        if tail:
+            if s.tail_notice is not None and send:
+                s.tail_notice = None
+                s.acked = max(s.acked, s.tail_start)
+            if n == len(pairs):
+                s.batch.take()
+                s.acked = max(s.acked, s.batch_end)
+            else:  # cannot happen with a planned tail; never risk a 413 for it
+                if n:
+                    s.acked = pairs[n - 1][1]
+                self._log.warning("a log tail did not fit what is left of Coder's limit; the rest stays local",
+                                  source=s.src.display_name, file=str(s.file.path))
+                s.acked = max(s.acked, s.tail_end or s.acked)
+                s.batch.take()
+                s.held = None
+            if s.tail_end is not None and s.acked >= s.tail_end:
+                self._tail_done(s)
+            self._save()  # a tail spends the budget for good: never send it twice
+        elif notice:
+            if n:
+                s.acked = pairs[n - 1][1]
+            self._settle(s)
             self._stop_everywhere(s)
             self._save()
         else:
             s.batch.take()
             s.acked = s.batch_end
+            self._settle(s)
             self._maybe_save()
+        self._progress.set()
+
+    def _settle(self, s: _Source) -> None:
+        """A finish request that the acknowledged position has reached is done."""
+        if s.finish_goal is not None and s.acked >= s.finish_goal and s.tail_end is None:
+            s.finish_goal = None
+            s.finish_final = False
+
+    # tails ---------------------------------------------------------------------------------
+
+    async def _tail_step(self) -> bool:
+        """After the head: True when a tail is being sent (the normal loop ships it); else starts
+        the next one in finishing order, or returns False when none waits."""
+        if any(x.tail_end is not None for x in self._sources.values()):
+            return True
+        while True:
+            waiting = [x for x in self._sources.values() if x.finish_goal is not None and x.rejected is None]
+            for x in waiting:
+                self._settle(x)
+            waiting = [x for x in waiting if x.finish_goal is not None]
+            if not waiting:
+                return False
+            s = min(waiting, key=lambda x: x.finish_seq)
+            final = s.finish_final
+            share = self.cap.tail_share(sum(1 for x in waiting if x.finish_final == final) if final
+                                        else len(waiting), final)
+            if await self._plan_tail(s, share):
+                return True
+            s.finish_goal = None  # nothing to send (or no budget left): the lines stay local
+            s.finish_final = False
+            self._progress.set()
+
+    async def _plan_tail(self, s: _Source, share: int) -> bool:
+        """Choose the last lines of ``[acked, finish_goal)`` that fit ``share`` and set the source up to
+        send them after the "not sent" line. False when there is nothing to send."""
+        assert s.finish_goal is not None
+        end = s.finish_goal
+        path = str(s.file.path)
+        worst = len(tail_notice_text(TailCount(10**15, 10**15), path).encode("utf-8"))
+        budget = share - worst
+        if budget <= 0 or end <= s.acked:
+            return False
+        planner = TailPlanner(end, budget, DEFAULT_MAX_LINE, _output_bytes)
+        for pos, block in read_region(s.file, s.acked, end):
+            planner.feed(pos, block)
+            await asyncio.sleep(0)  # a long region is read in blocks; let the daemon breathe between them
+        counted, start = planner.skipped, planner.start
+        s.reader.close()
+        s.reader = Reader(s.file, start)
+        s.batch.take()
+        s.held = None
+        s.batch_end = start
+        s.tail_start, s.tail_end = start, end
+        s.tail_notice = None
+        if counted.lines or counted.bytes:
+            s.tail_notice = Entry(format_time(self.clock.now()), "warn", sanitize(tail_notice_text(counted, path)))
+            self._log.info("sending the last lines of a log source after Coder's log limit",
+                           source=s.src.display_name, not_sent_bytes=counted.bytes, not_sent_lines=counted.lines,
+                           tail_lines=planner.kept, file=path)
+        elif start >= end:  # no entries at all (markers only)
+            s.tail_end = None
+            s.acked = end
+            self._save()
+            return False
+        self._wake.set()
+        return True
+
+    def _tail_done(self, s: _Source) -> None:
+        s.tail_end = None
+        s.tail_notice = None
+        s.tails_sent += 1
+        self._settle(s)
         self._progress.set()
 
     def _maybe_save(self) -> None:
@@ -390,26 +547,33 @@ class LogPipeline:
     def _skip_batch(self, s: _Source) -> None:
         s.batch.take()
         s.acked = s.batch_end
+        s.tail_notice = None
+        if s.tail_end is not None and s.acked >= s.tail_end:
+            self._tail_done(s)
+        self._settle(s)
         self._save()
         self._progress.set()
 
     def _notice(self, s: _Source, planned: int) -> Entry:
         limit = self.cap.limit
-        text = (f"coder-agent: this agent's logs reached Coder's limit of {limit} bytes, so the rest of this "
-                f"output and of every other log source is not sent to Coder. The complete log is kept on the "
-                f"workspace in {s.file.path} (all sources: {self.log_dir}).")
+        text = (f"coder-agent: this agent's logs are close to Coder's limit of {limit} bytes, so the rest of "
+                f"this output and of every other log source is not sent as it comes; when a source finishes, "
+                f"its last lines are sent. The complete log is kept on the workspace in {s.file.path} "
+                f"(all sources: {self.log_dir}).")
         room = self.cap.notice_room() - planned
         raw = text.encode("utf-8")[:max(0, room)]
         return Entry(format_time(self.clock.now()), "warn", sanitize(raw.decode("utf-8", "ignore")))
 
     def _stop_everywhere(self, s: _Source) -> None:
-        self._log.warning("Coder's log limit for this agent is reached; log shipping stopped, local files go on",
+        self._log.warning("Coder's log limit for this agent is near; from now on only each source's last lines "
+                          "are sent, when it finishes; local files go on",
                           limit=self.cap.limit, accepted=self.cap.accepted, log_dir=str(self.log_dir))
         for x in self._sources.values():
             x.batch.take()
             x.held = None
             with contextlib.suppress(OSError):
-                x.file.write(b"# coder-agent: lines below are not sent to Coder (its 1 MiB log limit)\n")
+                x.file.write(b"# coder-agent: Coder's 1 MiB log limit is near: lines below go to Coder only as "
+                             b"the last lines of their source when it finishes\n")
         self.health.set("ok", self._stopped_text())
 
     def _refused(self) -> None:
@@ -419,12 +583,14 @@ class LogPipeline:
         for x in self._sources.values():
             x.batch.take()
             x.held = None
+            x.tail_end = x.tail_notice = x.finish_goal = None
         self.health.set("ok", self._stopped_text())
         self._save()
         self._progress.set()
 
     def _stopped_text(self) -> str:
-        return {"cap": "stopped before Coder's 1 MiB log limit; complete logs are in the local files",
+        return {"cap": "near Coder's 1 MiB log limit: only each source's last lines are sent, when it finishes; "
+                       "complete logs are in the local files",
                 "413": "coderd refused more logs (limit exceeded); complete logs are in the local files",
                 "limit_exceeded": "coderd refused more logs (limit exceeded); complete logs are in the local files",
                 }.get(self.cap.stopped or "", "")
@@ -437,8 +603,8 @@ class LogPipeline:
         self._progress.set()
 
     async def drain(self) -> None:
-        """Graceful stop: try to ship what is waiting (bounded by the caller's timeout)."""
-        await self.flush(timeout=5.0)
+        """Graceful stop: ship what is waiting and every overflowed source's tail (bounded)."""
+        await self.finish(timeout=5.0, final=True)
 
     def close(self) -> None:
         self._closed = True
@@ -459,11 +625,12 @@ class LogPipeline:
             "server_accepted_bytes": self.cap.accepted,
             "shipping_stopped": self.cap.stopped,
             "shipping_stopped_reason": self._stopped_text() or None,
+            "tail_reserve_bytes": self.cap.tail_reserve,
             "sources": [
                 {"id": s.src.id, "display_name": s.src.display_name, "file": str(s.file.path),
                  "accepted_lines": s.written_lines, "shipped_lines": s.shipped_lines,
                  "pending_bytes": max(0, s.file.total - s.acked), "registered": s.registered,
-                 "rejected": s.rejected}
+                 "rejected": s.rejected, "tails_sent": s.tails_sent}
                 for s in self._sources.values()
             ],
         }

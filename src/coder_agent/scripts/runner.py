@@ -15,7 +15,9 @@ Rules:
   if they still hold its output pipes ``pipes_grace`` seconds later, the run is PIPES_LEFT_OPEN
   and a warning line says so.
 * The source's logs are flushed (bounded by ``flush_timeout``) before the result is returned, so
-  a completion report never overtakes the lines it concludes.
+  a completion report never overtakes the lines it concludes. With the log pipeline this is
+  ``finish()``: past Coder's log limit, the run's last lines (after a "… N bytes not sent" line)
+  are sent before the result too.
 * Exit code: the process's; 128+N when killed by signal N; 255 on timeout or when it could not
   start.
 """
@@ -261,8 +263,9 @@ class ScriptRunner:
             if tee is not None:
                 tee.close()
         result = self._done(spec, stage, status, code, start, log_file)
+        finish = getattr(self.sink, "finish", None)  # the pipeline also sends an overflowed run's last lines
         with contextlib.suppress(Exception):
-            await self.sink.flush(src, timeout=self.flush_timeout)
+            await (finish or self.sink.flush)(src, timeout=self.flush_timeout)
         log.info("script finished", status=status.name.lower(), exit_code=code,
                  seconds=round(result.duration, 3))
         return result

@@ -110,7 +110,11 @@ class ConfigSession:
         else:
             self.stop_state = "done"
         left = max(0.1, budget - (time.monotonic() - t0))
-        await daemon.log_sink.flush(timeout=left)
+        finish = getattr(daemon.log_sink, "finish", None)
+        if finish is not None:  # the pipeline: also the last lines of every source past Coder's limit
+            await finish(None, timeout=left, final=True)
+        else:
+            await daemon.log_sink.flush(timeout=left)
 
     def status(self) -> dict[str, Any]:
         return {
