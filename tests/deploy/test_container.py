@@ -164,7 +164,7 @@ def test_local_api_through_a_bind_mount(agent_image: str, threaded_devserver: Th
 
     data = poll(status, 30, interval=0.2)
     assert data["agent_url"] == threaded_devserver.url
-    assert threaded_devserver.requests_to("/api/v2/buildinfo")
+    assert threaded_devserver.requests_to("/api/v2/workspaceagents/me/rpc")  # connected over the agent RPC
 
 
 @pytest.mark.parametrize(("env", "expect"), [

@@ -219,6 +219,7 @@ class ConnectionLoop:
         d = self.daemon
         d.controlplane.transport = "rpc"
         first = True
+        self.log.info("connecting to coderd", url=d.settings.url)  # progress a person at a terminal sees
         while not self._closing:
             if d.controlplane.state is ConnState.FAILING:
                 d.controlplane.attempts += 1  # keep showing the failure until something changes
@@ -277,8 +278,12 @@ class ConnectionLoop:
         self.client = client
         d.controlplane.set(ConnState.CONNECTED)
         self.backoff.success(d.clock.monotonic())
-        self._collapse.ok("connected to coderd", url=d.settings.url)
-        self.log.info("agent RPC connected", version=self.version, connection=self.connections)
+        if self.connections == 1:  # the first success is always said once, even with no failure before it
+            self._collapse = Collapse(self.log)
+            self.log.info("coderd reachable", url=d.settings.url, api_version=self.version)
+        else:
+            self._collapse.ok("coderd reachable", url=d.settings.url)
+            self.log.info("agent RPC reconnected", api_version=self.version, connection=self.connections)
         self.connected.set()
         session = asyncio.ensure_future(self.on_connect(client))
         watch = asyncio.ensure_future(self._watch(conn))

@@ -183,6 +183,7 @@ async def _demo(duration: float | None, log_level: str) -> int:
         tool = Tool(settings.api_address, {ds.port: "the devserver"})
         play = asyncio.create_task(tool.play())
         watcher = Watcher(ds)
+        connection = "disconnected"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + duration if duration is not None else None
         try:
@@ -196,12 +197,13 @@ async def _demo(duration: float | None, log_level: str) -> int:
             with contextlib.suppress(BaseException):
                 await play
             await tool.http.aclose()
+            connection = daemon.controlplane.state.value  # while running: after the stop it is "disconnected"
             daemon.request_stop()
             code = await run
             watcher.poll()
         st = daemon.status()
         summary = {
-            "connection": st["control_plane"]["state"],
+            "connection": connection,
             "lifecycle": st["lifecycle"],
             "log_sources": len(agent.log_sources),
             "log_lines": len(agent.logs),
