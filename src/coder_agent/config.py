@@ -95,6 +95,7 @@ class Settings(BaseModel):
     log_sources: list[LogSourceConfig] = Field(default_factory=list)
     # For tests of the watchdog only: stall the event loop this many seconds after start.
     debug_stall_loop: float = Field(default=0.0, ge=0)
+    reinit_ping_interval: float = Field(default=15.0, gt=0)
 
     @field_validator("url")
     @classmethod
@@ -188,6 +189,9 @@ SETTINGS: tuple[Setting, ...] = (
             "float", help="TESTS ONLY: block the event loop this many seconds after start"),
     Setting("scripts", None, None, "scripts", "table"),
     Setting("log_sources", None, None, "log_sources", "table"),
+    Setting("reinit_ping_interval", "--reinit-ping-interval", "CODER_AGENT_REINIT_PING_INTERVAL",
+            "reinit.ping_interval", "float",
+            help="coderd's keep-alive interval on the reinit stream; 3 missed = dropped (seconds)"),
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 

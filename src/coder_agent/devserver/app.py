@@ -323,6 +323,6 @@ Extension = Callable[[web.Application, DevServer], None]
 
 def _installers() -> list[Extension]:
     """Each capability's server side: a module with ``install(app, devserver)``. Add yours here."""
-    from . import identity
+    from . import identity, reinit
 
-    return [identity.install]
+    return [identity.install, reinit.install]
