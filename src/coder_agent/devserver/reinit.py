@@ -95,6 +95,16 @@ class ReinitHub:
                 s.queue.put_nowait(ev)
         return ev
 
+    def send_raw(self, wire: bytes, agent_id: str | None = None) -> int:
+        """Write ``wire`` as-is to the agent's open streams (error events, odd payloads)."""
+        agent = self._agent(agent_id)
+        n = 0
+        for s in self.streams:
+            if s.agent_id == agent.id:
+                s.queue.put_nowait(wire)
+                n += 1
+        return n
+
     def drop_streams(self) -> int:
         """Abort every open stream (connection reset, no clean end). Returns how many."""
         for s in self.streams:
@@ -145,6 +155,9 @@ class ReinitHub:
                     if request.transport is not None:
                         request.transport.abort()
                     raise ConnectionResetError("devserver dropped the reinit stream (asked to)")
+                if isinstance(item, bytes):
+                    await resp.write(item)
+                    continue
                 data = json.dumps(item, separators=(",", ":"))
                 await resp.write(f"event: data\ndata: {data}\n\n".encode())
                 self.events_sent += 1
