@@ -118,7 +118,7 @@ def test_any_chunking_gives_the_same_events(data: bytes, cuts: list[int]) -> Non
     p = SSEParser()
     got: list[SSEEvent] = []
     prev = 0
-    for c in sorted({min(c, len(data)) for c in cuts}) + [len(data)]:
+    for c in [*sorted({min(c, len(data)) for c in cuts}), len(data)]:
         got += p.feed(data[prev:c])
         prev = c
     assert got == expected
