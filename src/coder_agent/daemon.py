@@ -59,9 +59,9 @@ Capability = Callable[["Daemon"], list[Service]]
 
 def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
-    from . import reinit
+    from . import appstatus, reinit
 
-    return [reinit.setup]
+    return [appstatus.setup, reinit.setup]
 
 
 class Daemon:
@@ -73,8 +73,10 @@ class Daemon:
         clock: Clock | None = None,
         redactor: Redactor | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        owns_process: bool = False,
     ) -> None:
         self.settings = settings
+        self.owns_process = owns_process  # True when the process exits with us (coder-agent run)
         self.clock = clock or SystemClock()
         self.notifier = notifier or Notifier()
         self.redactor = redactor or Redactor(settings.secret_values())
@@ -384,7 +386,21 @@ class Daemon:
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
         await self.client.aclose()
+        if self.owns_process:
+            self._ignore_late_signals()
         self.log.info("coder-agent stopped", exit_code=self.exit_code)
+
+    def _ignore_late_signals(self) -> None:
+        """We are exiting: a stop signal arriving now must not kill the process mid-exit.
+
+        Closing the loop would restore Python's default handlers (SIGINT → KeyboardInterrupt,
+        which ends the process by the signal: exit -2); remove ours and ignore instead.
+        """
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, signal.SIG_IGN)
 
     async def _graceful(self) -> None:
         budget = self.settings.shutdown_timeout

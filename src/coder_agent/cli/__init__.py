@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("coder_agent.cli.status", "show the running daemon's status"),
     "version": ("coder_agent.cli.version", "print the version"),
     "config": ("coder_agent.cli.configcmd", "configuration tools (config check)"),
+    "app-status": ("coder_agent.cli.appstatus", "report what a tool in the workspace is doing to Coder"),
 }
 
 

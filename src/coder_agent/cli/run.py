@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     for secret in settings.secret_values():
         redactor.add(secret)
     try:
-        daemon = Daemon(settings, redactor=redactor)
+        daemon = Daemon(settings, redactor=redactor, owns_process=True)
         return asyncio.run(daemon.run())
     except ConfigError as e:
         print(f"coder-agent: configuration error: {redactor.scrub(str(e))}", file=sys.stderr)
