@@ -114,6 +114,7 @@ class Daemon:
         self._session: asyncio.Future[None] | None = None
         self._session_lock = asyncio.Lock()  # one session start/stop at a time
         self._stopping = False
+        self._session_live = False  # started and not yet stopped: the stopper runs once per session
 
     # auth --------------------------------------------------------------------------------
 
@@ -314,12 +315,14 @@ class Daemon:
 
     def _start_session(self) -> None:
         self.session_generation += 1
+        self._session_live = True
         if self.session_runner is not None:
             self._session = asyncio.ensure_future(self.session_runner(self))
 
     async def _stop_session(self, budget: float) -> None:
         """The session's graceful shutdown (within ``budget``), then cancel what is left of it."""
-        if self.session_stopper is not None:
+        live, self._session_live = self._session_live, False
+        if live and self.session_stopper is not None:
             try:
                 async with asyncio.timeout(budget):
                     await self.session_stopper(self)
