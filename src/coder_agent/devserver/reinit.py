@@ -131,43 +131,48 @@ class ReinitHub:
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
             "Connection": "keep-alive", "X-Accel-Buffering": "no",
         })
-        await resp.prepare(request)
         stream = _Stream(agent.id)
         self.streams.append(stream)
         self.connections += 1
         await self.ds.notify()
         try:
+            await resp.prepare(request)
             if agent.id in self.claims:  # pre-seeded, like coderd after PR #23108
                 stream.queue.put_nowait(self.claims[agent.id])
-            while True:
-                try:
-                    item = await asyncio.wait_for(stream.queue.get(), self.ping_interval)
-                except TimeoutError:
-                    if request.transport is None or request.transport.is_closing():
-                        break  # the watcher went away (noticed even when silent)
-                    if not self.silent:
-                        await resp.write(b"event: ping\n\n")
-                        self.pings_sent += 1
-                    continue
-                if item is _CLOSE:
-                    break
-                if item is _DROP:
-                    if request.transport is not None:
-                        request.transport.abort()
-                    raise ConnectionResetError("devserver dropped the reinit stream (asked to)")
-                if isinstance(item, bytes):
-                    await resp.write(item)
-                    continue
-                data = json.dumps(item, separators=(",", ":"))
-                await resp.write(f"event: data\ndata: {data}\n\n".encode())
-                self.events_sent += 1
-                await self.ds.notify()
+            await self._serve(request, resp, stream)
+        except ConnectionError:
+            pass  # the watcher went away mid-write: what coderd sees every time an agent restarts
         finally:
             self.streams.remove(stream)
             await self.ds.notify()
-        with contextlib.suppress(ConnectionError):
-            await resp.write_eof()
         return resp
+
+    async def _serve(self, request: web.Request, resp: web.StreamResponse, stream: _Stream) -> None:
+        while True:
+            try:
+                item = await asyncio.wait_for(stream.queue.get(), self.ping_interval)
+            except TimeoutError:
+                if request.transport is None or request.transport.is_closing():
+                    return  # the watcher went away (noticed even when silent)
+                if not self.silent:
+                    await resp.write(b"event: ping\n\n")
+                    self.pings_sent += 1
+                continue
+            if item is _CLOSE:
+                with contextlib.suppress(ConnectionError):
+                    await resp.write_eof()
+                return
+            if item is _DROP:
+                if request.transport is not None:
+                    request.transport.abort()  # a reset, not a clean end of the chunked body
+                return
+            if isinstance(item, bytes):
+                await resp.write(item)
+                continue
+            data = json.dumps(item, separators=(",", ":"))
+            await resp.write(f"event: data\ndata: {data}\n\n".encode())
+            self.events_sent += 1
+            await self.ds.notify()
 
 
 def hub(ds: DevServer) -> ReinitHub:
