@@ -23,3 +23,5 @@ fi
 # (capability steps follow)
 # Go + hashicorp/yamux + nhooyr websocket, for the yamux interop peer (tests/rpc/test_go_interop.py)
 bash scripts/install-go-peer-deps.sh
+# git credentials (tests/gitauth): git + git-http-backend, a real ssh client and sshd on loopback
+apt_install git openssh-client openssh-server

@@ -60,8 +60,10 @@ Capability = Callable[["Daemon"], list[Service]]
 def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
     from . import appstatus, reinit
+    from .gitauth import setup as gitauth
+    from .ports import setup as ports_setup
 
-    return [appstatus.setup, reinit.setup]
+    return [appstatus.setup, gitauth, ports_setup, reinit.setup]
 
 
 class Daemon:

@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "version": ("coder_agent.cli.version", "print the version"),
     "config": ("coder_agent.cli.configcmd", "configuration tools (config check)"),
     "app-status": ("coder_agent.cli.appstatus", "report what a tool in the workspace is doing to Coder"),
+    "git-askpass": ("coder_agent.cli.gitaskpass", "GIT_ASKPASS helper: git credentials from Coder external auth"),
+    "gitssh": ("coder_agent.cli.gitssh", "GIT_SSH_COMMAND wrapper: ssh with the Coder-managed Git SSH key"),
+    "env": ("coder_agent.cli.envcmd", "print the daemon's environment for scripts as export lines"),
+    "ports": ("coder_agent.cli.ports", "list the ports the workspace listens on (--watch to follow)"),
 }
 
 
