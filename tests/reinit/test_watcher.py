@@ -8,10 +8,12 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
+from coder_agent.clock import FakeClock
 from coder_agent.coderapi.client import CoderClient, FixedToken
 from coder_agent.devserver import DevServer
 from coder_agent.devserver.reinit import ReinitHub, mark_prebuild
@@ -44,7 +46,8 @@ async def make_watcher(
     clients: list[CoderClient] = []
 
     async def make(state_dir: Path | None = None, ping_interval: float = PING,
-                   workspace_id: str | None = None) -> Harness:
+                   workspace_id: str | None = None, clock: Any = None,
+                   refresh: Callable[[], Awaitable[Any]] | None = None) -> Harness:
         client = CoderClient(prebuild_ds.url, FixedToken(prebuild_ds.agent.token))
         clients.append(client)
         store = StateStore(state_dir or tmp_path / "state")
@@ -55,7 +58,7 @@ async def make_watcher(
             h.reinits.append(reason)
 
         w = ReinitWatcher(client, store, reinitialize, ping_interval=ping_interval,
-                          workspace_id=lambda: workspace_id)
+                          workspace_id=lambda: workspace_id, clock=clock, refresh_token=refresh)
         h = Harness(prebuild_ds, store, w)
         tasks.append(asyncio.create_task(w.run()))
         return h
@@ -246,6 +249,33 @@ async def test_server_errors_back_off(
     h = await make_watcher()
     await apoll(lambda: h.watcher.connections == 1, timeout=10)
     assert h.stream_requests() == 5
+
+
+async def test_backoff_schedule_per_kind_of_failure(
+    make_watcher: Callable[..., Awaitable[Harness]], prebuild_ds: DevServer
+) -> None:
+    from coder_agent.devserver import Fault
+
+    refreshed: list[int] = []
+
+    async def refresh() -> None:
+        refreshed.append(1)
+
+    clock = FakeClock()
+    prebuild_ds.add_fault(Fault(path="/me/reinit", status=503, count=3))
+    prebuild_ds.add_fault(Fault(path="/me/reinit", status=401, count=1))
+    prebuild_ds.add_fault(Fault(path="/me/reinit", status=404, count=2))
+    h = await make_watcher(clock=clock, refresh=refresh)
+    await apoll(lambda: h.watcher.connections == 1)
+    s = clock.sleeps
+    assert len(s) == 6
+    # 503: the connect schedule (0.125 s, doubling, jittered down at most 20 %)
+    assert 0.1 <= s[0] <= 0.125 and s[0] < s[1] < s[2] <= 0.5
+    # 401: a fresh token first, then the same schedule continues
+    assert refreshed == [1] and s[2] < s[3] <= 1.0
+    # 404 (an old coderd without the endpoint): slow, 30 s and up, not a hammering loop
+    assert 24 <= s[4] <= 30 and 48 <= s[5] <= 60
+    assert h.watcher.health.state == "ok"
 
 
 def test_backoff_resets_only_after_a_sustained_stream() -> None:
