@@ -25,3 +25,24 @@ fi
 bash scripts/install-go-peer-deps.sh
 # git credentials (tests/gitauth): git + git-http-backend, a real ssh client and sshd on loopback
 apt_install git openssh-client openssh-server
+
+# --- devcontainers: a Docker engine, the test image, the Dev Containers CLI -----------------
+# The engine: scripts/start-dockerd.sh (installs docker.io, starts dockerd; a no-op when one
+# answers). The image: scripts/build-test-images.sh (local/busybox:latest, built offline).
+# The CLI: npm package @devcontainers/cli under DEVCONTAINERS_CLI_PREFIX, linked as
+# /usr/local/bin/devcontainer so the agent finds it on PATH (or set CODER_AGENT_DEVCONTAINERS_CLI).
+apt_install git ca-certificates
+bash scripts/start-dockerd.sh start
+bash scripts/build-test-images.sh
+DEVCONTAINERS_CLI_PREFIX="${DEVCONTAINERS_CLI_PREFIX:-/opt/coder-agent/devcontainers-cli}"
+if ! [ -x "$DEVCONTAINERS_CLI_PREFIX/node_modules/.bin/devcontainer" ]; then
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+  if [ "$node_major" -lt 20 ]; then
+    echo "provision: the Dev Containers CLI needs Node >= 20 (found $(node --version 2>/dev/null || echo none))" >&2
+    exit 1
+  fi
+  mkdir -p "$DEVCONTAINERS_CLI_PREFIX"
+  npm install --silent --no-audit --no-fund --prefix "$DEVCONTAINERS_CLI_PREFIX" @devcontainers/cli >/dev/null
+fi
+ln -sf "$DEVCONTAINERS_CLI_PREFIX/node_modules/.bin/devcontainer" /usr/local/bin/devcontainer

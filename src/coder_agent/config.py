@@ -95,6 +95,7 @@ class Settings(BaseModel):
     log_sources: list[LogSourceConfig] = Field(default_factory=list)
     # For tests of the watchdog only: stall the event loop this many seconds after start.
     debug_stall_loop: float = Field(default=0.0, ge=0)
+    devcontainers_cli: str = ""
     reinit_ping_interval: float = Field(default=15.0, gt=0)
 
     @field_validator("url")
@@ -189,6 +190,8 @@ SETTINGS: tuple[Setting, ...] = (
             "float", help="TESTS ONLY: block the event loop this many seconds after start"),
     Setting("scripts", None, None, "scripts", "table"),
     Setting("log_sources", None, None, "log_sources", "table"),
+    Setting("devcontainers_cli", "--devcontainers-cli", "CODER_AGENT_DEVCONTAINERS_CLI", "devcontainers.cli",
+            help="the Dev Containers CLI (path or name; default: devcontainer on PATH)"),
     Setting("reinit_ping_interval", "--reinit-ping-interval", "CODER_AGENT_REINIT_PING_INTERVAL",
             "reinit.ping_interval", "float",
             help="coderd's keep-alive interval on the reinit stream; 3 missed = dropped (seconds)"),

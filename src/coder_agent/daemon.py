@@ -59,11 +59,13 @@ Capability = Callable[["Daemon"], list[Service]]
 
 def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
-    from . import appstatus, reinit
+    # logs first: it installs the real log sink that the others write to
+    from . import appstatus, logs, reinit, scripts
+    from .devcontainers import setup as devcontainers
     from .gitauth import setup as gitauth
     from .ports import setup as ports_setup
 
-    return [appstatus.setup, gitauth, ports_setup, reinit.setup]
+    return [logs.setup, scripts.setup, appstatus.setup, gitauth, ports_setup, devcontainers, reinit.setup]
 
 
 class Daemon:
@@ -354,6 +356,9 @@ class Daemon:
                     return
                 self.manifest = None
                 self.lifecycle = Lifecycle()
+                new_session = getattr(self.log_sink, "new_session", None)  # the log pipeline
+                if callable(new_session):
+                    new_session()  # log sources are registered again by the new session
                 try:
                     await self.tokens.refresh()  # instance identity: a new token; token file: re-read
                 except CoderAgentError as e:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from coder_agent import daemon as daemon_mod
 from coder_agent.config import Settings
 from coder_agent.daemon import Daemon
 from coder_agent.devserver import DevServer
@@ -71,8 +72,11 @@ class Running:
 
 
 @pytest.fixture
-async def run_daemon(prebuild_ds: DevServer, short_tmp: Path) -> AsyncIterator[Callable[..., Any]]:
+async def run_daemon(
+    prebuild_ds: DevServer, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Callable[..., Any]]:
     running: list[Running] = []
+    real = daemon_mod._capabilities
 
     async def start(session: FakeSession, **over: Any) -> Running:
         fields: dict[str, Any] = {
@@ -83,8 +87,13 @@ async def run_daemon(prebuild_ds: DevServer, short_tmp: Path) -> AsyncIterator[C
         }
         fields.update(over)
         d = Daemon(Settings(**fields))
-        d.session_runner = session.run  # type: ignore[method-assign,assignment]
-        d.session_stopper = session.stop  # type: ignore[method-assign,assignment]
+
+        def hooks(daemon: Daemon) -> list[Any]:  # after every real capability, like the RPC session
+            daemon.session_runner = session.run  # type: ignore[method-assign,assignment]
+            daemon.session_stopper = session.stop  # type: ignore[method-assign,assignment]
+            return []
+
+        monkeypatch.setattr(daemon_mod, "_capabilities", lambda: [*real(), hooks])
         task = asyncio.create_task(d.run())
         r = Running(d, session, task, short_tmp / "api.sock")
         running.append(r)

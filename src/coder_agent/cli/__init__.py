@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gitssh": ("coder_agent.cli.gitssh", "GIT_SSH_COMMAND wrapper: ssh with the Coder-managed Git SSH key"),
     "env": ("coder_agent.cli.envcmd", "print the daemon's environment for scripts as export lines"),
     "ports": ("coder_agent.cli.ports", "list the ports the workspace listens on (--watch to follow)"),
+    "devcontainers": ("coder_agent.cli.devcontainers", "list, recreate or delete dev containers"),
+    "log": ("coder_agent.cli.log", "run a command (or read stdin) and ship its output as a named log source"),
 }
 
 

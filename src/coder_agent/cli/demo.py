@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import sys
@@ -69,6 +70,74 @@ class Watcher:
                 agent.extra.pop(extra_key, None)
 
 
+class Tool:
+    """Plays a tool in the workspace: reports app statuses, starts a server, reads the local API."""
+
+    def __init__(self, address: str, labels: dict[int, str]) -> None:
+        import httpx
+
+        self.labels = labels
+        self.http = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=address[5:]), base_url="http://agent",
+                                      timeout=10)
+        self.ports_seen: set[int] = set()
+        self.containers = "not checked"
+
+    async def _wait_api(self) -> None:
+        import httpx
+
+        while True:
+            try:
+                if (await self.http.get("/api/v0/status")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+
+    async def _status(self, state: str, message: str) -> None:
+        r = await self.http.post("/api/v0/app-status", json={"app_slug": "claude-code", "state": state,
+                                                               "message": message})
+        _out(f"  tool        → app-status {state} {message!r}: HTTP {r.status_code}")
+
+    async def _ports(self) -> None:
+        r = await self.http.get("/api/v0/listening-ports")
+        if r.status_code != 200:
+            return
+        now = {p["port"]: p["process_name"] for p in r.json()["ports"]}
+        for port in sorted(set(now) - self.ports_seen):
+            label = f" — {self.labels[port]}" if port in self.labels else ""
+            _out(f"  local API   port {port} open ({now[port] or '?'}){label}")
+        for port in sorted(self.ports_seen - set(now)):
+            _out(f"  local API   port {port} closed")
+        self.ports_seen = set(now)
+
+    async def play(self) -> None:
+        await self._wait_api()
+        r = await self.http.get("/api/v0/containers")
+        body = r.json()
+        if r.status_code == 200:
+            warn = f" ({body['warnings'][0]})" if body.get("warnings") else ""
+            self.containers = f"{len(body['containers'])} containers, {len(body['devcontainers'])} devcontainers{warn}"
+        else:
+            self.containers = f"HTTP {r.status_code}: {body.get('message')}"
+        _out(f"  local API   containers: {self.containers}")
+        await self._status("working", "Reading the code")
+        await self._ports()
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        self.labels[port] = "the tool's web server"
+        _out(f"  tool        started a web server on port {port}")
+        for _ in range(20):
+            await asyncio.sleep(0.25)
+            await self._ports()
+        await self._status("working", "Writing the fix")
+        await self._status("complete", "Opened a pull request")
+        server.close()
+        await server.wait_closed()
+        while True:
+            await asyncio.sleep(1)
+            await self._ports()
+
+
 async def _demo(duration: float | None, log_level: str) -> int:
     from ..config import load_settings
     from ..daemon import Daemon
@@ -97,6 +166,8 @@ async def _demo(duration: float | None, log_level: str) -> int:
         _out(f"coder-agent daemon starting; local API at {settings.api_address}")
         _out(f"  (try: coder-agent status --api-address {settings.api_address})")
         run = asyncio.create_task(daemon.run())
+        tool = Tool(settings.api_address, {ds.port: "the devserver"})
+        play = asyncio.create_task(tool.play())
         watcher = Watcher(ds)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + duration if duration is not None else None
@@ -107,6 +178,10 @@ async def _demo(duration: float | None, log_level: str) -> int:
                     break
                 await asyncio.sleep(0.25)
         finally:
+            play.cancel()
+            with contextlib.suppress(BaseException):
+                await play
+            await tool.http.aclose()
             daemon.request_stop()
             code = await run
             watcher.poll()
@@ -117,6 +192,8 @@ async def _demo(duration: float | None, log_level: str) -> int:
             "log_sources": len(agent.log_sources),
             "log_lines": len(agent.logs),
             "app_statuses": len(agent.app_statuses),
+            "listening_ports": ", ".join(map(str, sorted(tool.ports_seen))) or "none",
+            "containers": tool.containers,
             "requests_seen": len(ds.state.requests),
             "daemon_exit_code": code,
         }

@@ -1,0 +1,524 @@
+"""The devcontainers service: follows the engine, keeps the list, runs recreate and delete jobs.
+
+Rules:
+
+* Engine calls run in a small thread pool, the event stream in its own thread; the event loop
+  never blocks on the engine. Engine events (not polling) trigger re-scans, coalesced; a
+  full re-scan also runs every :data:`RESCAN_INTERVAL` seconds as a safety net.
+* Config files are stat-polled every :data:`CONFIG_POLL` seconds (a handful of ``stat``
+  calls) for the ``dirty`` flag; discovery re-walks every :data:`DISCOVERY_INTERVAL` seconds.
+* The engine missing or refusing us is not a failure of the agent: health says
+  ``unavailable`` with the reason, ``warnings`` carry it, and the service reconnects with
+  backoff until the engine answers again.
+* Every change of the rendered list bumps a generation number; watchers wait on it.
+* Recreate and delete go through :mod:`.status`: refused transitions are 409s. Recreate runs
+  in the background (the Dev Containers CLI when installed, else the SDK from inspect data);
+  its output goes to the devcontainer's log source.
+* Ids are looked up in our own table; nothing from a request reaches a command line except a
+  workspace folder and config path that we found ourselves. No shell anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..config import Settings
+from ..log import Collapse, get_logger
+from ..logsink import LogSink, LogSource, source_id_for
+from ..retry import Backoff, RetryPolicy
+from ..service import Health
+from ..state import StateStore
+from . import cliparse, discovery
+from .engine import Engine, EngineUnavailable
+from .model import Container, Devcontainer, Runtime, Source, assemble, container_from_inspect, port_warnings
+from .status import TRANSITIONAL, Event, Refused, Status
+
+__all__ = ["CLI_MISSING", "DevcontainerManager", "NotFound", "find_cli"]
+
+T = TypeVar("T")
+RESCAN_INTERVAL = 10.0
+CONFIG_POLL = 1.0
+DISCOVERY_INTERVAL = 30.0
+DEBOUNCE = 0.02
+ENGINE_RETRY = RetryPolicy(initial=0.25, cap=10.0, factor=2.0, reset_after=5.0)
+STATE_KEY = "devcontainers"
+CLI_MISSING = ("the Dev Containers CLI (devcontainer) is not installed: recreate rebuilds the container "
+               "from its current configuration through the Docker engine, and lifecycle commands "
+               "(onCreate, postCreate, postStart...) do not run")
+_STRIP_ENV = ("CODER_AGENT_", "CODER_WORKSPACE_AGENT_")
+
+
+class NotFound(Exception):
+    pass
+
+
+def find_cli(setting: str) -> str | None:
+    """The Dev Containers CLI: the configured path/name, else ``devcontainer`` on PATH."""
+    want = setting.strip() or "devcontainer"
+    if "/" in want:
+        return want if os.path.isfile(want) and os.access(want, os.X_OK) else None
+    return shutil.which(want)
+
+
+class DevcontainerManager:
+    name = "devcontainers"
+
+    def __init__(self, settings: Settings, store: StateStore, log_sink: LogSink,
+                 manifest: Callable[[], dict[str, Any] | None] = lambda: None,
+                 child_env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.sink = log_sink
+        self.manifest = manifest
+        self.child_env = child_env if child_env is not None else {}
+        self.health = Health()
+        self.log = get_logger("devcontainers")
+        self.engine = Engine()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="docker")
+        self.containers: list[Container] = []
+        self.devcontainers: list[Devcontainer] = []
+        self.runtime: dict[str, Runtime] = {}
+        self.engine_error: str | None = None
+        self._dup_warnings: list[str] = []
+        self._discovered: list[tuple[str, str]] = []
+        self._discovery_warnings: list[str] = []
+        self._mtimes: dict[str, float | None] = {}
+        self._ids: dict[tuple[str, str], str] = {}
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._first = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self.generation = 0
+        self._rendered = ""
+        self._scan_lock = asyncio.Lock()
+        self._collapse = Collapse(self.log)
+        stored = store.get(STATE_KEY, {}) or {}
+        for entry in stored.get("ids", []) if isinstance(stored, dict) else []:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                self._ids[(str(entry["workspace_folder"]), str(entry["config_path"]))] = str(entry["id"])
+
+    # helpers ---------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args))
+
+    @property
+    def cli(self) -> str | None:
+        return find_cli(getattr(self.settings, "devcontainers_cli", ""))
+
+    def workspace_dir(self) -> Path:
+        return Path(self.settings.directory or os.environ.get("HOME") or "/").expanduser()
+
+    def _manifest_sources(self) -> list[Source]:
+        m = self.manifest() or {}
+        out: list[Source] = []
+        for d in m.get("devcontainers") or []:
+            if not isinstance(d, dict) or not d.get("workspace_folder"):
+                continue
+            out.append(Source(str(d["workspace_folder"]), str(d.get("config_path") or ""), "manifest",
+                              id=str(d.get("id") or ""), name=str(d.get("name") or "")))
+        return out
+
+    def warnings(self) -> list[str]:
+        out: list[str] = []
+        if self.engine_error:
+            out.append(f"Docker engine unavailable: {self.engine_error}")
+        if self.devcontainers and self.cli is None:
+            out.append(CLI_MISSING)
+        out.extend(self._discovery_warnings)
+        out.extend(self._dup_warnings)
+        out.extend(port_warnings(self.containers))
+        return out
+
+    def response(self, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        """codersdk.WorkspaceAgentListContainersResponse (containers filtered by ``labels``)."""
+        cs = self.containers
+        if labels:
+            cs = [c for c in cs if all(c.labels.get(k) == v for k, v in labels.items())]
+        return {
+            "containers": [dict(c.api) for c in cs],
+            "devcontainers": [d.api() for d in self.devcontainers],
+            "warnings": self.warnings(),
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": "unavailable" if self.engine_error else ("ok" if self._first.is_set() else "starting"),
+            "reason": self.engine_error or "",
+            "engine": self.engine.version,
+            "cli": self.cli or "",
+            "containers": len(self.containers),
+            "devcontainers": len(self.devcontainers),
+        }
+
+    def find(self, dc_id: str) -> Devcontainer:
+        for d in self.devcontainers:
+            if d.id == dc_id:
+                return d
+        raise NotFound(dc_id)
+
+    async def wait_first_scan(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._first.wait()
+
+    async def wait_change(self, seen: int, timeout: float | None = None) -> int:
+        """Wait until the generation passes ``seen``; returns the new generation."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait_for(lambda: self.generation > seen)
+        return self.generation
+
+    # assembling and publishing ---------------------------------------------------------
+
+    def _stat_configs(self) -> bool:
+        paths = {d.config_path for d in self.devcontainers} | {c for _, c in self._discovered}
+        paths |= {s.config_path for s in self._manifest_sources() if s.config_path}
+        new: dict[str, float | None] = {}
+        for p in paths:
+            try:
+                new[p] = os.stat(p).st_mtime
+            except OSError:
+                new[p] = None
+        changed = new != self._mtimes
+        self._mtimes = new
+        return changed
+
+    async def _publish(self) -> None:
+        """Re-assemble the devcontainers and wake watchers when the rendered list changed."""
+        sources = self._manifest_sources() + [Source(f, c, "discovery") for f, c in self._discovered]
+        self.devcontainers, self._dup_warnings = assemble(
+            self.containers, sources, self.runtime, self._mtimes, exists=os.path.isfile, ids=self._ids)
+        self._remember_ids()
+        rendered = json.dumps(self.response(), sort_keys=True)
+        if rendered != self._rendered:
+            self._rendered = rendered
+            async with self._changed:
+                self.generation += 1
+                self._changed.notify_all()
+
+    def _remember_ids(self) -> None:
+        changed = False
+        for d in self.devcontainers:
+            key = (d.workspace_folder, d.config_path)
+            if d.origin != "manifest" and self._ids.get(key) != d.id:
+                self._ids[key] = d.id
+                changed = True
+        if changed:
+            doc = {"ids": [{"workspace_folder": k[0], "config_path": k[1], "id": v} for k, v in self._ids.items()]}
+            try:
+                self.store.put(STATE_KEY, doc)
+            except OSError as e:
+                self.log.warning("cannot save devcontainer ids", error=str(e))
+
+    async def scan(self) -> None:
+        """Re-read the engine's containers (raises EngineUnavailable) and publish."""
+        async with self._scan_lock:
+            data = await self._call(self.engine.list_inspect)
+            self.containers = sorted((container_from_inspect(d) for d in data), key=lambda c: c.name)
+            self._stat_configs()
+            await self._publish()
+        self._first.set()
+
+    async def _set_unavailable(self, reason: str) -> None:
+        self.engine_error = reason
+        self.health.set("unavailable", reason)
+        self._collapse.error("Docker engine unavailable; devcontainers paused", reason, reason=reason)
+        self.containers = []
+        self._stat_configs()
+        await self._publish()
+        self._first.set()
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    # loops -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self._config_loop(), name="devcontainers:config")]
+        if self.settings.devcontainers_discovery:
+            tasks.append(asyncio.create_task(self._discovery_loop(), name="devcontainers:discovery"))
+        try:
+            await self._engine_loop()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._call(self.engine.close)
+
+    async def drain(self) -> None:
+        for job in list(self._jobs):
+            job.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+
+    async def _engine_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(ENGINE_RETRY)
+        while True:
+            try:
+                await self._call(self.engine.connect)
+            except EngineUnavailable as e:
+                await self._set_unavailable(str(e))
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            ended = asyncio.Event()
+            reader = threading.Thread(target=self._read_events, args=(loop, ended), daemon=True,
+                                      name="docker-events")
+            reader.start()
+            try:
+                await self.scan()
+                if self.engine_error:
+                    self._collapse.ok("Docker engine available again", engine=self.engine.version)
+                else:
+                    self.log.info("following the Docker engine", engine=self.engine.version)
+                self.engine_error = None
+                self.health.set("ok")
+                await self._publish()
+                backoff.success(loop.time())
+                await self._follow(ended)
+            except EngineUnavailable as e:
+                await self._set_unavailable(str(e))
+            finally:
+                await self._call(self.engine.close_events)
+            await asyncio.sleep(backoff.next_delay())
+
+    def _read_events(self, loop: asyncio.AbstractEventLoop, ended: asyncio.Event) -> None:
+        try:
+            for ev in self.engine.events():
+                cid = str(ev.get("id") or (ev.get("Actor") or {}).get("ID") or "")
+                loop.call_soon_threadsafe(self._on_event, cid)
+        except EngineUnavailable:
+            pass
+        except Exception as e:  # never let the thread die silently
+            self.log.warning("docker event reader stopped", error=str(e))
+        finally:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(ended.set)
+
+    def _on_event(self, container_id: str) -> None:
+        if container_id:
+            self.engine.forget(container_id)
+        self._kick.set()
+
+    async def _follow(self, ended: asyncio.Event) -> None:
+        """Re-scan on events (coalesced) and every RESCAN_INTERVAL until the stream ends."""
+        while not ended.is_set():
+            kick = asyncio.create_task(self._kick.wait())
+            end = asyncio.create_task(ended.wait())
+            try:
+                await asyncio.wait({kick, end}, timeout=RESCAN_INTERVAL, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                kick.cancel()
+                end.cancel()
+            if ended.is_set():
+                # the stream broke: is the engine gone, or was it only the stream?
+                await self._call(self.engine.connect)
+                return
+            await asyncio.sleep(DEBOUNCE)
+            self._kick.clear()
+            try:
+                await self.scan()
+            except EngineUnavailable:
+                raise
+            except Exception as e:  # an engine API error: say it once, keep following
+                self._collapse.error("container scan failed", str(e), error=str(e))
+
+    async def _config_loop(self) -> None:
+        last_manifest: Any = None
+        while True:
+            await asyncio.sleep(CONFIG_POLL)
+            m = [s.__dict__ for s in self._manifest_sources()]
+            if self._stat_configs() or m != last_manifest:
+                last_manifest = m
+                await self._publish()
+
+    async def _discovery_loop(self) -> None:
+        while True:
+            try:
+                found, warns = await asyncio.to_thread(discovery.discover, self.workspace_dir())
+            except Exception as e:  # discovery is best effort
+                found, warns = self._discovered, [f"devcontainer discovery failed: {e}"]
+            if (found, warns) != (self._discovered, self._discovery_warnings):
+                self._discovered, self._discovery_warnings = found, warns
+                self._stat_configs()
+                await self._publish()
+            await asyncio.sleep(DISCOVERY_INTERVAL)
+
+    async def rediscover(self) -> None:
+        """Walk the workspace now (tests, and after a recreate of a discovered project)."""
+        self._discovered, self._discovery_warnings = await asyncio.to_thread(
+            discovery.discover, self.workspace_dir())
+        self._stat_configs()
+        await self._publish()
+
+    # recreate --------------------------------------------------------------------------
+
+    def log_source(self, d: Devcontainer) -> LogSource:
+        return self.sink.source(f"devcontainer {d.name}", icon="/icon/container.svg",
+                                id=source_id_for(f"devcontainer:{d.id}"))
+
+    async def recreate(self, dc_id: str) -> Devcontainer:
+        """Start a recreate; raises NotFound or Refused. Returns the devcontainer (starting)."""
+        d = self.find(dc_id)
+        rt = self.runtime.setdefault(d.id, Runtime(status=d.status))
+        rt.apply(Event.RECREATE)  # Refused → 409
+        rt.error = ""
+        rt.hide_container = True
+        old = d.container.id if d.container else ""
+        await self._publish()
+        task = asyncio.create_task(self._recreate_job(d, old), name=f"devcontainers:recreate:{d.id}")
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+        return self.find(dc_id)
+
+    async def _recreate_job(self, d: Devcontainer, old_container: str) -> None:
+        rt = self.runtime[d.id]
+        src = self.log_source(d)
+        cli = self.cli
+        try:
+            if cli is not None:
+                result = await self._run_cli(cli, d, src)
+            else:
+                result = await self._recreate_sdk(d, old_container, src)
+        except asyncio.CancelledError:
+            rt.hide_container = False
+            with contextlib.suppress(Refused):
+                rt.apply(Event.RECREATE_FAILED)
+            rt.error = "recreate cancelled: the agent is stopping"
+            raise
+        except Exception as e:
+            self.log.exception("recreate failed", devcontainer=d.name)
+            result = cliparse.UpResult(False, "", f"recreate failed: {e}")
+        rt.hide_container = False
+        with contextlib.suppress(EngineUnavailable):
+            await self.scan()
+        if result.ok:
+            rt.apply(Event.RECREATE_DONE)
+            rt.error = result.error
+            rt.failed_at = None
+            self.sink.write(src, f"devcontainer {d.name} is running (container {result.container_id[:12]})"
+                            + (f"; {result.error}" if result.error else ""),
+                            "warn" if result.error else "info")
+        else:
+            rt.apply(Event.RECREATE_FAILED)
+            rt.error = result.error
+            rt.failed_at = dt.datetime.now(dt.UTC)
+            self.sink.write(src, f"recreate of devcontainer {d.name} failed: {result.error}", "error")
+        self.log.info("recreate finished", devcontainer=d.name, ok=result.ok, error=result.error)
+        await self._publish()
+
+    def _cli_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_STRIP_ENV)}
+        env.update({k: v for k, v in self.child_env.items() if not k.startswith(_STRIP_ENV)})
+        return env
+
+    async def _run_cli(self, cli: str, d: Devcontainer, src: LogSource) -> cliparse.UpResult:
+        argv = [cli, "up", "--log-format", "json", "--workspace-folder", d.workspace_folder]
+        if d.config_path:
+            argv += ["--config", d.config_path]
+        argv.append("--remove-existing-container")
+        self.sink.write(src, f"Recreating devcontainer {d.name}: {' '.join(argv[1:])}")
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=self._cli_env(), start_new_session=True)
+        assert proc.stdout is not None and proc.stderr is not None
+        stdout: list[str] = []
+        last_error = ""
+
+        async def read_err() -> None:
+            nonlocal last_error
+            assert proc.stderr is not None
+            async for raw in proc.stderr:
+                for rec in cliparse.parse_log_line(raw.decode(errors="replace")):
+                    if rec.user_visible:
+                        self.sink.write(src, rec.text, rec.level)
+                        if rec.level == "error":
+                            last_error = rec.text
+                    else:
+                        self.log.debug("devcontainer cli", line=rec.text)
+
+        async def read_out() -> None:
+            assert proc.stdout is not None
+            async for raw in proc.stdout:
+                line = raw.decode(errors="replace").strip()
+                if not line:
+                    continue
+                stdout.append(line)
+                if not line.startswith("{"):
+                    for t in cliparse.clean(line):
+                        self.sink.write(src, t)
+
+        try:
+            await asyncio.gather(read_err(), read_out())
+            rc = await proc.wait()
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        return cliparse.parse_result(stdout, rc, last_error)
+
+    async def _recreate_sdk(self, d: Devcontainer, old_container: str, src: LogSource) -> cliparse.UpResult:
+        self.sink.write(src, "The Dev Containers CLI is not installed (set CODER_AGENT_DEVCONTAINERS_CLI or put "
+                             "devcontainer on PATH); recreating the container from its inspect data through "
+                             "the Docker engine.", "warn")
+        if not old_container:
+            return cliparse.UpResult(False, "", "the Dev Containers CLI is not installed and there is no "
+                                                "container to recreate from")
+        new_id, name = await self._call(self.engine.recreate_from_inspect, old_container)
+        self.sink.write(src, f"Recreated container {name or new_id[:12]} ({new_id[:12]}) from {old_container[:12]}: "
+                             "same image, labels, mounts, environment, command and ports.")
+        self.sink.write(src, "Lifecycle commands (onCreateCommand, postCreateCommand, postStartCommand...) did "
+                             "NOT run, and changes to devcontainer.json or its Dockerfile were NOT applied.", "warn")
+        return cliparse.UpResult(True, new_id, "")
+
+    # delete ----------------------------------------------------------------------------
+
+    async def delete(self, dc_id: str) -> None:
+        """Stop, then remove the container; raises NotFound, Refused, or RuntimeError (→ 500)."""
+        d = self.find(dc_id)
+        rt = self.runtime.setdefault(d.id, Runtime(status=d.status))
+        rt.apply(Event.DELETE)
+        rt.error = ""
+        await self._publish()
+        cid = d.container.id if d.container else ""
+        try:
+            if cid:
+                await self._call(self.engine.stop, cid)
+            rt.apply(Event.STOP_DONE)
+            await self._publish()
+            if cid:
+                await self._call(self.engine.remove, cid)
+            rt.apply(Event.REMOVE_DONE)
+        except Exception as e:
+            rt.apply(Event.DELETE_FAILED)
+            rt.error = f"delete failed: {e}"
+            rt.failed_at = dt.datetime.now(dt.UTC)
+            await self._publish()
+            raise RuntimeError(rt.error) from None
+        self.runtime.pop(d.id, None)
+        with contextlib.suppress(EngineUnavailable):
+            await self.scan()
+        await self._publish()
+
+    @staticmethod
+    def transitional(d: Devcontainer) -> bool:
+        return d.status in TRANSITIONAL
+
+    def status_of(self, dc_id: str) -> Status | None:
+        try:
+            return self.find(dc_id).status
+        except NotFound:
+            return None

@@ -1,0 +1,214 @@
+"""The local copy of each log source, which is also the shipper's durable queue.
+
+Rules:
+
+* One file per source, ``<log_dir>/<name>.log``, one entry per line (format in
+  :mod:`coder_agent.logs.text`). When it reaches ``max_bytes`` it is renamed ``<name>.log.1``
+  (older ones shift up, the oldest beyond ``backups`` is deleted) and a new one starts, always at a
+  line boundary.
+* Positions are *logical*: bytes written to the source since the oldest file still known, so a
+  position survives rotation. On disk (state dir) a position is kept as ``(inode, offset)``
+  because inodes survive the rename; :meth:`SourceFile.locate` maps one back.
+* The writer is buffered; :meth:`SourceFile.flush` pushes it to the OS (the shipper does so
+  before reading and at least every tick). A crash loses at most the unflushed buffer.
+* :class:`Reader` walks the files oldest to newest from a position, keeping an open handle so a
+  rotation (rename) under it changes nothing. It reads in chunks: memory stays bounded however
+  much is waiting on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["Reader", "SourceFile"]
+
+
+@dataclass
+class _Gen:
+    ino: int
+    start: int  # logical position of the file's first byte
+    size: int
+
+
+class SourceFile:
+    def __init__(self, path: Path, *, max_bytes: int = 32 << 20, backups: int = 8, marker: str = "") -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.gens: list[_Gen] = []
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        start = 0
+        for k in range(backups, 0, -1):  # oldest first
+            try:
+                st = self._rotated(k).stat()
+            except FileNotFoundError:
+                continue
+            self.gens.append(_Gen(st.st_ino, start, st.st_size))
+            start += st.st_size
+        self._fh = open(path, "ab", buffering=64 * 1024)  # noqa: SIM115 - owned by this object
+        st = os.fstat(self._fh.fileno())
+        self.gens.append(_Gen(st.st_ino, start, st.st_size))
+        if st.st_size:
+            with open(path, "rb") as f:
+                f.seek(st.st_size - 1)
+                if f.read(1) != b"\n":  # a crash left half a line: never glue the next one to it
+                    self._write(b"\n")
+            if marker:
+                self._write(f"# {marker}\n".encode())
+
+    def _rotated(self, k: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{k}")
+
+    @property
+    def total(self) -> int:
+        """Logical position after the last byte written."""
+        g = self.gens[-1]
+        return g.start + g.size
+
+    @property
+    def active_gen(self) -> int:
+        return len(self.gens) - 1
+
+    def _write(self, data: bytes) -> None:
+        self._fh.write(data)
+        self.gens[-1].size += len(data)
+
+    def write(self, data: bytes) -> None:
+        """Append whole lines; rotates afterwards when the file is full."""
+        self._write(data)
+        if self.gens[-1].size >= self.max_bytes:
+            self.rotate()
+
+    def flush(self) -> None:
+        try:
+            self._fh.flush()
+        except OSError:
+            pass  # disk full: the lines stay buffered and are retried on the next flush
+
+    def rotate(self) -> None:
+        self.flush()
+        self._fh.close()
+        for k in range(self.backups, 0, -1):
+            src = self.path if k == 1 else self._rotated(k - 1)
+            try:
+                os.replace(src, self._rotated(k))
+            except FileNotFoundError:
+                continue
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+        self._fh = open(self.path, "ab", buffering=64 * 1024)  # noqa: SIM115
+        st = os.fstat(self._fh.fileno())
+        self.gens.append(_Gen(st.st_ino, self.total, 0))
+
+    def close(self) -> None:
+        self.flush()
+        self._fh.close()
+
+    def path_of(self, gen: int) -> Path | None:
+        """Where generation ``gen`` lives now (None when rotated away)."""
+        k = self.active_gen - gen
+        if k < 0 or k > self.backups:
+            return None
+        p = self.path if k == 0 else self._rotated(k)
+        try:
+            if p.stat().st_ino == self.gens[gen].ino:
+                return p
+        except FileNotFoundError:
+            pass
+        return None
+
+    def locate(self, ino: int, offset: int) -> int | None:
+        """The logical position of ``(inode, offset)``, or None when that file is gone.
+
+        Only files that still exist are searched, newest first: a deleted file's inode may be reused.
+        """
+        for g in reversed(self.gens[-(self.backups + 1):]):
+            if g.ino == ino:
+                return g.start + min(offset, g.size)
+        return None
+
+    def where(self, pos: int) -> tuple[int, int]:
+        """``(generation, offset)`` of a logical position."""
+        for i in range(len(self.gens) - 1, -1, -1):
+            if pos >= self.gens[i].start:
+                return i, pos - self.gens[i].start
+        return 0, 0
+
+    def disk_position(self, pos: int) -> tuple[int, int]:
+        gen, off = self.where(pos)
+        return self.gens[gen].ino, off
+
+    @property
+    def oldest(self) -> int:
+        return self.gens[0].start
+
+
+class Reader:
+    """Reads complete lines from a logical position onwards. ``next_line`` returns
+    ``(line, position after it)`` or None at the end of what was written."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, sf: SourceFile, pos: int) -> None:
+        self.sf = sf
+        self.pos = pos  # logical position of the next unread line
+        self._fh: BinaryIO | None = None
+        self._gen = -1
+        self._buf = b""
+        self._i = 0
+
+    def _open(self) -> bool:
+        gen, off = self.sf.where(self.pos)
+        path = self.sf.path_of(gen)
+        while path is None and gen < self.sf.active_gen:
+            gen += 1  # that file was rotated away: continue with the next one that exists
+            self.pos = self.sf.gens[gen].start
+            off = 0
+            path = self.sf.path_of(gen)
+        if path is None:
+            return False
+        self.close()
+        f = open(path, "rb")  # noqa: SIM115 - kept open across rotations on purpose
+        f.seek(off)
+        self._fh, self._gen, self._buf, self._i = f, gen, b"", 0
+        return True
+
+    def next_line(self) -> tuple[bytes, int] | None:
+        while True:
+            j = self._buf.find(b"\n", self._i)
+            if j >= 0:
+                line = self._buf[self._i:j]
+                self.pos += j + 1 - self._i
+                self._i = j + 1
+                return line, self.pos
+            if self._fh is None and not self._open():
+                return None
+            assert self._fh is not None
+            data = self._fh.read(self.CHUNK)
+            if data:
+                self._buf = self._buf[self._i:] + data
+                self._i = 0
+                continue
+            if self._gen < self.sf.active_gen:
+                if self._i < len(self._buf):  # a torn tail in a rotated file: skip it
+                    self.pos += len(self._buf) - self._i
+                self.pos = max(self.pos, self.sf.gens[self._gen + 1].start)
+                self.close()
+                continue
+            if self.pos + len(self._buf) - self._i < self.sf.total:
+                # written but (partly) still in the writer's buffer
+                self.sf.flush()
+                data = self._fh.read(self.CHUNK)
+                if data:
+                    self._buf = self._buf[self._i:] + data
+                    self._i = 0
+                    continue
+            return None
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

@@ -1,0 +1,475 @@
+"""The log pipeline: the daemon's :class:`~coder_agent.logsink.LogSink` and the shipper to coderd.
+
+Rules:
+
+* ``write()`` sanitises, splits multi-line output, and appends to the source's local file
+  (:mod:`coder_agent.logs.files`) before it returns; nothing is kept in RAM. The file is the
+  queue: the shipper reads from it at the source's *cursor*, and the cursor (kept in the state
+  dir as inode + offset) moves only after coderd acknowledged the batch. So an outage costs
+  disk, not memory, and a restart resumes where shipping stopped. Cursor saves (an fsync each) happen
+  after every acknowledged batch, but at most every 250 ms while batches stream back to back, and
+  at once when the queue runs dry: a graceful restart repeats nothing, a crash repeats at most the
+  batches of the last 250 ms (one batch when lines trickle in, as start scripts' do).
+* One shipper per agent, one request in flight. Per source, lines go out in order; between
+  sources, the batch that became due first goes first. A source is registered (POST
+  /me/log-source) before its first batch in each process.
+* Batches follow :class:`~coder_agent.logs.batch.Batcher` (100 lines, 250 ms, byte size);
+  failures keep the same batch and back off (:data:`coder_agent.retry.SHIP`): 5xx, dropped
+  connections and timeouts never lose a line. A batch the server refuses as invalid (another
+  4xx) is skipped with a warning; it stays in the local file.
+* The 1 MiB cap (:class:`~coder_agent.logs.batch.CapAccountant`): before the limit one notice
+  line says where the complete logs are, then shipping stops for this agent (the local files go
+  on). A 413 or the transport's limit flag stops shipping too, with one warning. The cap state is
+  persisted, so a restart does not start a 413 storm.
+* ``flush()`` waits until what was written before the call was acknowledged, or shipping
+  stopped, or the timeout passed (then the lines are safe on disk and will go later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..clock import Clock, SystemClock
+from ..errors import CoderAgentError
+from ..log import Collapse, get_logger
+from ..logsink import LogSource, source_id_for
+from ..retry import SHIP, Backoff, Decision, classify
+from ..service import Health
+from ..state import StateStore
+from .batch import MAX_LOGS_LENGTH, Batcher, CapAccountant
+from .files import Reader, SourceFile
+from .text import LEVELS, format_entry, format_time, parse_entry, sanitize, split_text
+from .transport import Entry, LogTransport, SendResult
+
+__all__ = ["LogPipeline"]
+
+STATE_KEY = "logs-sources"
+SAVE_EVERY = 0.25  # seconds between cursor saves while batches stream out
+_RESERVED = {"coder-agent"}
+_LEVEL_ALIASES = {"warning": "warn", "err": "error", "fatal": "error", "critical": "error"}
+
+
+def _slug(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return s[:80] or "source"
+
+
+def normalize_level(level: str) -> str:
+    lv = (level or "info").lower()
+    lv = _LEVEL_ALIASES.get(lv, lv)
+    return lv if lv in LEVELS else "info"
+
+
+@dataclass
+class _Source:
+    src: LogSource
+    file: SourceFile
+    reader: Reader
+    acked: int  # logical position acknowledged by coderd (or skipped on purpose)
+    batch: Batcher[Entry]
+    batch_end: int = 0  # logical position after the last line in the batch
+    held: tuple[Entry, int, int] | None = None  # a line read that did not fit the batch
+    registered: bool = False
+    rejected: str | None = None
+    flush_requested: bool = False
+    written_lines: int = 0
+    shipped_lines: int = 0
+    persisted: int = -1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LogPipeline:
+    name = "logs"
+
+    def __init__(
+        self,
+        *,
+        log_dir: Path,
+        store: StateStore,
+        transport: LogTransport,
+        clock: Clock | None = None,
+        cap_limit: int = MAX_LOGS_LENGTH,
+        max_file_bytes: int = 32 << 20,
+        backups: int = 8,
+        batch_lines: int = 100,
+        batch_bytes: int = 256 * 1024,
+        interval: float = 0.25,
+    ) -> None:
+        self.log_dir = log_dir
+        self.store = store
+        self.transport = transport
+        self.clock = clock or SystemClock()
+        self.health = Health()
+        self.cap = CapAccountant(limit=cap_limit)
+        self._file_opts = {"max_bytes": max_file_bytes, "backups": backups}
+        self._batch_opts = {"max_lines": batch_lines, "max_bytes": batch_bytes, "interval": interval}
+        self._log = get_logger("logs")
+        self._collapse = Collapse(self._log)
+        self._sources: dict[str, _Source] = {}
+        self._files_taken: dict[str, str] = {}  # file name -> source id
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._closed = False
+        self._saved_at = 0.0
+        self._marker = f"coder-agent pid {os.getpid()} started at {format_time(self.clock.now())}"
+        self._restore()
+
+    # state ---------------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        doc = self.store.get(STATE_KEY, {})
+        if not isinstance(doc, dict):
+            return
+        self.cap.load(doc.get("cap"))
+        sources = doc.get("sources")
+        if not isinstance(sources, dict):
+            return
+        for sid, info in sources.items():
+            if not isinstance(info, dict) or not isinstance(info.get("file"), str):
+                continue
+            src = LogSource(str(sid), str(info.get("display_name") or sid), str(info.get("icon") or ""))
+            ino, off = info.get("ino"), info.get("off")
+            try:
+                self._open(src, str(info["file"]), (ino, off) if isinstance(ino, int) and isinstance(off, int)
+                           else None)
+            except OSError as e:
+                self._log.warning("cannot reopen a log source's file", source=src.display_name, error=str(e))
+
+    def _save(self) -> None:
+        sources = {}
+        for s in self._sources.values():
+            ino, off = s.file.disk_position(s.acked)
+            sources[s.src.id] = {"display_name": s.src.display_name, "icon": s.src.icon,
+                                 "file": s.file.path.name, "ino": ino, "off": off}
+            s.persisted = s.acked
+        try:
+            self.store.put(STATE_KEY, {"sources": sources, "cap": self.cap.dump()})
+        except OSError as e:
+            self._collapse.error("cannot save the log cursor", f"save:{e}", error=str(e))
+
+    def _open(self, src: LogSource, file_name: str, cursor: tuple[int, int] | None) -> _Source:
+        sf = SourceFile(self.log_dir / file_name, marker=self._marker, **self._file_opts)
+        if cursor is None:
+            acked = sf.total  # a new source: ship what is written from now on
+        else:
+            found = sf.locate(*cursor)
+            if found is None:
+                acked = sf.oldest
+                self._log.warning("log cursor's file was rotated away; shipping from the oldest file kept",
+                                  source=src.display_name, file=str(sf.path))
+            else:
+                acked = found
+        s = _Source(src, sf, Reader(sf, acked), acked, Batcher(**self._batch_opts), batch_end=acked)  # type: ignore[arg-type]
+        s.persisted = acked if cursor is not None else -1
+        self._sources[src.id] = s
+        self._files_taken[file_name] = src.id
+        if acked < sf.total:
+            self._wake.set()
+        return s
+
+    # LogSink -------------------------------------------------------------------------------
+
+    def source(self, display_name: str, icon: str = "", id: str | None = None) -> LogSource:
+        sid = id or source_id_for(display_name)
+        s = self._sources.get(sid)
+        if s is not None:
+            if (s.src.display_name, s.src.icon) != (display_name, icon):
+                s.src = LogSource(sid, display_name, icon)
+                s.registered = False
+                self._save()
+            return s.src
+        name = _slug(display_name)
+        if name in _RESERVED or self._files_taken.get(f"{name}.log", sid) != sid:
+            name = f"{name}-{sid[:8]}"
+        src = LogSource(sid, display_name, icon)
+        self._open(src, f"{name}.log", None)
+        self._save()  # before the first line, so a restart knows where this source starts
+        return src
+
+    def file_of(self, source: LogSource) -> Path | None:
+        s = self._sources.get(source.id)
+        return s.file.path if s else None
+
+    def write(self, source: LogSource, output: str, level: str = "info",
+              created_at: dt.datetime | None = None) -> None:
+        self.write_lines(source, split_text(output) if ("\n" in output or "\r" in output) else [output],
+                         level, created_at)
+
+    def write_lines(self, source: LogSource, lines: Iterable[str], level: str = "info",
+                    created_at: dt.datetime | None = None) -> None:
+        """Append already split lines (no newline inside) with one timestamp and level."""
+        s = self._sources.get(source.id)
+        if s is None:
+            self.source(source.display_name, source.icon, source.id)
+            s = self._sources[source.id]
+        ts = format_time(created_at or self.clock.now())
+        lv = normalize_level(level)
+        data = "".join([format_entry(ts, lv, sanitize(ln)) for ln in lines])
+        if not data:
+            return
+        try:
+            s.file.write(data.encode("utf-8"))
+        except OSError as e:
+            self._collapse.error("cannot write a log file", f"write:{s.src.id}:{e}", file=str(s.file.path),
+                                 error=str(e))
+            return
+        s.written_lines += data.count("\n")
+        self._wake.set()
+
+    async def flush(self, source: LogSource | None = None, timeout: float | None = None) -> None:
+        if source is None:
+            targets = list(self._sources.values())
+        else:
+            one = self._sources.get(source.id)
+            targets = [one] if one is not None else []
+        goals = [(s, s.file.total) for s in targets]
+        for s in targets:
+            s.file.flush()
+            s.flush_requested = True
+        self._wake.set()
+
+        def done() -> bool:
+            return self._closed or self.cap.stopped is not None or all(
+                s.acked >= goal or s.rejected is not None for s, goal in goals)
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not done():
+                    self._progress.clear()
+                    await self._progress.wait()
+
+    # shipper -------------------------------------------------------------------------------
+
+    def _fill(self, s: _Source) -> None:
+        """Read lines from the file into the source's batch, while they fit."""
+        now = self.clock.monotonic()
+        b = s.batch
+        while True:
+            if s.held is not None:
+                entry, n, end = s.held
+                if not b.room_for(n):
+                    return
+                s.held = None
+                b.add(entry, n, now)
+                s.batch_end = end
+                continue
+            if b.full:
+                return
+            got = s.reader.next_line()
+            if got is None:
+                return
+            raw, end = got
+            parsed = parse_entry(raw.decode("utf-8", "replace"))
+            if parsed is None:  # a marker for people, or damage: nothing to send
+                if not b.entries:
+                    s.acked = end
+                s.batch_end = end
+                continue
+            entry = Entry(*parsed)
+            s.held = (entry, len(entry.output.encode("utf-8")), end)
+
+    def _next_due(self) -> tuple[_Source | None, float | None]:
+        """The source whose batch is due (oldest first), else the earliest deadline."""
+        now = self.clock.monotonic()
+        best: _Source | None = None
+        deadline: float | None = None
+        for s in self._sources.values():
+            if s.rejected is not None:
+                continue
+            self._fill(s)
+            b = s.batch
+            if not b.entries:
+                s.flush_requested = False
+                continue
+            if b.due(now, s.flush_requested):
+                if best is None or (b.first_at or 0) < (best.batch.first_at or 0):
+                    best = s
+            else:
+                d = b.deadline()
+                if d is not None and (deadline is None or d < deadline):
+                    deadline = d
+        return best, deadline
+
+    async def run(self) -> None:
+        """The shipper loop (the ``logs`` service)."""
+        self.health.set("ok", "shipping" if self.cap.stopped is None else self._stopped_text())
+        backoff = Backoff(SHIP)
+        while True:
+            if self.cap.stopped is not None:
+                for x in self._sources.values():
+                    x.file.flush()
+                self._progress.set()
+                await self._idle(1.0)
+                continue
+            s, deadline = self._next_due()
+            if s is None:
+                if any(x.acked != x.persisted for x in self._sources.values()):
+                    self._save()  # nothing due: make every acknowledged position durable now
+                for x in self._sources.values():
+                    x.file.flush()
+                wait = 1.0 if deadline is None else max(0.0, deadline - self.clock.monotonic())
+                await self._idle(wait)
+                continue
+            try:
+                await self._ship(s)
+            except CoderAgentError as e:
+                decision = classify(e)
+                text = str(e)
+                if decision is Decision.FATAL:
+                    self._log.warning("coderd refused a log batch; it stays in the local file",
+                                      source=s.src.display_name, error=text, file=str(s.file.path))
+                    self._skip_batch(s)
+                    continue
+                self.health.set("degraded", f"cannot ship logs: {text}")
+                self._collapse.error("cannot ship logs; retrying with the same batch", text, error=text,
+                                     source=s.src.display_name)
+                await self.clock.sleep(backoff.next_delay())
+                continue
+            backoff.success(self.clock.monotonic())
+            if self.health.state != "ok":
+                self.health.set("ok", "shipping")
+            self._collapse.ok("log shipping recovered")
+
+    async def _idle(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        self._wake.clear()
+
+    async def _ship(self, s: _Source) -> None:
+        if not s.registered:
+            try:
+                await self.transport.register(s.src)
+            except CoderAgentError as e:
+                if classify(e) is Decision.FATAL:
+                    s.rejected = str(e)
+                    self._log.warning("coderd refused a log source; its lines stay in the local file",
+                                      source=s.src.display_name, error=str(e), file=str(s.file.path))
+                    self._progress.set()
+                    return
+                raise
+            s.registered = True
+        entries = s.batch.entries
+        sizes = [len(e.output.encode("utf-8")) for e in entries]
+        plan = self.cap.plan(sizes)
+        send = entries[:plan.send]
+        if plan.notice:
+            send = [*send, self._notice(s, sum(sizes[:plan.send]))]
+        result = await self.transport.send(s.src.id, send)
+        if result is SendResult.LIMIT_EXCEEDED:
+            self._refused()
+            return
+        sent_bytes = sum(len(e.output.encode("utf-8")) for e in send)
+        self.cap.acknowledged(sent_bytes, plan.notice)
+        s.shipped_lines += plan.send
+        if plan.notice:
+            self._stop_everywhere(s)
+            self._save()
+        else:
+            s.batch.take()
+            s.acked = s.batch_end
+            self._maybe_save()
+        self._progress.set()
+
+    def _maybe_save(self) -> None:
+        """Persist cursors after an ack, at most every SAVE_EVERY seconds while batches stream out
+        (each save is an fsync); the idle loop saves the rest at once."""
+        now = self.clock.monotonic()
+        if now - self._saved_at >= SAVE_EVERY:
+            self._saved_at = now
+            self._save()
+
+    def _skip_batch(self, s: _Source) -> None:
+        s.batch.take()
+        s.acked = s.batch_end
+        self._save()
+        self._progress.set()
+
+    def _notice(self, s: _Source, planned: int) -> Entry:
+        limit = self.cap.limit
+        text = (f"coder-agent: this agent's logs reached Coder's limit of {limit} bytes, so the rest of this "
+                f"output and of every other log source is not sent to Coder. The complete log is kept on the "
+                f"workspace in {s.file.path} (all sources: {self.log_dir}).")
+        room = self.cap.notice_room() - planned
+        raw = text.encode("utf-8")[:max(0, room)]
+        return Entry(format_time(self.clock.now()), "warn", sanitize(raw.decode("utf-8", "ignore")))
+
+    def _stop_everywhere(self, s: _Source) -> None:
+        self._log.warning("Coder's log limit for this agent is reached; log shipping stopped, local files go on",
+                          limit=self.cap.limit, accepted=self.cap.accepted, log_dir=str(self.log_dir))
+        for x in self._sources.values():
+            x.batch.take()
+            x.held = None
+            with contextlib.suppress(OSError):
+                x.file.write(b"# coder-agent: lines below are not sent to Coder (its 1 MiB log limit)\n")
+        self.health.set("ok", self._stopped_text())
+
+    def _refused(self) -> None:
+        if self.cap.refused("413" if self.transport.name == "rest" else "limit_exceeded"):
+            self._log.warning("coderd refused more logs for this agent (log limit exceeded); shipping stopped, "
+                              "local files go on", log_dir=str(self.log_dir))
+        for x in self._sources.values():
+            x.batch.take()
+            x.held = None
+        self.health.set("ok", self._stopped_text())
+        self._save()
+        self._progress.set()
+
+    def _stopped_text(self) -> str:
+        return {"cap": "stopped before Coder's 1 MiB log limit; complete logs are in the local files",
+                "413": "coderd refused more logs (limit exceeded); complete logs are in the local files",
+                "limit_exceeded": "coderd refused more logs (limit exceeded); complete logs are in the local files",
+                }.get(self.cap.stopped or "", "")
+
+    def limit_exceeded(self) -> None:
+        """The transport learned out of band that the agent's log limit was exceeded."""
+        if self.cap.refused("limit_exceeded"):
+            self._log.warning("coderd reports the log limit exceeded; shipping stopped, local files go on")
+        self._save()
+        self._progress.set()
+
+    def new_session(self) -> None:
+        """A new agent session (prebuild reinit): register every source again before its next
+        batch, as a new agent instance would (the claim may come with a new token or agent)."""
+        for s in self._sources.values():
+            s.registered = False
+
+    async def drain(self) -> None:
+        """Graceful stop: try to ship what is waiting (bounded by the caller's timeout)."""
+        await self.flush(timeout=5.0)
+
+    def close(self) -> None:
+        self._closed = True
+        for s in self._sources.values():
+            s.reader.close()
+            s.file.close()
+        if any(s.acked != s.persisted for s in self._sources.values()):
+            self._save()
+        self._progress.set()
+
+    # status --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "transport": self.transport.name,
+            "log_dir": str(self.log_dir),
+            "cap_bytes": self.cap.limit,
+            "server_accepted_bytes": self.cap.accepted,
+            "shipping_stopped": self.cap.stopped,
+            "shipping_stopped_reason": self._stopped_text() or None,
+            "sources": [
+                {"id": s.src.id, "display_name": s.src.display_name, "file": str(s.file.path),
+                 "accepted_lines": s.written_lines, "shipped_lines": s.shipped_lines,
+                 "pending_bytes": max(0, s.file.total - s.acked), "registered": s.registered,
+                 "rejected": s.rejected}
+                for s in self._sources.values()
+            ],
+        }
