@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -109,6 +110,17 @@ async def test_dropped_and_silent_streams_reconnect(
     assert st["reinit"]["reinits"] == 1
 
 
+def _fd_targets(pid: int) -> list[str]:
+    out = []
+    for f in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{f}")
+        except FileNotFoundError:
+            continue
+        out.append(target.split(":[")[0])  # socket:[inode] → socket: connections are replaced, not kept
+    return sorted(out)
+
+
 def _counts(pid: int) -> dict[str, int]:
     p = psutil.Process(pid)
     return {
@@ -119,16 +131,22 @@ def _counts(pid: int) -> dict[str, int]:
 
 
 async def test_twenty_reinits_leak_nothing(
-    prebuild_ds: DevServer, reinit_hub: ReinitHub, daemon_env: Any, spawn_daemon: Any
+    prebuild_ds: DevServer, reinit_hub: ReinitHub, daemon_env: Any, spawn_daemon: Any, short_tmp: Path
 ) -> None:
-    d = spawn_daemon(_env(daemon_env, prebuild_ds))
-    await _wait_status(d, lambda s: s["reinit"]["state"] == "watching" and s["control_plane"]["state"] == "connected")
+    # A start script and a stop script per session: child processes, pipes, log files and the
+    # log shipper are all exercised by each reinit.
+    cfg = short_tmp / "agent.toml"
+    cfg.write_text('[[scripts]]\ndisplay_name = "Start"\nscript = "echo started $$"\n\n'
+                   '[[scripts]]\ndisplay_name = "Stop"\nscript = "echo stopping"\n'
+                   'run_on_start = false\nrun_on_stop = true\n')
+    d = spawn_daemon(_env(daemon_env, prebuild_ds, CODER_AGENT_CONFIG=str(cfg)))
     assert d.proc is not None
     pid = d.proc.pid
 
     async def steady() -> dict[str, int]:
-        """Counts once the daemon is idle: watching, nothing in flight (sampled twice, equal)."""
-        await _wait_status(d, lambda s: s["reinit"]["state"] == "watching" and s["phase"] == "running")
+        """Counts once the daemon is idle (watching, start scripts done), sampled twice, equal."""
+        await _wait_status(d, lambda s: s["reinit"]["state"] == "watching" and s["phase"] == "running"
+                           and s["scripts"]["start_scripts"] == "done" and s["control_plane"]["state"] == "connected")
         while True:
             await asyncio.sleep(0.3)
             a = {**_counts(pid), "tasks": (await _status(d))["debug"]["tasks"]}
@@ -137,15 +155,44 @@ async def test_twenty_reinits_leak_nothing(
             if a == b:
                 return a
 
-    base = await steady()
-    for i in range(20):
-        reinit_hub.claim(f"owner-{i}")
-        await _wait_status(d, lambda s, n=i: s["session_generation"] == n + 2 and s["reinit"]["duplicates"] >= n + 1)
-    assert (await _status(d))["reinit"]["reinits"] == 20
+    def no_more_than(now: dict[str, int], ref: dict[str, int]) -> bool:
+        # Pooled keep-alive connections come and go with timing (httpx expires idle ones after 5 s),
+        # so file descriptors may be fewer than the reference, never more; the rest must be equal.
+        return now["fds"] <= ref["fds"] and {**now, "fds": 0} == {**ref, "fds": 0}
 
-    deadline = asyncio.get_running_loop().time() + t(15)
-    while True:
-        now = await steady()
-        if now == base or asyncio.get_running_loop().time() > deadline:
-            break
-    assert now == base, f"after 20 reinits {now} != after start {base}"
+    async def settled(ref: dict[str, int]) -> dict[str, int]:
+        deadline = asyncio.get_running_loop().time() + t(15)
+        while True:
+            now = await steady()
+            if no_more_than(now, ref) or asyncio.get_running_loop().time() > deadline:
+                return now
+
+    def files(targets: list[str]) -> list[str]:
+        return [f for f in targets if f != "socket"]
+
+    async def claim(i: int) -> None:
+        reinit_hub.claim(f"owner-{i}")
+        await _wait_status(d, lambda s: s["session_generation"] == i + 2 and s["reinit"]["duplicates"] >= i + 1)
+
+    base = await steady()
+    base_files = files(_fd_targets(pid))
+    await claim(0)
+    # The first reinit runs the stop script for the first time: its log source is born (the local
+    # file, open for writing and for shipping). That is the only new file allowed after `base`.
+    after_one = await settled({**base, "fds": base["fds"] + 2})
+    assert no_more_than(after_one, {**base, "fds": base["fds"] + 2}), (after_one, base)
+    born = list(files(_fd_targets(pid)))
+    for f in base_files:
+        born.remove(f)
+    assert [f.rsplit("/", 1)[-1] for f in born] == ["Stop.log", "Stop.log"], born
+    one_files = files(_fd_targets(pid))
+    for i in range(1, 20):
+        await claim(i)
+    st = await _status(d)
+    assert st["reinit"]["reinits"] == 20 and st["session_generation"] == 21
+    now = await settled(after_one)
+    assert no_more_than(now, after_one), f"after 20 reinits {now} > after the first {after_one}: {_fd_targets(pid)}"
+    assert files(_fd_targets(pid)) == one_files
+    started = [r["output"] for r in prebuild_ds.agent.logs if r["output"].startswith("started ")]
+    assert len(started) == 21 and len(set(started)) == 21  # one start-script run per session
+    await apoll(lambda: sum(r["output"] == "stopping" for r in prebuild_ds.agent.logs) == 20)
