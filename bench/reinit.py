@@ -3,10 +3,10 @@
 * cold start: spawn ``coder-agent run`` → the first session is ready
 * reinit:     the claim event is sent → the new session is ready (same process)
 
-"Ready" is the session's lifecycle READY when the daemon reports one (the agent RPC reports it);
-until a session reports a lifecycle, it is the moment the daemon says the session is running
-(``phase`` "running" with the new ``session_generation``). The criterion used is printed. The
-start script is a no-op (``true``), so the numbers are the agent's own overhead.
+"Ready" is the session's lifecycle READY when the daemon reports one (the agent RPC does); until
+a session reports a lifecycle, it is the new session's start scripts having finished (status
+``scripts.start_scripts`` "done" with a new run of the script). The criterion used is printed.
+The start script is a no-op (``true``), so the numbers are the agent's own overhead.
 
 Run: ``python -m bench.reinit [--runs N]``. Prints a Markdown table.
 """
@@ -65,11 +65,21 @@ def _wait(c: httpx.Client, proc: subprocess.Popen[bytes], pred: Callable[[dict[s
         time.sleep(0.002)
 
 
-def _ready(generation: int, use_lifecycle: bool) -> Callable[[dict[str, Any]], bool]:
+def _last_run(st: dict[str, Any]) -> str | None:
+    scripts = st.get("scripts", {}).get("scripts") or [{}]
+    last = scripts[0].get("last_result") or {}
+    start = last.get("start")
+    return start if isinstance(start, str) else None
+
+
+def _ready(generation: int, use_lifecycle: bool, previous_run: str | None = None) -> Callable[[dict[str, Any]], bool]:
     def pred(st: dict[str, Any]) -> bool:
         if st.get("session_generation") != generation or st.get("phase") != "running":
             return False
-        return st.get("lifecycle") == "ready" if use_lifecycle else True
+        if use_lifecycle:
+            return st.get("lifecycle") == "ready"
+        run = _last_run(st)
+        return st.get("scripts", {}).get("start_scripts") == "done" and run is not None and run != previous_run
 
     return pred
 
@@ -112,9 +122,10 @@ def main() -> None:
                             # reinits within this daemon (the watcher must be connected first)
                             _wait(c, proc, lambda st: st.get("reinit", {}).get("state") == "watching")
                             for n in range(a.runs):
+                                prev = _last_run(c.get("/api/v0/status").json())
                                 t1 = time.perf_counter()
                                 ctl.post("/devserver/reinit/claim", json={}).raise_for_status()
-                                _wait(c, proc, _ready(n + 2, use_lifecycle))
+                                _wait(c, proc, _ready(n + 2, use_lifecycle, prev))
                                 if i != 0:
                                     reinit.append(time.perf_counter() - t1)
                                 _wait(c, proc, lambda st, k=n: st["reinit"]["state"] == "watching"
@@ -125,7 +136,7 @@ def main() -> None:
     finally:
         ctl.close()
         ds.close()
-    criterion = "lifecycle READY" if use_lifecycle else "session running (no lifecycle reported yet)"
+    criterion = "lifecycle READY" if use_lifecycle else "start scripts done (no lifecycle reported yet)"
     c_med, r_med = statistics.median(cold), statistics.median(reinit)
     print(f"Ready criterion: {criterion}; {len(cold)} cold starts, {len(reinit)} reinits (medians).")
     print()
