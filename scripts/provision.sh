@@ -46,3 +46,9 @@ if ! [ -x "$DEVCONTAINERS_CLI_PREFIX/node_modules/.bin/devcontainer" ]; then
   npm install --silent --no-audit --no-fund --prefix "$DEVCONTAINERS_CLI_PREFIX" @devcontainers/cli >/dev/null
 fi
 ln -sf "$DEVCONTAINERS_CLI_PREFIX/node_modules/.bin/devcontainer" /usr/local/bin/devcontainer
+
+# Deployment tests (tests/deploy): a Docker engine, the offline Debian base images the project's
+# Dockerfile is built FROM (cached once built), systemd-analyze for the unit, debootstrap.
+apt_install systemd debootstrap
+bash scripts/start-dockerd.sh
+bash scripts/build-base-image.sh

@@ -237,8 +237,10 @@ class Daemon:
     async def _probe(self) -> None:
         """Reachability of coderd with a staged diagnosis, until the RPC connection takes over."""
         backoff = Backoff(CONNECT)
-        collapse = Collapse(get_logger("controlplane"))
-        failed = False
+        log = get_logger("controlplane")
+        collapse = Collapse(log)
+        failed, reached = False, False
+        log.info("connecting to coderd", url=self.settings.url)  # progress a person at a terminal sees
         while True:
             self.controlplane.set(ConnState.CONNECTING)
             try:
@@ -256,7 +258,11 @@ class Daemon:
                 continue
             failed = False
             self.controlplane.set(ConnState.CONNECTED)
-            collapse.ok("coderd reachable", url=self.settings.url)
+            if reached:
+                collapse.ok("coderd reachable", url=self.settings.url)
+            else:  # the first success is always said once, even with no failure before it
+                reached, collapse = True, Collapse(log)
+                log.info("coderd reachable", url=self.settings.url)
             backoff.success(self.clock.monotonic())
             await self.wait_retry_now(30.0)
 
