@@ -110,6 +110,9 @@ async def test_dropped_and_silent_streams_reconnect(
     assert st["reinit"]["reinits"] == 1
 
 
+POOL_SLACK = 2
+
+
 def _fd_targets(pid: int) -> list[str]:
     out = []
     for f in os.listdir(f"/proc/{pid}/fd"):
@@ -156,9 +159,11 @@ async def test_twenty_reinits_leak_nothing(
                 return a
 
     def no_more_than(now: dict[str, int], ref: dict[str, int]) -> bool:
-        # Pooled keep-alive connections come and go with timing (httpx expires idle ones after 5 s),
-        # so file descriptors may be fewer than the reference, never more; the rest must be equal.
-        return now["fds"] <= ref["fds"] and {**now, "fds": 0} == {**ref, "fds": 0}
+        # Sockets: pooled keep-alive connections to coderd (probe, log shipper) come and go with
+        # timing (httpx keeps an idle one 5 s), so up to POOL_SLACK more than the reference are
+        # tolerated; a per-reinit leak would show +20. Everything else must be exactly equal (and
+        # the open files are compared by path below).
+        return now["fds"] <= ref["fds"] + POOL_SLACK and {**now, "fds": 0} == {**ref, "fds": 0}
 
     async def settled(ref: dict[str, int]) -> dict[str, int]:
         deadline = asyncio.get_running_loop().time() + t(15)
