@@ -323,6 +323,6 @@ Extension = Callable[[web.Application, DevServer], None]
 
 def _installers() -> list[Extension]:
     """Each capability's server side: a module with ``install(app, devserver)``. Add yours here."""
-    from . import gitauth, identity
+    from . import gitauth, identity, reinit
 
-    return [identity.install, gitauth.install]
+    return [identity.install, gitauth.install, reinit.install]

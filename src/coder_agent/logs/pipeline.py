@@ -602,6 +602,12 @@ class LogPipeline:
         self._save()
         self._progress.set()
 
+    def new_session(self) -> None:
+        """A new agent session (prebuild reinit): register every source again before its next
+        batch, as a new agent instance would (the claim may come with a new token or agent)."""
+        for s in self._sources.values():
+            s.registered = False
+
     async def drain(self) -> None:
         """Graceful stop: ship what is waiting and every overflowed source's tail (bounded)."""
         await self.finish(timeout=5.0, final=True)
