@@ -96,6 +96,7 @@ class Settings(BaseModel):
     # For tests of the watchdog only: stall the event loop this many seconds after start.
     debug_stall_loop: float = Field(default=0.0, ge=0)
     devcontainers_cli: str = ""
+    request_timeout: float = Field(default=30.0, gt=0)
 
     @field_validator("url")
     @classmethod
@@ -191,6 +192,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_sources", None, None, "log_sources", "table"),
     Setting("devcontainers_cli", "--devcontainers-cli", "CODER_AGENT_DEVCONTAINERS_CLI", "devcontainers.cli",
             help="the Dev Containers CLI (path or name; default: devcontainer on PATH)"),
+    Setting("request_timeout", None, None, "request_timeout", "float",
+            help="seconds before a request to coderd without a complete answer is abandoned (and retried)"),
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 
