@@ -11,6 +11,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import sys
@@ -106,7 +107,8 @@ def configure_logging(
     root.addHandler(handler)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        fh = _FileHandler(log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        fh.notice_stream = stream
         fh.setFormatter(structlog.stdlib.ProcessorFormatter(processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta, json_renderer], foreign_pre_chain=shared))
         root.addHandler(fh)
@@ -114,6 +116,37 @@ def configure_logging(
     for noisy in ("httpx", "httpcore", "aiohttp.access", "websockets", "asyncio", "docker", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return redactor
+
+
+class _FileHandler(logging.handlers.RotatingFileHandler):
+    """The daemon's log file. When it cannot be written (disk full) this says so once on the
+    stream (stderr has every record anyway), not a traceback per record, and says so once again
+    when the file works again."""
+
+    notice_stream: Any = None
+    _failing = False
+    _err = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._err = False
+        super().emit(record)
+        if self._failing and not self._err:
+            self._failing = False
+            self._notice(f"coder-agent: writing {self.baseFilename} works again")
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self._err = True
+        if not self._failing:
+            self._failing = True
+            exc = sys.exc_info()[1]
+            self._notice(f"coder-agent: cannot write {self.baseFilename} ({exc}); "
+                         "logging to stderr only until it works again")
+
+    def _notice(self, text: str) -> None:
+        stream = self.notice_stream or sys.stderr
+        with contextlib.suppress(Exception):
+            stream.write(text + "\n")
+            stream.flush()
 
 
 def get_logger(component: str, **ids: Any) -> Any:
