@@ -9,8 +9,9 @@ Pure (no I/O). The rules the fault suite holds the daemon to:
   ascending stretch of the printed sequence, no longer than one batch (the same batch may be
   replayed more than once). A replay ending at the newest line received before it is an
   immediate retry; one that lands later (:attr:`Report.late_replays`) is a request coderd
-  processed after the client had given up on it, arriving after newer batches. :attr:`Report.replays` lists them; a test bounds how many
-  it allows (one per fault event that could cut an answer).
+  processed after the client had given up on it, arriving after newer batches.
+  :attr:`Report.replays` lists them all; a test bounds how many it allows (one per fault event
+  that could cut an answer) and whether late ones are allowed.
 * **out of order**: the first arrivals of lines are not in printed order.
 """
 

@@ -8,7 +8,7 @@ import asyncio
 
 from coder_agent.devserver import DevServer, Fault
 
-from ..conftest import apoll, t
+from ..conftest import apoll
 from .conftest import LONG, Lines
 
 LOGS = "/api/v2/workspaceagents/me/logs"

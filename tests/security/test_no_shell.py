@@ -64,7 +64,8 @@ def findings(root: Path = SRC) -> tuple[list[str], set[tuple[str, str]]]:
                 bad.append(f"{where}: {fname}() (use subprocess with an argv list)")
             spawns = fname.split(".")[-1] in SPAWNERS
             for kw in node.keywords:
-                if spawns and kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
+                literal_false = isinstance(kw.value, ast.Constant) and kw.value.value is False
+                if spawns and kw.arg == "shell" and not literal_false:
                     bad.append(f"{where}: shell={ast.unparse(kw.value)}")
             for arg in node.args:
                 if not isinstance(arg, ast.List | ast.Tuple) or len(arg.elts) < 2:
