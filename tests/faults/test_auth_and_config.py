@@ -78,8 +78,7 @@ async def test_dns_failure_is_diagnosed_not_fatal(scenario, devserver: DevServer
                    CODER_AGENT_SHUTDOWN_TIMEOUT="2")
     run.start()
     await run.ready()
-    st = await apoll(lambda: (s := run.status())["control_plane"]["last_error"] and s, timeout=20)
-    assert st["control_plane"]["state"] == "failing"
+    st = await apoll(lambda: (s := run.status())["control_plane"]["state"] == "failing" and s, timeout=20)
     assert st["control_plane"]["last_error"].startswith("dns failed"), st["control_plane"]
 
     def source() -> dict[str, Any]:

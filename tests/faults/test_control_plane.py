@@ -25,8 +25,7 @@ async def test_control_plane_down_during_start_scripts(devserver: DevServer, sce
     run.start()
     await run.ready()
     await asyncio.sleep(outage / 2)
-    st = run.status()
-    assert st["control_plane"]["state"] == "failing", st["control_plane"]
+    st = await apoll(lambda: (s := run.status())["control_plane"]["state"] == "failing" and s, timeout=10)
     assert st["control_plane"]["last_error"].startswith("connect failed"), st["control_plane"]
     assert st["services"]["logs"]["state"] == "degraded", st["services"]
     await asyncio.sleep(outage / 2)

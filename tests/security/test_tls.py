@@ -41,9 +41,8 @@ async def test_tls_verified_by_default_and_ca_file_works(daemon_env, spawn_daemo
 
         d = spawn_daemon(env)  # default: the self-signed certificate is refused, and the status says why
         await asyncio.to_thread(d.wait_ready)
-        cp = await apoll(lambda: (c := d.api("GET", "/api/v0/status").json()["control_plane"])["last_error"] and c,
-                         timeout=20)
-        assert cp["state"] == "failing"
+        cp = await apoll(lambda: (c := d.api("GET", "/api/v0/status").json()["control_plane"])["state"] == "failing"
+                         and c, timeout=20)
         assert cp["last_error"].startswith("tls failed"), cp
         assert "certificate verify failed" in cp["last_error"]
         assert not ds.requests_to("/api/v2/"), "a request got through an unverified connection"
