@@ -134,7 +134,7 @@ class _FileHandler(logging.handlers.RotatingFileHandler):
             self._failing = False
             self._notice(f"coder-agent: writing {self.baseFilename} works again")
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+    def handleError(self, record: logging.LogRecord) -> None:
         self._err = True
         if not self._failing:
             self._failing = True
