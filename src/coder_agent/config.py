@@ -99,6 +99,7 @@ class Settings(BaseModel):
     devcontainers_cli: str = ""
     log_retention: float = Field(default=7 * 86400.0, gt=0)  # seconds; "7d", "24h", "90m", "3600s" accepted
     reinit_ping_interval: float = Field(default=15.0, gt=0)
+    request_timeout: float = Field(default=30.0, gt=0)
 
     @field_validator("url")
     @classmethod
@@ -216,6 +217,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reinit_ping_interval", "--reinit-ping-interval", "CODER_AGENT_REINIT_PING_INTERVAL",
             "reinit.ping_interval", "float",
             help="coderd's keep-alive interval on the reinit stream; 3 missed = dropped (seconds)"),
+    Setting("request_timeout", "--request-timeout", "CODER_AGENT_REQUEST_TIMEOUT", "request_timeout", "float",
+            help="seconds before a request to coderd without a complete answer is abandoned (and retried)"),
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 

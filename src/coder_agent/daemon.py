@@ -98,7 +98,7 @@ class Daemon:
         self.client = CoderClient(
             settings.url, self.tokens,
             headers={k: v.get_secret_value() for k, v in settings.headers.items()},
-            transport=transport, verify=verify,
+            transport=transport, verify=verify, timeout=settings.request_timeout,
         )
         self.local_api = LocalAPI(settings.api_address)
         self.services = ServiceGroup("daemon", self.clock)
