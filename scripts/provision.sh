@@ -25,6 +25,10 @@ fi
 bash scripts/install-go-peer-deps.sh
 # git credentials (tests/gitauth): git + git-http-backend, a real ssh client and sshd on loopback
 apt_install git openssh-client openssh-server
+# fault and security suites (tests/faults, tests/security): openssl makes a self-signed cert for
+# the HTTPS devserver; mount (util-linux) puts the log dir on a small tmpfs; iproute2 gives `ss`;
+# the user `nobody` (base-passwd) is the "other user" of the socket test
+apt_install openssl util-linux iproute2 base-passwd
 
 # --- devcontainers: a Docker engine, the test image, the Dev Containers CLI -----------------
 # The engine: scripts/start-dockerd.sh (installs docker.io, starts dockerd; a no-op when one

@@ -98,6 +98,8 @@ class Settings(BaseModel):
     debug_stall_loop: float = Field(default=0.0, ge=0)
     devcontainers_cli: str = ""
     log_retention: float = Field(default=7 * 86400.0, gt=0)  # seconds; "7d", "24h", "90m", "3600s" accepted
+    reinit_ping_interval: float = Field(default=15.0, gt=0)
+    request_timeout: float = Field(default=30.0, gt=0)
 
     @field_validator("url")
     @classmethod
@@ -212,6 +214,11 @@ SETTINGS: tuple[Setting, ...] = (
             help="the Dev Containers CLI (path or name; default: devcontainer on PATH)"),
     Setting("log_retention", "--log-retention", "CODER_AGENT_LOG_RETENTION", "log_retention",
             help="keep rotated local logs this long (e.g. 7d, 24h; within 256 MiB per file set; default 7d)"),
+    Setting("reinit_ping_interval", "--reinit-ping-interval", "CODER_AGENT_REINIT_PING_INTERVAL",
+            "reinit.ping_interval", "float",
+            help="coderd's keep-alive interval on the reinit stream; 3 missed = dropped (seconds)"),
+    Setting("request_timeout", "--request-timeout", "CODER_AGENT_REQUEST_TIMEOUT", "request_timeout", "float",
+            help="seconds before a request to coderd without a complete answer is abandoned (and retried)"),
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 

@@ -7,6 +7,10 @@ Rules:
   place (prebuild reinit) without the process exiting.
 * READY=1 goes to systemd once the local API listens; WATCHDOG=1 comes from the event loop
   itself, so a stalled loop stops the pings and systemd restarts us.
+* Reinit (prebuild claim, :mod:`coder_agent.reinit`): :meth:`Daemon.reinitialize` runs the
+  session's graceful shutdown, keeps the process, the local API and metrics up (status
+  ``phase`` is "reinitializing"), refreshes the token, and starts a fresh session with a fresh
+  :class:`Lifecycle`. One reinit at a time; none once a stop was requested.
 * Stop is two-phase: the first SIGTERM/SIGINT runs the graceful stop (session shutdown: stop
   scripts, final lifecycle, log flush; then services drain) within ``shutdown_timeout``; a
   second signal cancels everything at once. SIGHUP retries the control-plane connection now.
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -55,13 +60,14 @@ Capability = Callable[["Daemon"], list[Service]]
 def _capabilities() -> list[Capability]:
     """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
     # logs first: it installs the real log sink that the others write to
-    from . import agentrpc, appstatus, logs, scripts
+    from . import agentrpc, appstatus, logs, reinit, scripts
     from .devcontainers import setup as devcontainers
     from .gitauth import setup as gitauth
     from .ports import setup as ports_setup
 
-    # agentrpc last: it takes over the session hooks and the control-plane state.
-    return [logs.setup, scripts.setup, appstatus.setup, gitauth, ports_setup, devcontainers, agentrpc.setup]
+    # agentrpc after the others: it takes over the session hooks and the control-plane state.
+    return [logs.setup, scripts.setup, appstatus.setup, gitauth, ports_setup, devcontainers, agentrpc.setup,
+            reinit.setup]
 
 
 class Daemon:
@@ -94,7 +100,7 @@ class Daemon:
         self.client = CoderClient(
             settings.url, self.tokens,
             headers={k: v.get_secret_value() for k, v in settings.headers.items()},
-            transport=transport, verify=verify,
+            transport=transport, verify=verify, timeout=settings.request_timeout,
         )
         self.local_api = LocalAPI(settings.api_address)
         self.services = ServiceGroup("daemon", self.clock)
@@ -110,6 +116,12 @@ class Daemon:
         self._retry_now = asyncio.Event()
         self._metrics_runner: web.AppRunner | None = None
         self.exit_code = EXIT_OK
+        self.phase = "starting"  # starting | running | reinitializing | stopping
+        self.session_generation = 0  # how many sessions were started (1 + reinits)
+        self._session: asyncio.Future[None] | None = None
+        self._session_lock = asyncio.Lock()  # one session start/stop at a time
+        self._stopping = False
+        self._session_live = False  # started and not yet stopped: the stopper runs once per session
 
     # auth --------------------------------------------------------------------------------
 
@@ -178,12 +190,16 @@ class Daemon:
             },
             "control_plane": self.controlplane.as_dict(),
             "lifecycle": self.lifecycle.state.api_name,
+            "phase": self.phase,
+            "session_generation": self.session_generation,
             "services": self.services.health(),
             "local_api": self.local_api.display_address,
             "log_dir": str(self.settings.log_dir),
         }
         for key, fn in self.status_extras.items():
             data[key] = fn()
+        # For leak checks (tests, operators): live asyncio tasks and threads in this process.
+        data["debug"] = {"tasks": len(asyncio.all_tasks()), "threads": threading.active_count()}
         return data
 
     async def _status_handler(self, request: web.Request) -> web.Response:
@@ -300,9 +316,8 @@ class Daemon:
 
         fatal = asyncio.create_task(self.services.wait_fatal())
         stop = asyncio.create_task(self._stop.wait())
-        session: asyncio.Future[None] | None = None
-        if self.session_runner is not None:
-            session = asyncio.ensure_future(self.session_runner(self))
+        self._start_session()
+        self.phase = "running"
         waiters: set[asyncio.Future[Any]] = {fatal, stop}
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         if fatal in done:
@@ -311,13 +326,72 @@ class Daemon:
             self.exit_code = EXIT_CONFIG
         else:
             fatal.cancel()
-        await self._shutdown(session)
+        await self._shutdown()
         return self.exit_code
 
-    async def _shutdown(self, session: asyncio.Future[None] | None) -> None:
+    # session -----------------------------------------------------------------------------
+
+    def _start_session(self) -> None:
+        self.session_generation += 1
+        self._session_live = True
+        if self.session_runner is not None:
+            self._session = asyncio.ensure_future(self.session_runner(self))
+
+    async def _stop_session(self, budget: float) -> None:
+        """The session's graceful shutdown (within ``budget``), then cancel what is left of it."""
+        live, self._session_live = self._session_live, False
+        if live and self.session_stopper is not None:
+            try:
+                async with asyncio.timeout(budget):
+                    await self.session_stopper(self)
+            except TimeoutError:
+                self.log.warning("session shutdown timed out", timeout=budget)
+            except Exception:
+                self.log.exception("session shutdown failed")
+        session, self._session = self._session, None
+        if session is not None and not session.done():
+            session.cancel()
+        if session is not None:
+            with contextlib.suppress(BaseException):
+                await session
+
+    async def reinitialize(self, reason: str) -> None:
+        """Start the agent session over in place (prebuild claim): shut the session down
+        gracefully, re-authenticate, start a fresh session. The process, the local API, metrics
+        and the capability services stay up. Does nothing once a stop was requested."""
+        async with self._session_lock:
+            if self._stopping:
+                return
+            self.phase = "reinitializing"
+            self.log.info("agent received instruction to reinitialize", reason=reason)
+            try:
+                await self._stop_session(self.settings.shutdown_timeout)
+                if self._stopping:
+                    return
+                self.manifest = None
+                self.lifecycle = Lifecycle()
+                new_session = getattr(self.log_sink, "new_session", None)  # the log pipeline
+                if callable(new_session):
+                    new_session()  # log sources are registered again by the new session
+                try:
+                    await self.tokens.refresh()  # instance identity: a new token; token file: re-read
+                except CoderAgentError as e:
+                    # The new session's connection loop retries with its own backoff.
+                    self.log.warning("re-authentication failed; the session will retry",
+                                     error=self.redactor.scrub(str(e)))
+                self._retry_now.set()  # the control-plane probe re-checks now
+                self._start_session()
+                self.log.info("agent reinitialized", reason=reason, session=self.session_generation)
+            finally:
+                if not self._stopping:
+                    self.phase = "running"
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        self.phase = "stopping"
         self.notifier.stopping()
         hard = asyncio.create_task(self._hard.wait())
-        graceful = asyncio.create_task(self._graceful(session))
+        graceful = asyncio.create_task(self._graceful())
         done, _ = await asyncio.wait({hard, graceful}, return_when=asyncio.FIRST_COMPLETED)
         if hard in done:
             graceful.cancel()
@@ -326,6 +400,7 @@ class Daemon:
             self.exit_code = self.exit_code or EXIT_HARD_STOP
         else:
             hard.cancel()
+        session, self._session = self._session, None
         if session is not None and not session.done():
             session.cancel()
             with contextlib.suppress(BaseException):
@@ -351,12 +426,8 @@ class Daemon:
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, signal.SIG_IGN)
 
-    async def _graceful(self, session: asyncio.Future[None] | None) -> None:
+    async def _graceful(self) -> None:
         budget = self.settings.shutdown_timeout
-        if self.session_stopper is not None:
-            try:
-                async with asyncio.timeout(budget):
-                    await self.session_stopper(self)
-            except TimeoutError:
-                self.log.warning("session shutdown timed out", timeout=budget)
+        async with self._session_lock:  # a reinit in progress finishes its stop first
+            await self._stop_session(budget)
         await self.services.stop(min(10.0, budget))

@@ -15,6 +15,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -117,6 +118,7 @@ def configure_logging(
 
         keep = Retention(min_backups=backups, max_age=DEFAULT_MAX_AGE if retention is None else retention)
         fh = RetainingFileHandler(log_file, maxBytes=max_bytes, retention=keep, encoding="utf-8")
+        fh.notice_stream = stream
         fh.setFormatter(structlog.stdlib.ProcessorFormatter(processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta, json_renderer], foreign_pre_chain=shared))
         root.addHandler(fh)
@@ -129,7 +131,38 @@ def configure_logging(
     return redactor
 
 
-class RetainingFileHandler(logging.handlers.RotatingFileHandler):
+class _FileHandler(logging.handlers.RotatingFileHandler):
+    """The daemon's log file. When it cannot be written (disk full) this says so once on the
+    stream (stderr has every record anyway), not a traceback per record, and says so once again
+    when the file works again."""
+
+    notice_stream: Any = None
+    _failing = False
+    _err = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._err = False
+        super().emit(record)
+        if self._failing and not self._err:
+            self._failing = False
+            self._notice(f"coder-agent: writing {self.baseFilename} works again")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._err = True
+        if not self._failing:
+            self._failing = True
+            exc = sys.exc_info()[1]
+            self._notice(f"coder-agent: cannot write {self.baseFilename} ({exc}); "
+                         "logging to stderr only until it works again")
+
+    def _notice(self, text: str) -> None:
+        stream = self.notice_stream or sys.stderr
+        with contextlib.suppress(Exception):
+            stream.write(text + "\n")
+            stream.flush()
+
+
+class RetainingFileHandler(_FileHandler):
     """A size-rotated file whose backups are kept by :class:`~coder_agent.logs.retention.Retention`."""
 
     def __init__(self, filename: Path, *, maxBytes: int, retention: Any, encoding: str = "utf-8") -> None:

@@ -313,3 +313,23 @@ async def test_manifest_ids_are_uuids(ds: DevServer, start_session: Any) -> None
     m = daemon.manifest
     assert uuid.UUID(m["agent_id"]) == uuid.UUID(ds.agent.id)
     assert m["apps"][0]["slug"] == "claude-code" and m["apps"][0]["health"] == "disabled"
+
+
+async def test_a_failing_routine_is_diagnosed_by_its_own_error(ds: DevServer, start_session: Any) -> None:
+    ctl_of(ds).unimplemented.add("UpdateStartup")  # every connection fails right after the manifest
+    daemon, session = await start_session(ds)
+    await apoll(lambda: session.loop.last_disconnect)
+    assert "UpdateStartup" in session.loop.last_disconnect and "TaskGroup" not in session.loop.last_disconnect
+    assert daemon.controlplane.last_error == session.loop.last_disconnect
+    assert "starting" not in lifecycle_states(ds)  # no manifest accepted, no start
+
+
+async def test_devserver_accepts_starting_again_after_off(ds: DevServer, start_session: Any) -> None:
+    """A new life (restart, reinit) begins with STARTING; other backward moves are refused."""
+    _, first = await start_session(ds)
+    await apoll(lambda: "ready" in lifecycle_states(ds))
+    await first.shutdown()
+    _, second = await start_session(ds)
+    await apoll(lambda: lifecycle_states(ds)[-1:] == ["ready"] and len(lifecycle_states(ds)) == 6)
+    assert lifecycle_states(ds) == ["starting", "ready", "shutting_down", "off", "starting", "ready"]
+    assert rec_of(ds).violations == []

@@ -42,7 +42,9 @@ def setup(daemon: Daemon) -> list[Service]:
     daemon.controlplane.transport = "rpc"
 
     async def run_session(d: Daemon) -> None:
-        session = current_session(d) or new_session(d)
+        session = current_session(d)
+        if session is None or session.stopping:  # first start, or a reinit after the old one shut down
+            session = new_session(d)
         await session.start()
         await session.wait()
 

@@ -220,6 +220,7 @@ class ConnectionLoop:
         d.controlplane.transport = "rpc"
         first = True
         self.log.info("connecting to coderd", url=d.settings.url)  # progress a person at a terminal sees
+        await d.wait_retry_now(0)  # a "retry now" from before we started is answered by this first dial
         while not self._closing:
             if d.controlplane.state is ConnState.FAILING:
                 d.controlplane.attempts += 1  # keep showing the failure until something changes
@@ -317,6 +318,8 @@ class ConnectionLoop:
             return
         if error is None:
             error = TransportError("session", "connection ended")
+        while isinstance(error, BaseExceptionGroup) and error.exceptions:  # say what actually failed
+            error = error.exceptions[0]
         text = d.redactor.scrub(f"{stage_of(error)}: {error}")
         self.last_disconnect = text
         d.controlplane.set(ConnState.FAILING, text)

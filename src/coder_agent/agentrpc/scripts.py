@@ -41,10 +41,11 @@ class ReportingRunner(ScriptRunner):
 
 
 def make_runner(daemon: Daemon) -> ReportingRunner:
-    from ..scripts import _DaemonSink
+    from ..logsink import LateBoundSink
 
     s = daemon.settings
-    return ReportingRunner(_DaemonSink(daemon), directory=s.directory, child_env=daemon.child_env,
+    # Whatever daemon.log_sink is when a line is written (the log pipeline may be installed later).
+    return ReportingRunner(LateBoundSink(lambda: daemon.log_sink), directory=s.directory, child_env=daemon.child_env,
                            log_dir=s.log_dir, data_dir=s.state_dir, clock=daemon.clock)
 
 

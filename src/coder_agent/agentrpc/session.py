@@ -147,6 +147,11 @@ class AgentSession:
 
     # ---- public --------------------------------------------------------------------------
 
+    @property
+    def stopping(self) -> bool:
+        """:meth:`shutdown` was called: this session is over, a new one must be created."""
+        return self._stopping
+
     async def start(self) -> None:
         if self._run is None:
             self._run = asyncio.create_task(self.loop.run(), name="agent-rpc")

@@ -24,10 +24,15 @@ def run(args: argparse.Namespace) -> int:
     from ..daemon import EXIT_CONFIG, Daemon
     from ..log import configure_logging
 
-    redactor = configure_logging(
-        fmt=settings.log_format, level=settings.log_level,
-        log_file=settings.log_dir / "coder-agent.log", stream=sys.stderr, retention=settings.log_retention,
-    )
+    try:
+        redactor = configure_logging(
+            fmt=settings.log_format, level=settings.log_level,
+            log_file=settings.log_dir / "coder-agent.log", stream=sys.stderr,
+            retention=settings.log_retention,
+        )
+    except OSError as e:  # the log dir cannot be created or written: a setting to fix, not a crash
+        return die_config(str(ConfigError("CODER_AGENT_LOG_DIR",
+                                          f"cannot open {settings.log_dir / 'coder-agent.log'}: {e.strerror or e}")))
     for secret in settings.secret_values():
         redactor.add(secret)
     try:

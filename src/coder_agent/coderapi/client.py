@@ -12,11 +12,14 @@ Rules:
 * Failures become :class:`~coder_agent.errors.ApiError` (with the server's codersdk.Response)
   or :class:`~coder_agent.errors.TransportError` (with the stage that failed). Nothing here
   retries beyond that single re-authentication: loops use :mod:`coder_agent.retry`.
-* The default timeout is 30 s per request, as in the Go agent.
+* The default timeout is 30 s per request, as in the Go agent, and it bounds the *whole*
+  request (connect, send, the complete answer), as Go's ``http.Client.Timeout`` does: an answer
+  trickled a byte at a time is abandoned at the deadline too, not only a silent one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import socket
@@ -142,6 +145,7 @@ class CoderClient:
     ) -> None:
         self.url = url.rstrip("/")
         self.tokens = tokens
+        self.timeout = timeout
         self.extra_headers = dict(headers or {})
         base_headers = {"User-Agent": f"coder-agent/{__version__}", **self.extra_headers}
         self._http = httpx.AsyncClient(
@@ -182,15 +186,20 @@ class CoderClient:
             headers: dict[str, str] = {}
             if authenticated:
                 headers[SESSION_TOKEN_HEADER] = await self.tokens.token()
+            limit = timeout if timeout is not None else self.timeout
             try:
-                resp = await self._http.request(
-                    method,
-                    path,
-                    json=json_body,
-                    params=params,
-                    headers=headers,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )
+                async with asyncio.timeout(limit):  # httpx's timeouts are per phase/read, not total
+                    resp = await self._http.request(
+                        method,
+                        path,
+                        json=json_body,
+                        params=params,
+                        headers=headers,
+                        timeout=limit,
+                    )
+            except TimeoutError:
+                raise TransportError("timeout", f"no complete answer within {limit:g} s",
+                                     url=f"{method} {path}") from None
             except httpx.HTTPError as e:
                 raise transport_error(e, f"{method} {path}") from None
             if resp.status_code in ok:

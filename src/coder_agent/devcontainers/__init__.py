@@ -13,10 +13,9 @@ Plug-in point: :func:`setup` (listed in ``daemon._capabilities()``). Modules:
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from ..logsink import LogSource
+from ..logsink import LateBoundSink
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -35,26 +34,10 @@ def setup(daemon: Daemon) -> list[Any]:
         return []
     from .manager import DevcontainerManager
 
-    mgr = DevcontainerManager(daemon.settings, daemon.store, _LateSink(daemon),
+    mgr = DevcontainerManager(daemon.settings, daemon.store, LateBoundSink(lambda: daemon.log_sink),
                               manifest=lambda: daemon.manifest, child_env=daemon.child_env)
     for method, path, handler in api.routes(mgr, lambda: daemon.manifest):
         daemon.local_api.route(method, path, handler)
     daemon.status_extras["devcontainers"] = mgr.status
     return [mgr]
 
-
-class _LateSink:
-    """The daemon's log sink as it is at each call (the log pipeline may replace it after setup)."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
-
-    def source(self, display_name: str, icon: str = "", id: str | None = None) -> LogSource:
-        return self._daemon.log_sink.source(display_name, icon, id)
-
-    def write(self, source: LogSource, output: str, level: str = "info",
-              created_at: dt.datetime | None = None) -> None:
-        self._daemon.log_sink.write(source, output, level, created_at)
-
-    async def flush(self, source: LogSource | None = None, timeout: float | None = None) -> None:
-        await self._daemon.log_sink.flush(source, timeout)

@@ -65,7 +65,7 @@ def parse_docker_time(s: str | None) -> dt.datetime:
     tz = "+00:00" if tz in (None, "Z") else tz
     try:
         return dt.datetime.fromisoformat(f"{base}.{frac}{tz}").astimezone(dt.UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: 0001-01-01 with a positive offset has no UTC time
         return _EPOCH
 
 

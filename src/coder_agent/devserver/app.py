@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -52,11 +53,15 @@ def _now() -> dt.datetime:
 class DevServer:
     """Run with ``async with DevServer() as ds:``; ``ds.url`` is the base URL."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, agents: list[DevAgent] | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, agents: list[DevAgent] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.port = port
         self.state = DevState(agents=agents if agents is not None else [DevAgent()])
+        self.ssl_context = ssl_context  # serve HTTPS (tests of TLS verification)
+        self.down = False  # "control plane down": see go_down()
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self.url = ""
 
     @property
@@ -77,14 +82,37 @@ class DevServer:
         app = self.build_app()
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
+        site = await self._listen()
         server = getattr(site, "_server", None)
         assert server is not None and server.sockets
         self.port = int(server.sockets[0].getsockname()[1])
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self.url = f"http://{host}:{self.port}"
+        self.url = f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
         self.state.access_url = self.url
+
+    async def _listen(self) -> web.TCPSite:
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
+        await site.start()
+        self._site = site
+        return site
+
+    async def go_down(self) -> None:
+        """The control plane goes away: the listening socket is closed (new connections are
+        refused) and every open connection is cut. :meth:`come_up` listens on the same port again."""
+        self.down = True
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        server = self._runner.server if self._runner is not None else None
+        for conn in list(server.connections) if server is not None else []:
+            if conn.transport is not None:
+                conn.transport.abort()
+
+    async def come_up(self) -> None:
+        self.down = False
+        if self._site is None:
+            await self._listen()
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -169,18 +197,26 @@ class DevServer:
     async def _faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/devserver/"):
             return await handler(request)
+        if self.down:  # a request that raced go_down() on a connection accepted just before
+            _reset(request)
         fault = self.state.fault_for(request.method, request.path)
         if fault is None:
             return await handler(request)
         if fault.delay:
             await asyncio.sleep(fault.delay)
-        if fault.drop:
-            if request.transport is not None:
-                request.transport.abort()
-            raise ConnectionResetError("devserver dropped the connection (injected)")
-        if fault.status is not None:
-            return coder_error(fault.status, fault.message, "devserver fault injection")
-        return await handler(request)
+        if not fault.after:
+            if fault.drop:
+                _reset(request)
+            if fault.status is not None:
+                return coder_error(fault.status, fault.message, "devserver fault injection")
+        resp = await handler(request)
+        if fault.after and fault.drop:
+            _reset(request)
+        if fault.after and fault.status is not None:
+            return coder_error(fault.status, fault.message, "devserver fault injection (after processing)")
+        if (fault.trickle or fault.partial is not None) and isinstance(resp, web.Response):
+            return await _slow_body(request, resp, fault)
+        return resp
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -318,11 +354,34 @@ class DevServer:
         return web.json_response(None)
 
 
+def _reset(request: web.Request) -> NoReturn:
+    if request.transport is not None:
+        request.transport.abort()
+    raise ConnectionResetError("devserver dropped the connection (injected)")
+
+
+async def _slow_body(request: web.Request, resp: web.Response, fault: Fault) -> web.StreamResponse:
+    """Send ``resp`` with its body trickled, or cut after ``fault.partial`` bytes."""
+    body = resp.body if isinstance(resp.body, bytes) else b""
+    out = web.StreamResponse(status=resp.status, headers={"Content-Type": resp.headers.get("Content-Type", "")})
+    out.content_length = len(body)
+    await out.prepare(request)
+    if fault.partial is not None:
+        await out.write(body[:fault.partial])
+        await asyncio.sleep(0.05)
+        _reset(request)
+    for i in range(len(body)):
+        await out.write(body[i:i + 1])
+        await asyncio.sleep(fault.trickle)
+    await out.write_eof()
+    return out
+
+
 Extension = Callable[[web.Application, DevServer], None]
 
 
 def _installers() -> list[Extension]:
     """Each capability's server side: a module with ``install(app, devserver)``. Add yours here."""
-    from . import gitauth, identity, rpc
+    from . import gitauth, identity, reinit, rpc
 
-    return [identity.install, gitauth.install, rpc.install]
+    return [identity.install, gitauth.install, reinit.install, rpc.install]

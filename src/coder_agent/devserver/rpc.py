@@ -14,7 +14,8 @@ coderd's rules kept here (coder-agent-rpc.md §1.2, §1.3, §2.5, §5):
   → the session is closed ("ping timeout").
 * UpdateStartup: ``version`` must be semver with a leading "v"; no UNSPECIFIED subsystem.
 * UpdateLifecycle: unknown state → error. coderd does not check the order; as a conformance
-  checker we refuse a state lower than the last one received (equal = a replay, accepted).
+  checker we refuse a state lower than the last one received (equal = a replay, accepted),
+  except STARTING, which begins a new life of the agent (restart, prebuild reinit).
 * BatchCreateLogs: empty list OK; 16-byte source id (all zero → "External"); unknown level →
   INFO; NUL bytes → the database error; the same 1 MiB per-agent cap as the REST route, after
   which every call answers ``log_limit_exceeded = true``.
@@ -336,7 +337,9 @@ class _Service:
         if lc.state not in agent_pb2.Lifecycle.State.values() or lc.state == agent_pb2.Lifecycle.STATE_UNSPECIFIED:
             raise RpcFailure(f"unknown lifecycle state {lc.state}")
         last = self.rec.lifecycle_raw[-1]["state"] if self.rec.lifecycle_raw else 0
-        if lc.state < last:
+        # STARTING after anything is a new life of the agent (prebuild reinit, agent restart):
+        # coderd explicitly handles it (sets started_at, clears ready_at).
+        if lc.state < last and lc.state != agent_pb2.Lifecycle.STARTING:
             msg = (f"lifecycle went backwards: {agent_pb2.Lifecycle.State.Name(last)} → "
                    f"{agent_pb2.Lifecycle.State.Name(lc.state)}")
             self.rec.violations.append(msg)

@@ -63,6 +63,11 @@ class Fault:
     ``status``: answer with this status (and a codersdk.Response); ``delay``: wait first;
     ``drop``: close the connection without an answer; ``count``: how many requests it hits
     (None = until removed).
+
+    ``after``: let the request be processed first, then apply ``status``/``drop`` (coderd did the
+    work but the answer is lost: the client retries and the server sees the batch twice).
+    ``trickle``: send the (real) answer's body one byte every ``trickle`` seconds;
+    ``partial``: send the status line, the headers and this many body bytes, then reset.
     """
 
     path: str
@@ -73,6 +78,9 @@ class Fault:
     count: int | None = None
     message: str = "Injected fault."
     hits: int = 0
+    after: bool = False
+    trickle: float = 0.0
+    partial: int | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.count is not None and self.hits >= self.count:

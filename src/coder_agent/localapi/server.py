@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from ..log import get_logger
+from . import openapi
 
 __all__ = ["LocalAPI", "bad_request", "json_response", "read_json"]
 
@@ -95,6 +96,7 @@ class LocalAPI:
         self._log = get_logger("localapi")
         self.bound_port: int | None = None
         self.route("GET", "/", self._hello)
+        self.route("GET", openapi.PATH, openapi.handler)
 
     def route(self, method: str, path: str, handler: Handler) -> None:
         self.app.router.add_route(method, path, handler)

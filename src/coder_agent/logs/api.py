@@ -33,6 +33,10 @@ def _parse_time(v: Any, field: str) -> dt.datetime:
         raise bad_request("Invalid created_at.", field, f"{v!r} is not an RFC 3339 time") from None
     if t.tzinfo is None:
         raise bad_request("Invalid created_at.", field, "needs a timezone (Z or +hh:mm)")
+    try:
+        t.astimezone(dt.UTC)  # stored in UTC: 0001-01-01T00:00+01:00 has no UTC time (was a 500)
+    except OverflowError:
+        raise bad_request("Invalid created_at.", field, f"{v!r} is out of range in UTC") from None
     return t
 
 

@@ -12,8 +12,14 @@ Rules:
 * Positions are *logical*: bytes written to the source since the oldest file still known, so a
   position survives rotation. On disk (state dir) a position is kept as ``(inode, offset)``
   because inodes survive the rename; :meth:`SourceFile.locate` maps one back.
-* The writer is buffered; :meth:`SourceFile.flush` pushes it to the OS (the shipper does so
-  before reading and at least every tick). A crash loses at most the unflushed buffer.
+* Writes go straight to the OS (one ``write(2)`` per call, no user-space buffer), so a line
+  accepted is in the file even if the process is SIGKILLed the next instant.
+* When the OS refuses a write (disk full, quota, I/O error) the bytes it did not take are kept
+  in memory, in order, as the file's *unwritten tail*: they keep their logical positions, the
+  :class:`Reader` serves them from memory (so they still reach Coder) and :meth:`SourceFile.flush`
+  retries putting them on disk (the shipper calls it every tick). The tail is bounded by
+  ``max_unwritten`` bytes; beyond it new writes are refused whole (counted in ``dropped_bytes``
+  and ``dropped_lines``) — never half a line. Rotation waits until the tail is on disk.
 * :class:`Reader` walks the files oldest to newest from a position, keeping an open handle so a
   rotation (rename) under it changes nothing. It reads in chunks: memory stays bounded however
   much is waiting on disk.
@@ -21,6 +27,7 @@ Rules:
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterator
@@ -42,7 +49,7 @@ class _Gen:
 
 class SourceFile:
     def __init__(self, path: Path, *, max_bytes: int = 32 << 20, backups: int = 8, marker: str = "",
-                 retention: Retention | None = None) -> None:
+                 retention: Retention | None = None, max_unwritten: int = 8 << 20) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.retention = retention or Retention.count(backups)
@@ -58,8 +65,13 @@ class SourceFile:
                 continue
             self.gens.append(_Gen(st.st_ino, start, st.st_size))
             start += st.st_size
-        self._fh = open(path, "ab", buffering=64 * 1024)  # noqa: SIM115 - owned by this object
-        st = os.fstat(self._fh.fileno())
+        self.max_unwritten = max_unwritten
+        self._unwritten = bytearray()  # accepted, not yet taken by the OS: the file's tail
+        self.write_error: str | None = None  # why the tail is not on disk (None: all on disk)
+        self.dropped_bytes = 0
+        self.dropped_lines = 0
+        self._fd = self._open_fd()
+        st = os.fstat(self._fd)
         self.gens.append(_Gen(st.st_ino, start, st.st_size))
         if st.st_size:
             with open(path, "rb") as f:
@@ -82,34 +94,89 @@ class SourceFile:
     def active_gen(self) -> int:
         return len(self.gens) - 1
 
-    def _write(self, data: bytes) -> None:
-        self._fh.write(data)
-        self.gens[-1].size += len(data)
+    def _open_fd(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
 
-    def write(self, data: bytes) -> None:
-        """Append whole lines; rotates afterwards when the file is full."""
-        self._write(data)
-        if self.gens[-1].size >= self.max_bytes:
+    def _put(self, data: bytes | bytearray) -> int:
+        """Hand ``data`` to the OS; how many bytes it took (it stops at the first refusal)."""
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            try:
+                n = os.write(self._fd, view[done:])
+            except InterruptedError:
+                continue
+            except OSError as e:
+                self.write_error = os.strerror(e.errno) if e.errno else str(e)
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS):
+                    self.write_error = f"{self.write_error} ({e.errno})"
+                break
+            done += n
+        return done
+
+    def _write(self, data: bytes) -> bool:
+        """Append ``data`` (whole lines) to the file or, if the OS refuses, to the unwritten tail.
+        False when the tail is full and ``data`` was dropped."""
+        if self._unwritten:
+            self.flush()
+        if self._unwritten:
+            if len(self._unwritten) + len(data) > self.max_unwritten:
+                self.dropped_bytes += len(data)
+                self.dropped_lines += data.count(b"\n")
+                return False
+            self._unwritten += data
+        else:
+            took = self._put(data)
+            if took < len(data):
+                self._unwritten += data[took:]
+        self.gens[-1].size += len(data)
+        return True
+
+    def write(self, data: bytes) -> bool:
+        """Append whole lines; rotates afterwards when the file is full. False when dropped
+        (the OS refuses writes and the unwritten tail is full)."""
+        ok = self._write(data)
+        if self.gens[-1].size >= self.max_bytes and not self._unwritten:
             self.rotate()
+        return ok
+
+    @property
+    def unwritten(self) -> int:
+        """Bytes accepted but not on disk (held in memory)."""
+        return len(self._unwritten)
+
+    def unwritten_from(self, offset: int, limit: int) -> bytes:
+        """Up to ``limit`` bytes of the unwritten tail from ``offset`` in the active file."""
+        start = offset - (self.gens[-1].size - len(self._unwritten))
+        if start < 0 or start >= len(self._unwritten):
+            return b""
+        return bytes(self._unwritten[start:start + limit])
 
     def flush(self) -> None:
-        try:
-            self._fh.flush()
-        except OSError:
-            pass  # disk full: the lines stay buffered and are retried on the next flush
+        """Retry putting the unwritten tail on disk (a no-op when there is none)."""
+        if not self._unwritten:
+            return
+        took = self._put(self._unwritten)
+        del self._unwritten[:took]
+        if not self._unwritten:
+            self.write_error = None
 
     def rotate(self) -> None:
         self.flush()
-        self._fh.close()
+        if self._unwritten:
+            return  # the tail must reach this file first; rotate on a later write
+        os.close(self._fd)
         rotate_set(self.path, self.kept)
         self.kept = prune_set(self.path, self.retention, time.time(), self.kept + 1)
-        self._fh = open(self.path, "ab", buffering=64 * 1024)  # noqa: SIM115
-        st = os.fstat(self._fh.fileno())
+        self._fd = self._open_fd()
+        st = os.fstat(self._fd)
         self.gens.append(_Gen(st.st_ino, self.total, 0))
 
     def close(self) -> None:
         self.flush()
-        self._fh.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def path_of(self, gen: int) -> Path | None:
         """Where generation ``gen`` lives now (None when rotated away)."""
@@ -203,9 +270,13 @@ class Reader:
                 self.close()
                 continue
             if self.pos + len(self._buf) - self._i < self.sf.total:
-                # written but (partly) still in the writer's buffer
+                # accepted but not on disk: try to put it there, else read it from memory
                 self.sf.flush()
                 data = self._fh.read(self.CHUNK)
+                if not data:
+                    at = self._fh.tell()
+                    data = self.sf.unwritten_from(at, self.CHUNK)
+                    self._fh.seek(at + len(data))  # past it: once on disk it is not read twice
                 if data:
                     self._buf = self._buf[self._i:] + data
                     self._i = 0

@@ -3,7 +3,10 @@
 Rules:
 
 * ``write()`` sanitises, splits multi-line output, and appends to the source's local file
-  (:mod:`coder_agent.logs.files`) before it returns; nothing is kept in RAM. The file is the
+  (:mod:`coder_agent.logs.files`) before it returns; nothing is kept in RAM — except when the
+  log dir cannot be written (disk full): then the file's unwritten tail stays in memory, bounded,
+  is shipped from there, and health and status say so (lines beyond the bound are dropped and
+  counted). Once accepted, a line reaches Coder or stays on disk. The file is the
   queue: the shipper reads from it at the source's *cursor*, and the cursor (kept in the state
   dir as inode + offset) moves only after coderd acknowledged the batch. So an outage costs
   disk, not memory, and a restart resumes where shipping stopped. Cursor saves (an fsync each) happen
@@ -145,6 +148,7 @@ class LogPipeline:
         self._closed = False
         self._saved_at = 0.0
         self._finish_seq = 0
+        self._ship_failing = False
         self._marker = f"coder-agent pid {os.getpid()} started at {format_time(self.clock.now())}"
         self._restore()
 
@@ -241,14 +245,37 @@ class LogPipeline:
         data = "".join([format_entry(ts, lv, sanitize(ln)) for ln in lines])
         if not data:
             return
-        try:
-            s.file.write(data.encode("utf-8"))
-        except OSError as e:
-            self._collapse.error("cannot write a log file", f"write:{s.src.id}:{e}", file=str(s.file.path),
-                                 error=str(e))
+        kept = s.file.write(data.encode("utf-8"))
+        if s.file.write_error is not None or not kept:
+            self._disk_trouble(s)
+        if not kept:
             return
         s.written_lines += data.count("\n")
         self._wake.set()
+
+    def _disk_trouble(self, s: _Source) -> None:
+        f = s.file
+        if f.dropped_lines:
+            self._collapse.error("cannot write a log file and its memory buffer is full; dropping lines",
+                                 f"drop:{s.src.id}", file=str(f.path), error=f.write_error,
+                                 held_bytes=f.unwritten, limit=f.max_unwritten)
+        else:
+            self._collapse.error("cannot write a log file; keeping its lines in memory and shipping them from there",
+                                 f"write:{s.src.id}:{f.write_error}", file=str(f.path), error=f.write_error)
+        if not self._ship_failing:
+            self._set_ok()
+
+    def _set_ok(self) -> None:
+        """Health when shipping works: ok, or degraded while a log file cannot be written."""
+        bad = [x for x in self._sources.values() if x.file.write_error is not None or x.file.dropped_lines]
+        if not bad:
+            self.health.set("ok", "shipping" if self.cap.stopped is None else self._stopped_text())
+            return
+        held = sum(x.file.unwritten for x in bad)
+        dropped = sum(x.file.dropped_lines for x in bad)
+        err = next((x.file.write_error for x in bad if x.file.write_error), None)
+        self.health.set("degraded", f"cannot write to {self.log_dir}" + (f" ({err})" if err else "")
+                        + f": {held} bytes held in memory and shipped from there; {dropped} lines dropped")
 
     async def flush(self, source: LogSource | None = None, timeout: float | None = None) -> None:
         if source is None:
@@ -370,6 +397,8 @@ class LogPipeline:
                     self._save()  # nothing due: make every acknowledged position durable now
                 for x in self._sources.values():
                     x.file.flush()
+                if not self._ship_failing:
+                    self._set_ok()  # the disk may have room again
                 wait = 1.0 if deadline is None else max(0.0, deadline - self.clock.monotonic())
                 await self._idle(wait)
                 continue
@@ -383,14 +412,15 @@ class LogPipeline:
                                       source=s.src.display_name, error=text, file=str(s.file.path))
                     self._skip_batch(s)
                     continue
+                self._ship_failing = True
                 self.health.set("degraded", f"cannot ship logs: {text}")
                 self._collapse.error("cannot ship logs; retrying with the same batch", text, error=text,
                                      source=s.src.display_name)
                 await self.clock.sleep(backoff.next_delay())
                 continue
             backoff.success(self.clock.monotonic())
-            if self.health.state != "ok":
-                self.health.set("ok", "shipping")
+            self._ship_failing = False
+            self._set_ok()
             self._collapse.ok("log shipping recovered")
 
     async def _idle(self, seconds: float) -> None:
@@ -602,6 +632,12 @@ class LogPipeline:
         self._save()
         self._progress.set()
 
+    def new_session(self) -> None:
+        """A new agent session (prebuild reinit): register every source again before its next
+        batch, as a new agent instance would (the claim may come with a new token or agent)."""
+        for s in self._sources.values():
+            s.registered = False
+
     async def drain(self) -> None:
         """Graceful stop: ship what is waiting and every overflowed source's tail (bounded)."""
         await self.finish(timeout=5.0, final=True)
@@ -630,7 +666,8 @@ class LogPipeline:
                 {"id": s.src.id, "display_name": s.src.display_name, "file": str(s.file.path),
                  "accepted_lines": s.written_lines, "shipped_lines": s.shipped_lines,
                  "pending_bytes": max(0, s.file.total - s.acked), "registered": s.registered,
-                 "rejected": s.rejected, "tails_sent": s.tails_sent}
+                 "rejected": s.rejected, "tails_sent": s.tails_sent, "write_error": s.file.write_error,
+                 "unwritten_bytes": s.file.unwritten, "dropped_lines": s.file.dropped_lines}
                 for s in self._sources.values()
             ],
         }

@@ -157,7 +157,9 @@ class LineSplitter:
 
 def format_time(t: dt.datetime) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2026-01-01T00:00:00.000000Z``."""
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    u = t.astimezone(dt.UTC)
+    # %Y is not zero-padded below year 1000 on glibc ("999-..."), which no RFC 3339 parser takes
+    return f"{u.year:04d}{u.strftime('-%m-%dT%H:%M:%S.%fZ')}"
 
 
 def format_entry(ts: str, level: str, output: str) -> str:

@@ -7,10 +7,9 @@ group, timeout, output lines, flush before the result), :mod:`.cron` (pure match
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..logsink import LogSource
+from ..logsink import LateBoundSink
 from .runner import ScriptRunner
 from .session import ConfigSession
 from .spec import ScriptResult, ScriptSpec, Stage, Status
@@ -22,29 +21,11 @@ if TYPE_CHECKING:
 __all__ = ["ConfigSession", "ScriptResult", "ScriptRunner", "ScriptSpec", "Stage", "Status", "setup"]
 
 
-class _DaemonSink:
-    """Whatever ``daemon.log_sink`` is when a line is written (so capability order never matters)."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
-
-    def source(self, display_name: str, icon: str = "", id: str | None = None) -> LogSource:
-        return self._daemon.log_sink.source(display_name, icon, id)
-
-    def write(self, source: LogSource, output: str, level: str = "info",
-              created_at: dt.datetime | None = None) -> None:
-        self._daemon.log_sink.write(source, output, level, created_at)
-
-    async def flush(self, source: LogSource | None = None, timeout: float | None = None) -> None:
-        await self._daemon.log_sink.flush(source, timeout)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._daemon.log_sink, name)
 
 
 def setup(daemon: Daemon) -> list[Service]:
     s = daemon.settings
-    runner = ScriptRunner(_DaemonSink(daemon), directory=s.directory, child_env=daemon.child_env,
+    runner = ScriptRunner(LateBoundSink(lambda: daemon.log_sink), directory=s.directory, child_env=daemon.child_env,
                           log_dir=s.log_dir, data_dir=s.state_dir, clock=daemon.clock)
     session = ConfigSession(runner, [ScriptSpec.from_config(c) for c in s.scripts])
     daemon.session_runner = session.start

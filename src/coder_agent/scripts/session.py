@@ -58,8 +58,13 @@ class ConfigSession:
         self._log = get_logger("scripts.session")
 
     async def start(self, daemon: Daemon) -> None:
-        """``daemon.session_runner``: start scripts, then cron until cancelled."""
+        """``daemon.session_runner``: start scripts, then cron until cancelled.
+
+        Runs again after a prebuild reinit: per-session state starts over here."""
         self.start_state = "running"
+        self.stop_state = "pending"
+        self.start_done.clear()
+        self._cron = []
         start = [s for s in self.specs if s.run_on_start]
         results = list(await asyncio.gather(*(self.runner.run(s, Stage.START) for s in start)))
         self.start_state = phase_outcome(results)
@@ -93,6 +98,8 @@ class ConfigSession:
         budget = daemon.settings.shutdown_timeout
         for task in self._cron:
             task.cancel()
+        await asyncio.gather(*self._cron, return_exceptions=True)  # no cron task outlives its session
+        self._cron = []
         await self.runner.kill_all(min(self.runner.kill_grace, budget / 4))
         stop = [s for s in self.specs if s.run_on_stop]
         if stop:
