@@ -23,6 +23,8 @@ from dataclasses import dataclass
 __all__ = ["LogRecord", "UpResult", "parse_log_line", "parse_result"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
+# what is left of a broken escape sequence, and other C0 controls a log line must not carry
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _LEVELS = {3: "info", 4: "warn", 5: "error"}
 
 
@@ -34,7 +36,7 @@ class LogRecord:
 
 
 def clean(text: str) -> list[str]:
-    text = _ANSI.sub("", text).replace("\r", "")
+    text = _CONTROL.sub("", _ANSI.sub("", text).replace("\r", ""))
     return [ln.rstrip() for ln in text.split("\n") if ln.strip()]
 
 
