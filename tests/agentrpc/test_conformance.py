@@ -58,7 +58,7 @@ async def test_02b_http_error_is_diagnosed_with_coderds_message(ds: DevServer, s
     await apoll(lambda: daemon.controlplane.last_error)
     cp = daemon.controlplane.as_dict()
     assert cp["state"] == "failing" and cp["transport"] == "rpc"
-    assert cp["last_error"].startswith("http: ") and "401 Workspace agent not authorized." in cp["last_error"]
+    assert cp["last_error"].startswith("http: GET /api/v2/workspaceagents/me/rpc: 401 Workspace agent not authorized.")
     assert ds.agent.token not in str(cp)
 
 

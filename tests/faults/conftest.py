@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from coder_agent.devserver import DevServer
+from coder_agent.devserver.rpc import control as rpc_control
 from coder_agent.logsink import source_id_for
 
 from ..conftest import DaemonProcess, apoll, t
@@ -169,6 +170,10 @@ def scenario(short_tmp: Path, daemon_env: Callable[..., dict[str, str]], spawn_d
 
     def make(ds: DevServer, lines: Lines, config_extra: str = "", token: str | None = None, **env: str) -> Run:
         cfg = write_config(short_tmp, lines, config_extra)
+        if transport == "rest":
+            # The agent RPC connects (it is the control-plane state), but this coderd "lacks"
+            # BatchCreateLogs, so log batches take the REST route (PATCH /me/logs) these scenarios fault.
+            rpc_control(ds).unknown.add("BatchCreateLogs")
         e = daemon_env(ds.url, ds.agent.token if token is None else token, CODER_AGENT_CONFIG=str(cfg),
                        CODER_AGENT_SHUTDOWN_TIMEOUT="10", **transport_env(transport))
         e.update(env)

@@ -27,6 +27,7 @@ DOCUMENTED_CONTAINER_ROUTES = {
 OTHER_ROUTES = {
     ("GET", "/"),
     ("GET", "/api/v0/status"),
+    ("GET", "/api/v0/manifest"),
     ("GET", "/api/v0/openapi.json"),
     ("POST", "/api/v0/logs"),
     ("GET", "/api/v0/app-status"),

@@ -53,5 +53,5 @@ async def test_tls_verified_by_default_and_ca_file_works(daemon_env, spawn_daemo
         await asyncio.to_thread(d.wait_ready)
         await apoll(lambda: d.api("GET", "/api/v0/status").json()["control_plane"]["state"] == "connected",
                     timeout=20)
-        assert ds.requests_to("/api/v2/buildinfo")
+        assert ds.requests_to("/api/v2/workspaceagents/me/rpc")  # the agent RPC upgrade, over wss
         assert d.stop() == 0

@@ -13,8 +13,10 @@ Rules (coder-agent-rpc.md §1, §2.4, §6.17, §6.18):
   not called again on that connection.
 * Every failure is retried with :data:`~coder_agent.retry.CONNECT` backoff (0.1 s … 10 s,
   jittered; reset only after a connection that lasted); never a tight loop, never an exit
-  (coderd answers 401 until the build finishes). Before every redial the token is refreshed
-  (file re-read, instance identity re-exchanged). SIGHUP (``daemon.retry_now``) skips the wait.
+  (coderd answers 401 until the build finishes). The token is refreshed (file re-read, instance
+  identity re-exchanged) before the dial that follows a 401/403 and before every redial after a
+  session ended; dns/connect/5xx failures keep it, so an outage does not hammer a cloud metadata
+  service. SIGHUP (``daemon.retry_now``) skips the wait.
 * Liveness: the transport answers the server's yamux pings itself; we ping too, every
   ``ping_interval`` s, and a missing answer within ``ping_timeout`` s ends the connection.
 * ``daemon.controlplane`` (transport "rpc") always says where we are; failures carry a staged
@@ -37,7 +39,7 @@ from google.protobuf.message import DecodeError, Message
 
 from .. import __version__
 from ..controlplane import ConnState
-from ..errors import ApiError, CoderAgentError, FeatureUnavailable, ProtocolError, TransportError
+from ..errors import ApiError, AuthError, CoderAgentError, FeatureUnavailable, ProtocolError, TransportError
 from ..log import Collapse, get_logger
 from ..retry import CONNECT, Backoff
 from ..rpc import drpc
@@ -128,6 +130,13 @@ def _http_error(status: int, body: bytes) -> ApiError:
     return ApiError.from_body(status, data, method="GET", path=RPC_PATH)
 
 
+def diagnosis(error: BaseException) -> str:
+    """One line saying where it failed: TransportError text starts with its stage already."""
+    if isinstance(error, TransportError):
+        return str(error)
+    return f"{stage_of(error)}: {error}"
+
+
 def stage_of(error: BaseException) -> str:
     """The diagnosis stage of a dial or session failure."""
     if isinstance(error, ApiError):
@@ -200,9 +209,9 @@ class ConnectionLoop:
         except websockets.exceptions.InvalidStatus as e:
             raise _http_error(e.response.status_code, bytes(e.response.body or b"")) from None
         except socket.gaierror as e:
-            raise TransportError("dns", e.strerror or str(e), url=s.url) from None
-        except ssl.SSLError as e:
-            raise TransportError("tls", e.reason or str(e), url=s.url) from None
+            raise TransportError("dns", f"cannot resolve host ({e.strerror or e})", url=s.url) from None
+        except ssl.SSLError as e:  # same words as the REST client's diagnosis
+            raise TransportError("tls", str(e), url=s.url) from None
         except TimeoutError:
             raise TransportError("timeout", f"no websocket upgrade within {self.open_timeout:g} s",
                                  url=s.url) from None
@@ -218,7 +227,7 @@ class ConnectionLoop:
         """Connect, serve, redial — until :meth:`close`. Never raises (but CancelledError)."""
         d = self.daemon
         d.controlplane.transport = "rpc"
-        first = True
+        refresh = False
         self.log.info("connecting to coderd", url=d.settings.url)  # progress a person at a terminal sees
         await d.wait_retry_now(0)  # a "retry now" from before we started is answered by this first dial
         while not self._closing:
@@ -227,17 +236,21 @@ class ConnectionLoop:
             else:
                 d.controlplane.set(ConnState.CONNECTING)
             try:
-                token = await (d.tokens.token() if first else d.tokens.refresh())
-                first = False
+                token = await (d.tokens.refresh() if refresh else d.tokens.token())
+                refresh = False
                 conn = await self.dial(token)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 if self._step_down(e):
                     continue
+                # A refused token: get a fresh one (re-read the file, re-exchange the identity) for
+                # the next try. Other failures keep it, so an outage does not hammer the metadata service.
+                refresh = isinstance(e, AuthError)
                 await self._failed(e, "cannot connect to coderd; retrying")
                 continue
             await self._serve(conn)
+            refresh = True  # after a session ends, the next dial uses a freshly obtained token
             if not self._closing:
                 await self._wait(self.backoff.next_delay())
         d.controlplane.set(ConnState.DISCONNECTED)
@@ -255,7 +268,7 @@ class ConnectionLoop:
         return True
 
     async def _failed(self, e: BaseException, event: str) -> None:
-        text = self.daemon.redactor.scrub(f"{stage_of(e)}: {e}")
+        text = self.daemon.redactor.scrub(diagnosis(e))
         self.daemon.controlplane.set(ConnState.FAILING, text)
         self._collapse.error(event, text, error=text, url=self.daemon.settings.url)
         await self._wait(self.backoff.next_delay())
@@ -320,7 +333,7 @@ class ConnectionLoop:
             error = TransportError("session", "connection ended")
         while isinstance(error, BaseExceptionGroup) and error.exceptions:  # say what actually failed
             error = error.exceptions[0]
-        text = d.redactor.scrub(f"{stage_of(error)}: {error}")
+        text = d.redactor.scrub(diagnosis(error))
         self.last_disconnect = text
         d.controlplane.set(ConnState.FAILING, text)
         self._collapse.error("agent RPC connection ended; redialing", text, error=text)

@@ -93,10 +93,16 @@ class RpcLogTransport:
 
     async def send(self, source_id: str, logs: list[Entry]) -> SendResult:
         client = self.client
-        if client is None or "BatchCreateLogs" in client.unavailable:
-            if self.rest is None:
-                raise TransportError("session", "not connected to coderd")
-            return await self.rest.send(source_id, logs)
+        if client is not None and "BatchCreateLogs" not in client.unavailable:
+            try:
+                return await self._send_rpc(client, source_id, logs)
+            except FeatureUnavailable:
+                pass  # a coderd without it (asked once per connection): REST carries the batch
+        if self.rest is None:
+            raise TransportError("session", "not connected to coderd")
+        return await self.rest.send(source_id, logs)
+
+    async def _send_rpc(self, client: RpcClient, source_id: str, logs: list[Entry]) -> SendResult:
         source = uuid.UUID(source_id).bytes
         batch: list[agent_pb2.Log] = []
         size = 0

@@ -11,8 +11,10 @@ Rules (coder-agent-rpc.md §5.1–§5.12, §6.13–§6.16):
   after a reconnect), the ScriptCompleted queue, and "start scripts already ran" — the first
   manifest of the session sets STARTING and runs start scripts once; later manifests only
   refresh ``daemon.manifest``.
-* Start scripts end in READY, START_TIMEOUT (any timed out) or START_ERROR (any failed); their
-  logs are flushed before the state is reported.
+* Scripts from our own config file are a local duty: they start with the session, whether or
+  not coderd is reachable. Manifest scripts start with the first manifest. READY / START_TIMEOUT
+  (any timed out) / START_ERROR (any failed) once both sets finished; logs are flushed before
+  the state is reported.
 * :meth:`AgentSession.shutdown`: SHUTTING_DOWN, stop routines cancelled, start scripts
   stopped, stop scripts run → OFF / SHUTDOWN_TIMEOUT / SHUTDOWN_ERROR; then up to
   ``final_wait`` s for the final state and queued completions to be acknowledged and logs
@@ -114,7 +116,11 @@ class AgentSession:
         self.manifest: dict[str, Any] | None = None
         self.manifest_fetches = 0
         self.results: list[ScriptResult] = []
-        self.scripts: ConfigSession | None = None  # start/cron/stop phases, once the first manifest came
+        # Start phase and cron: config-file scripts at once, manifest scripts with the first manifest.
+        self.local_scripts = ConfigSession(self.runner, phase_specs(None, daemon.settings.scripts))
+        self.scripts: ConfigSession | None = None
+        self._stop_scripts: ConfigSession | None = None
+        self._local_task: asyncio.Task[None] | None = None
         self.scripts_started = False
         self._manifest_script_ids: set[str] = set()
         self._completions: deque[agent_pb2.Timing] = deque()
@@ -154,6 +160,7 @@ class AgentSession:
 
     async def start(self) -> None:
         if self._run is None:
+            self._local_task = asyncio.create_task(self._run_scripts(self.local_scripts), name="config-scripts")
             self._run = asyncio.create_task(self.loop.run(), name="agent-rpc")
 
     async def wait(self) -> None:
@@ -176,19 +183,22 @@ class AgentSession:
             return
         self._stopping = True
         self.set_lifecycle(State.SHUTTING_DOWN)
-        for task in (self._stoppable, self._start_watch, self._start_task):
+        # Cancelling a start phase also ends its cron loops.
+        for task in (self._stoppable, self._start_watch, self._start_task, self._local_task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-        if self.scripts is None:  # no manifest yet: only our own config scripts are known
-            self.scripts = ConfigSession(self.runner, phase_specs(None, self.daemon.settings.scripts))
+        # One stop phase for every known script (manifest's, if any, and ours): it stops what still
+        # runs, then runs the run_on_stop scripts in parallel within the budget, then flushes logs.
+        stop = ConfigSession(self.runner, phase_specs(self.manifest, self.daemon.settings.scripts))
+        self._stop_scripts = stop
         try:
-            await self.scripts.stop(self.daemon)
+            await stop.stop(self.daemon)
         except Exception as e:  # a broken runner must not keep the final state from coderd
             self.log.error("stop scripts failed to run", error=str(e))
-            self.scripts.stop_state = "failed"
-        self.set_lifecycle(STOP_LIFECYCLE.get(self.scripts.stop_state, State.SHUTDOWN_ERROR))
+            stop.stop_state = "failed"
+        self.set_lifecycle(STOP_LIFECYCLE.get(stop.stop_state, State.SHUTDOWN_ERROR))
         # Never connected: nobody to tell, and waiting would only delay the exit.
         # Disconnected now: a reconnect may still come, but do not hold the exit up for long.
         await self._settle(self.final_wait if self.loop.connections else 0.0,
@@ -211,7 +221,7 @@ class AgentSession:
             "unavailable_rpcs": sorted(client.unavailable) if client else [],
             "manifest_fetches": self.manifest_fetches,
             "lifecycle_pending": [s.api_name for s in self.reporter.lifecycle.pending],
-            "start_scripts": self.scripts.start_state if self.scripts is not None else "pending",
+            "start_scripts": self._start_state(),
             "manifest": None if m is None else {
                 "agent_name": m["agent_name"], "workspace": f"{m['owner']}/{m['workspace_name']}",
                 "directory": m["directory"], "apps": len(m["apps"]), "scripts": len(m["scripts"]),
@@ -272,9 +282,9 @@ class AgentSession:
         self.set_lifecycle(State.STARTING)
         if self.manifest and self.manifest.get("directory"):
             self.runner.directory = self.manifest["directory"]
-        self.scripts = ConfigSession(self.runner, phase_specs(self.manifest, self.daemon.settings.scripts))
+        self.scripts = ConfigSession(self.runner, phase_specs(self.manifest, ()))
         self._start_task = asyncio.create_task(self._run_scripts(self.scripts), name="start-scripts")
-        self._start_watch = asyncio.create_task(self._start_outcome(self.scripts), name="start-outcome")
+        self._start_watch = asyncio.create_task(self._start_outcome(), name="start-outcome")
 
     async def _run_scripts(self, scripts: ConfigSession) -> None:
         try:
@@ -284,16 +294,31 @@ class AgentSession:
             scripts.start_state = "failed"
             scripts.start_done.set()
 
-    async def _start_outcome(self, scripts: ConfigSession) -> None:
-        await scripts.start_done.wait()
+    def _start_state(self) -> str:
+        """pending | running | done | failed | timed_out over config and manifest start scripts."""
+        states = [self.local_scripts.start_state]
+        if self.scripts is not None:
+            states.append(self.scripts.start_state)
+        for s in ("pending", "running", "timed_out", "failed"):
+            if s in states:
+                return s
+        return "done"
+
+    async def _start_outcome(self) -> None:
+        assert self.scripts is not None
+        await self.local_scripts.start_done.wait()
+        await self.scripts.start_done.wait()
         # Logs before the lifecycle change (USER-PAIN #2); the runner flushed each script already.
         with contextlib.suppress(Exception):
             await self.daemon.log_sink.flush(timeout=5.0)
-        self.set_lifecycle(START_LIFECYCLE.get(scripts.start_state, State.START_ERROR))
+        self.set_lifecycle(START_LIFECYCLE.get(self._start_state(), State.START_ERROR))
 
     def _scripts_status(self) -> dict[str, Any]:
-        scripts = self.scripts or ConfigSession(self.runner, phase_specs(None, self.daemon.settings.scripts))
-        return scripts.status()
+        view = ConfigSession(self.runner, phase_specs(self.manifest, self.daemon.settings.scripts))
+        st = view.status()
+        st["start_scripts"] = self._start_state()
+        st["stop_scripts"] = self._stop_scripts.stop_state if self._stop_scripts is not None else "pending"
+        return st
 
     def _on_script_result(self, result: ScriptResult) -> None:
         self.results.append(result)

@@ -174,6 +174,22 @@ def _paths() -> dict[str, Any]:
         "/api/v0/status": {"get": {
             "operationId": "status", "summary": "The daemon's state (control plane, services, capabilities).",
             "responses": {"200": _json(_ref("Status"), "Always.")}}},
+        "/api/v0/manifest": {"get": {
+            "operationId": "manifest",
+            "summary": "The manifest coderd gave this agent (agent RPC), environment values redacted.",
+            "responses": {
+                "200": _json({"type": "object", "required": ["agent_id", "apps", "scripts", "metadata"],
+                              "properties": {"agent_id": _STRING, "agent_name": _STRING, "owner": _STRING,
+                                             "workspace_id": _STRING, "workspace_name": _STRING,
+                                             "directory": _STRING,
+                                             "environment": {"type": "object",
+                                                             "additionalProperties": {"const": "[REDACTED]"}},
+                                             "apps": {"type": "array", "items": {"type": "object"}},
+                                             "scripts": {"type": "array", "items": {"type": "object"}},
+                                             "metadata": {"type": "array", "items": {"type": "object"}},
+                                             "devcontainers": {"type": "array", "items": {"type": "object"}}}},
+                             "Known since the agent RPC delivered it."),
+                **_errors(e503="Not received from coderd yet (see the connection in /api/v0/status).")}}},
         "/api/v0/logs": {"post": {
             "operationId": "postLogs",
             "summary": "Ship lines under a named log source (coder-agent log).",
