@@ -30,7 +30,8 @@ from ..conftest import DaemonProcess, apoll, t
 from .checker import Report, check, numbered
 
 LONG = os.environ.get("CODER_AGENT_FAULTS_LONG", "") not in ("", "0", "false")
-# TODO(rpc): add "rpc" once the agent RPC session ships logs with BatchCreateLogs.
+# Scenarios fault the REST routes, so they run with the REST log transport; the RPC log
+# transport (BatchCreateLogs) has its own scenarios (test_rpc_transport.py, transport "rpc").
 TRANSPORTS = ["rest"]
 SCRIPT_NAME = "Fault lines"
 RESULTS: list[str] = []
@@ -50,9 +51,9 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 def transport_env(transport: str) -> dict[str, str]:
     """Environment that makes the daemon use ``transport`` for logs."""
-    if transport == "rest":
-        return {}
-    raise NotImplementedError(transport)  # pragma: no cover - the RPC transport is not on main yet
+    if transport in ("rest", "rpc"):
+        return {}  # the choice is made on the devserver side (see ``scenario``)
+    raise NotImplementedError(transport)
 
 
 @dataclass
