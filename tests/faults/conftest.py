@@ -2,9 +2,9 @@
 devserver, and the received-vs-printed check every scenario ends with.
 
 CI mode is short (outages of a few seconds); ``CODER_AGENT_FAULTS_LONG=1`` runs the long mode
-(a 60 s control-plane outage, more lines). Scenarios are parametrised by the control-plane
-transport: only ``rest`` exists today (PATCH /me/logs); the agent RPC (BatchCreateLogs over
-dRPC/yamux/websocket) is added to :data:`TRANSPORTS` when it lands.
+(a 60 s control-plane outage, more lines). Scenarios are parametrised by the log transport:
+``rest`` (PATCH /me/logs, which the REST-route faults hit) by default, and ``rpc``
+(BatchCreateLogs over dRPC/yamux/websocket) for the RPC scenarios that ask for it.
 
 Every scenario records one line (what was tried, what held) that is printed in the terminal
 summary under "fault-injection results".
