@@ -88,11 +88,10 @@ class Tool:
     """Plays a tool in the workspace: reports app statuses, starts a server, reads the local API."""
 
     def __init__(self, address: str, labels: dict[int, str]) -> None:
-        import httpx
+        from ..localapi.client import async_local_client
 
         self.labels = labels
-        self.http = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=address[5:]), base_url="http://agent",
-                                      timeout=10)
+        self.http = async_local_client(address)
         self.ports_seen: set[int] = set()
         self.containers = "not checked"
 

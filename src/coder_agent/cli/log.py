@@ -41,15 +41,9 @@ class Shipper:
     """Batches lines and posts them to the local API; never raises into the command's path."""
 
     def __init__(self, address: str, source: dict[str, Any], buffer_bytes: int) -> None:
-        import httpx
+        from ..localapi.client import async_local_client
 
-        if address.startswith("unix:"):
-            transport = httpx.AsyncHTTPTransport(uds=address[5:])
-            base = "http://coder-agent"
-        else:
-            transport = httpx.AsyncHTTPTransport()
-            base = f"http://{address}"
-        self._http = httpx.AsyncClient(base_url=base, transport=transport, timeout=10.0)
+        self._http = async_local_client(address, timeout=10.0)
         self.address = address
         self.source = source
         self.buffer_bytes = buffer_bytes

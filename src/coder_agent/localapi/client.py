@@ -1,4 +1,4 @@
-"""A small client of the local API for the CLI subcommands (sync httpx; unix socket or TCP)."""
+"""Clients of the local API for the CLI subcommands and the demo (httpx; unix socket or TCP)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,20 @@ from typing import Any
 
 import httpx
 
-__all__ = ["LocalAPIUnavailable", "LocalClient"]
+__all__ = ["LocalAPIUnavailable", "LocalClient", "async_local_client"]
+
+
+def _endpoint(address: str) -> tuple[str, str | None]:
+    """The base URL and unix socket path (None for TCP) of a local API address."""
+    if address.startswith("unix:"):
+        return "http://coder-agent", address[5:]
+    return f"http://{address}", None
+
+
+def async_local_client(address: str, timeout: float = 10.0) -> httpx.AsyncClient:
+    """An asyncio httpx client for the local API at ``address`` (``unix:PATH`` or ``HOST:PORT``)."""
+    base, uds = _endpoint(address)
+    return httpx.AsyncClient(base_url=base, transport=httpx.AsyncHTTPTransport(uds=uds), timeout=timeout)
 
 
 class LocalAPIUnavailable(Exception):
@@ -16,13 +29,8 @@ class LocalAPIUnavailable(Exception):
 class LocalClient:
     def __init__(self, address: str, timeout: float = 10.0) -> None:
         self.address = address
-        if address.startswith("unix:"):
-            transport = httpx.HTTPTransport(uds=address[5:])
-            base = "http://coder-agent"
-        else:
-            transport = httpx.HTTPTransport()
-            base = f"http://{address}"
-        self._http = httpx.Client(base_url=base, transport=transport, timeout=timeout)
+        base, uds = _endpoint(address)
+        self._http = httpx.Client(base_url=base, transport=httpx.HTTPTransport(uds=uds), timeout=timeout)
 
     def close(self) -> None:
         self._http.close()
