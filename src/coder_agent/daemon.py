@@ -36,14 +36,13 @@ from . import __version__
 from .clock import Clock, SystemClock
 from .coderapi.client import CoderClient, FixedToken, TokenFile, TokenProvider
 from .config import Settings
-from .controlplane import ConnState, ControlPlane
+from .controlplane import ControlPlane
 from .errors import CoderAgentError, ConfigError
 from .lifecycle import Lifecycle
 from .localapi import LocalAPI, json_response
-from .log import Collapse, Redactor, get_logger
+from .log import Redactor, get_logger
 from .logsink import LogSink, MemoryLogSink
 from .metrics import Metrics
-from .retry import CONNECT, Backoff, Decision, classify
 from .sdnotify import Notifier
 from .service import FnService, Service, ServiceGroup
 from .state import StateStore
@@ -241,38 +240,6 @@ class Daemon:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
 
-    async def _probe(self) -> None:
-        """Reachability of coderd with a staged diagnosis, until the RPC connection takes over."""
-        backoff = Backoff(CONNECT)
-        log = get_logger("controlplane")
-        collapse = Collapse(log)
-        failed, reached = False, False
-        log.info("connecting to coderd", url=self.settings.url)  # progress a person at a terminal sees
-        while True:
-            self.controlplane.set(ConnState.CONNECTING)
-            try:
-                await self.client.buildinfo()
-                # A reconnect after a failure gets a fresh token (re-read file, re-exchange identity).
-                await (self.tokens.refresh() if failed else self.tokens.token())
-            except CoderAgentError as e:
-                failed = True
-                text = self.redactor.scrub(str(e))
-                self.controlplane.set(ConnState.FAILING, text)
-                collapse.error("cannot reach coderd; retrying", text, error=text, url=self.settings.url)
-                if classify(e) is Decision.FATAL and isinstance(e, ConfigError):
-                    raise
-                await self.wait_retry_now(backoff.next_delay())
-                continue
-            failed = False
-            self.controlplane.set(ConnState.CONNECTED)
-            if reached:
-                collapse.ok("coderd reachable", url=self.settings.url)
-            else:  # the first success is always said once, even with no failure before it
-                reached, collapse = True, Collapse(log)
-                log.info("coderd reachable", url=self.settings.url)
-            backoff.success(self.clock.monotonic())
-            await self.wait_retry_now(30.0)
-
     def _stall(self) -> None:
         """TESTS ONLY: block the loop so the systemd watchdog fires."""
         self.log.warning("debug: stalling the event loop", seconds=self.settings.debug_stall_loop)
@@ -298,8 +265,6 @@ class Daemon:
         for setup in _capabilities():
             for svc in setup(self):
                 self.services.add(svc)
-        if self.controlplane.transport == "rest":  # no capability owns the connection (agentrpc sets "rpc")
-            self.services.add(FnService("controlplane", self._probe))
         try:
             await self.local_api.start()
         except OSError as e:
@@ -379,7 +344,7 @@ class Daemon:
                     # The new session's connection loop retries with its own backoff.
                     self.log.warning("re-authentication failed; the session will retry",
                                      error=self.redactor.scrub(str(e)))
-                self._retry_now.set()  # the control-plane probe re-checks now
+                self._retry_now.set()  # the agent RPC loop redials now (wait_retry_now)
                 self._start_session()
                 self.log.info("agent reinitialized", reason=reason, session=self.session_generation)
             finally:
