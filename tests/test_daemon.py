@@ -29,12 +29,50 @@ async def test_status_and_sigterm(devserver: DevServer, daemon_env, spawn_daemon
     assert any(e["event"] == "coder-agent stopped" for e in events)
 
 
-async def test_second_signal_stops_at_once(devserver: DevServer, daemon_env, spawn_daemon) -> None:  # type: ignore[no-untyped-def]
-    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token))
+async def test_second_signal_stops_at_once(devserver: DevServer, daemon_env, spawn_daemon, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    """A graceful stop held up by a slow stop script; a second signal ends it at once, script and all.
+
+    The second signal is sent only once the first is being handled: two identical signals sent
+    back to back may reach the process as one (POSIX does not queue them)."""
+    marker = short_tmp / "stop-script.pid"
+    cfg = short_tmp / "config.toml"
+    cfg.write_text('[[scripts]]\ndisplay_name = "slow bye"\nrun_on_start = false\nrun_on_stop = true\n'
+                   f'script = "echo $$ > {marker}; exec sleep 120"\n')
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token, CODER_AGENT_CONFIG=str(cfg),
+                                CODER_AGENT_SHUTDOWN_TIMEOUT="300"))
     await _wait_ready(d)
+    d.signal(signal.SIGTERM)
+    await apoll(lambda: marker.exists() and marker.read_text().strip())
+    script_pid = int(marker.read_text())
+    assert d.proc.poll() is None  # the graceful stop is waiting for the script
     d.signal(signal.SIGINT)
-    d.signal(signal.SIGINT)
-    assert await _wait_exit(d) in (0, 130)
+    assert await _wait_exit(d) == 130  # well before the script's 120 s or the 300 s budget
+    assert "second stop signal" in d.stderr()
+    await apoll(lambda: not _alive(script_pid))  # the script's process group was killed, not orphaned
+
+
+async def test_stop_while_dialing_coderd(devserver: DevServer, daemon_env, spawn_daemon) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM while the agent RPC dial is still in flight: when the dial completes, the
+    connection is closed at once instead of serving a session nobody will end."""
+    from coder_agent.devserver import Fault
+
+    devserver.add_fault(Fault(path="/me/rpc$", delay=3.0, count=1))
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token, CODER_AGENT_SHUTDOWN_TIMEOUT="300"))
+    await _wait_ready(d)
+    await apoll(lambda: devserver.requests_to("/api/v2/workspaceagents/me/rpc"))  # the dial is waiting
+    d.signal(signal.SIGTERM)
+    assert await _wait_exit(d) == 0  # the wait is 30 s; before the fix it took the whole 300 s budget
+    assert "session shutdown timed out" not in d.stderr()
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def test_no_secret_in_logs(devserver: DevServer, daemon_env, spawn_daemon, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,8 @@ Rules:
   :class:`Lifecycle`. One reinit at a time; none once a stop was requested.
 * Stop is two-phase: the first SIGTERM/SIGINT runs the graceful stop (session shutdown: stop
   scripts, final lifecycle, log flush; then services drain) within ``shutdown_timeout``; a
-  second signal cancels everything at once. SIGHUP retries the control-plane connection now.
+  second signal cancels everything at once (and ends the process within HARD_STOP_GRACE even if
+  something is stuck). SIGHUP retries the control-plane connection now.
 * Capabilities plug in through :data:`CAPABILITIES`: each is ``setup(daemon) -> list[Service]``
   and may add local API routes before the API starts.
 """
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -46,12 +48,14 @@ from .metrics import Metrics
 from .sdnotify import Notifier
 from .service import FnService, Service, ServiceGroup
 from .state import StateStore
+from .tasks import reap
 
 __all__ = ["EXIT_CONFIG", "EXIT_OK", "Daemon"]
 
 EXIT_OK = 0
 EXIT_CONFIG = 78
 EXIT_HARD_STOP = 130
+HARD_STOP_GRACE = 5.0  # a second stop signal ends the process within this, whatever is stuck
 
 Capability = Callable[["Daemon"], list[Service]]
 
@@ -314,11 +318,7 @@ class Daemon:
             except Exception:
                 self.log.exception("session shutdown failed")
         session, self._session = self._session, None
-        if session is not None and not session.done():
-            session.cancel()
-        if session is not None:
-            with contextlib.suppress(BaseException):
-                await session
+        await reap(session)
 
     async def reinitialize(self, reason: str) -> None:
         """Start the agent session over in place (prebuild claim): shut the session down
@@ -359,17 +359,15 @@ class Daemon:
         graceful = asyncio.create_task(self._graceful())
         done, _ = await asyncio.wait({hard, graceful}, return_when=asyncio.FIRST_COMPLETED)
         if hard in done:
-            graceful.cancel()
-            with contextlib.suppress(BaseException):
-                await graceful
             self.exit_code = self.exit_code or EXIT_HARD_STOP
+            if self.owns_process:
+                self._exit_anyway(HARD_STOP_GRACE)
+            graceful.cancel()
+            await asyncio.wait({graceful}, timeout=HARD_STOP_GRACE)
         else:
             hard.cancel()
         session, self._session = self._session, None
-        if session is not None and not session.done():
-            session.cancel()
-            with contextlib.suppress(BaseException):
-                await session
+        await reap(session)
         await self.services.stop(0)
         await self.local_api.stop()
         if self._metrics_runner is not None:
@@ -378,6 +376,20 @@ class Daemon:
         if self.owns_process:
             self._ignore_late_signals()
         self.log.info("coder-agent stopped", exit_code=self.exit_code)
+
+    def _exit_anyway(self, after: float) -> None:
+        """The backstop of a hard stop: end the process after ``after`` seconds even if some task
+        ignores its cancellation or a worker thread blocks the interpreter's exit."""
+
+        def bail() -> None:
+            self.log.error("hard stop: still running; exiting now", after_seconds=after)
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os._exit(self.exit_code)
+
+        timer = threading.Timer(after, bail)
+        timer.daemon = True
+        timer.start()
 
     def _ignore_late_signals(self) -> None:
         """We are exiting: a stop signal arriving now must not kill the process mid-exit.

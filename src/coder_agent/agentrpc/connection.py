@@ -27,7 +27,6 @@ Rules (coder-agent-rpc.md §1, §2.4, §6.17, §6.18):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import ssl
@@ -44,6 +43,7 @@ from ..log import Collapse, get_logger
 from ..retry import CONNECT, Backoff
 from ..rpc import drpc
 from ..rpc.transport import ConnectionClosedError, StreamResetError, YamuxConnection, unary_call
+from ..tasks import reap
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -180,7 +180,7 @@ class ConnectionLoop:
         self.last_disconnect: str | None = None
         self._closing = False
         self._current: asyncio.Future[None] | None = None
-        self._sleep: asyncio.Future[None] | None = None
+        self._closed = asyncio.Event()
 
     @property
     def version(self) -> str:
@@ -249,6 +249,9 @@ class ConnectionLoop:
                 refresh = isinstance(e, AuthError)
                 await self._failed(e, "cannot connect to coderd; retrying")
                 continue
+            if self._closing:  # close() came while we were dialing: the session is over
+                await conn.close()
+                break
             await self._serve(conn)
             refresh = True  # after a session ends, the next dial uses a freshly obtained token
             if not self._closing:
@@ -276,14 +279,12 @@ class ConnectionLoop:
     async def _wait(self, delay: float) -> None:
         if self._closing:
             return
-        self._sleep = asyncio.ensure_future(self.daemon.wait_retry_now(delay))
+        sleep = asyncio.ensure_future(self.daemon.wait_retry_now(delay))
+        closed = asyncio.ensure_future(self._closed.wait())
         try:
-            await self._sleep
-        except asyncio.CancelledError:
-            if not self._closing:
-                raise
+            await asyncio.wait({sleep, closed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._sleep = None
+            await reap(sleep, closed)
 
     async def _serve(self, conn: YamuxConnection) -> None:
         d = self.daemon
@@ -320,11 +321,7 @@ class ConnectionLoop:
             self.connected.clear()
             self.client = None
             self._current = None
-            for t in (session, watch, hup):
-                t.cancel()
-            for t in (session, watch, hup):
-                with contextlib.suppress(BaseException):
-                    await t
+            await reap(session, watch, hup)
             await conn.close()
         self.backoff.success(d.clock.monotonic())
         if self._closing:
@@ -349,6 +346,6 @@ class ConnectionLoop:
     async def close(self) -> None:
         """Stop redialing and end the current connection (the caller sent its last words)."""
         self._closing = True
-        for task in (self._current, self._sleep):
-            if task is not None:
-                task.cancel()
+        self._closed.set()
+        if self._current is not None:
+            self._current.cancel()

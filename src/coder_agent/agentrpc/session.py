@@ -41,6 +41,7 @@ from ..log import get_logger
 from ..rpc.proto import agent_pb2
 from ..scripts import ConfigSession, ScriptResult
 from ..scripts.session import START_LIFECYCLE, STOP_LIFECYCLE
+from ..tasks import reap, settle
 from . import apphealth, metadata
 from .connection import ConnectionLoop, RpcClient
 from .logs import RpcAppStatusTransport, RpcLogTransport
@@ -184,11 +185,7 @@ class AgentSession:
         self._stopping = True
         self.set_lifecycle(State.SHUTTING_DOWN)
         # Cancelling a start phase also ends its cron loops.
-        for task in (self._stoppable, self._start_watch, self._start_task, self._local_task):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        await reap(self._stoppable, self._start_watch, self._start_task, self._local_task)
         # One stop phase for every known script (manifest's, if any, and ours): it stops what still
         # runs, then runs the run_on_stop scripts in parallel within the budget, then flushes logs.
         stop = ConfigSession(self.runner, phase_specs(self.manifest, self.daemon.settings.scripts))
@@ -204,9 +201,7 @@ class AgentSession:
         await self._settle(self.final_wait if self.loop.connections else 0.0,
                            min(self.final_wait, 1.0))
         await self.loop.close()
-        if self._run is not None:
-            with contextlib.suppress(BaseException):
-                await self._run
+        await settle(self._run)
         if self._http is not None:
             await self._http.aclose()
 

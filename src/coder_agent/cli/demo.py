@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import re
 import sys
@@ -156,6 +155,7 @@ async def _demo(duration: float | None, log_level: str) -> int:
     from ..daemon import Daemon
     from ..devserver import DevAgent, DevServer
     from ..log import configure_logging
+    from ..tasks import reap
 
     tmp = Path(tempfile.mkdtemp(prefix="coder-agent-demo-"))
     agent = DevAgent(name="demo", apps=[{"slug": "claude-code", "display_name": "Claude Code"}])
@@ -192,9 +192,7 @@ async def _demo(duration: float | None, log_level: str) -> int:
                     break
                 await asyncio.sleep(0.25)
         finally:
-            play.cancel()
-            with contextlib.suppress(BaseException):
-                await play
+            await reap(play)
             await tool.http.aclose()
             connection = daemon.controlplane.state.value  # while running: after the stop it is "disconnected"
             daemon.request_stop()

@@ -11,7 +11,6 @@ route answers 403 "Dev Container feature not enabled."; inside a sub-agent (mani
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +19,7 @@ from aiohttp import WSMsgType, web
 
 from ..localapi import json_response
 from ..localapi.server import HTTPResponseError
+from ..tasks import reap
 from .manager import DevcontainerManager, NotFound
 from .model import LabelFilterError, parse_label_filters
 from .status import Refused
@@ -87,9 +87,7 @@ def routes(mgr: DevcontainerManager, manifest: Callable[[], dict[str, Any] | Non
         except (ConnectionResetError, RuntimeError):
             pass
         finally:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+            await reap(reader)
             await ws.close()
         return ws
 

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Final, Protocol
 
+from ..tasks import reap
 from . import drpc, yamux
 from .drpc import RpcError, RpcUnimplemented
 
@@ -417,9 +418,7 @@ class YamuxConnection:
         self._writer.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._ws.close(), 5)
-        self._reader.cancel()
-        with contextlib.suppress(BaseException):
-            await self._reader
+        await reap(self._reader)
 
 
 # The timeout parameter is the published contract (callers pass a number, not a scope).
