@@ -40,8 +40,12 @@ def coder_error(status: int, message: str, detail: str = "",
     return web.json_response(body, status=status)
 
 
+# aiohttp >= 3.14 wants typed request keys (a str key warns); older versions only have str keys.
+_AGENT_KEY: Any = web.RequestKey("agent", DevAgent) if hasattr(web, "RequestKey") else "agent"
+
+
 def agent_of(request: web.Request) -> DevAgent:
-    agent = request.get("agent")
+    agent = request.get(_AGENT_KEY)
     assert isinstance(agent, DevAgent)
     return agent
 
@@ -234,7 +238,7 @@ class DevServer:
         if agent is None:
             return coder_error(401, "Workspace agent not authorized.",
                                "The agent cannot authenticate until the workspace provision job has been completed.")
-        request["agent"] = agent
+        request[_AGENT_KEY] = agent
         return await handler(request)
 
     # routes ----------------------------------------------------------------------------
