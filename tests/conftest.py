@@ -6,6 +6,7 @@ Timeouts scale with CODER_AGENT_TEST_TIMEOUT_FACTOR (default 1) so slow CI can s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -55,6 +56,22 @@ async def apoll(cond: Callable[[], Any], timeout: float = 10.0, interval: float 
 async def devserver() -> AsyncIterator[DevServer]:
     async with DevServer(agents=[DevAgent(apps=[{"slug": "claude-code"}])]) as ds:
         yield ds
+
+
+@contextlib.contextmanager
+def mount_tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``where`` (e.g. ``size=1m`` for a disk that fills, ``ro`` for one that
+    refuses every write even to root). Needs root; under CI=true that is a failure, not a skip."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("this test needs root to mount a tmpfs")
+        pytest.skip("needs root to mount a tmpfs")
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"{options},mode=0700", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 @pytest.fixture

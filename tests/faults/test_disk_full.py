@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,27 +16,13 @@ import pytest
 from coder_agent.devserver import DevServer
 from coder_agent.logs.files import Reader, SourceFile
 
-from ..conftest import apoll
+from ..conftest import apoll, mount_tmpfs
 from .conftest import RESULTS, Lines
-
-
-@contextlib.contextmanager
-def _mount_tmpfs(where: Path, size: str) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the disk-full scenarios need root to mount a tmpfs")
-        pytest.skip("needs root to mount a tmpfs")
-    where.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], check=True)
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 @pytest.fixture
 def small_log_dir(short_tmp: Path) -> Iterator[Path]:
-    with _mount_tmpfs(short_tmp / "logs", "1m") as d:
+    with mount_tmpfs(short_tmp / "logs", "size=1m") as d:
         yield d
 
 
@@ -98,7 +83,7 @@ def test_unwritten_tail_is_bounded_and_served_in_order(short_tmp: Path) -> None:
     """The file core alone, on a full tmpfs: the tail takes whole lines up to its bound, the rest
     is dropped and counted, the reader serves the tail from memory, and freeing room completes
     the file in order."""
-    with _mount_tmpfs(short_tmp / "tiny", "64k") as d:
+    with mount_tmpfs(short_tmp / "tiny", "size=64k") as d:
         sf = SourceFile(d / "s.log", max_unwritten=1000)
         sf.write(b"on-disk\n")
         filler = fill(d)

@@ -22,7 +22,7 @@ from coder_agent.reinit.watcher import ReinitWatcher
 from coder_agent.retry import Backoff
 from coder_agent.state import StateStore
 
-from ..conftest import apoll, t
+from ..conftest import apoll, mount_tmpfs, t
 from .conftest import PING
 
 
@@ -288,3 +288,24 @@ def test_backoff_resets_only_after_a_sustained_stream() -> None:
     assert b.attempts == 5
     b.success(31.0)
     assert b.attempts == 0
+
+
+async def test_unwritable_record_still_reinits_once_with_dedupe_in_memory(
+    make_watcher: Callable[..., Awaitable[Harness]], reinit_hub: ReinitHub, short_tmp: Path
+) -> None:
+    """The state dir refuses writes (a read-only mount: root ignores permissions): the claim is
+    honoured anyway, the failure is said once, and the pre-seeded repeat on the next stream and a
+    resent event are still duplicates (dedupe in memory)."""
+    with mount_tmpfs(short_tmp / "ro-state", "size=64k,ro") as state, capture_logs() as logs:
+        h = await make_watcher(state)
+        await apoll(lambda: reinit_hub.streams)
+        reinit_hub.claim("owner-a")
+        await apoll(lambda: h.reinits)
+        await apoll(lambda: h.watcher.duplicates >= 1)  # reconnected; coderd pre-seeded the same claim
+        reinit_hub.claim("owner-a")
+        await apoll(lambda: h.watcher.duplicates >= 2)
+        assert not any(state.iterdir())  # really nothing was written
+    assert h.reinits == ["prebuild_claimed"]
+    assert h.watcher.status()["last_claim"]["owner_id"] == "owner-a"  # from memory
+    warned = [e for e in logs if e["event"] == "cannot record the handled claim; dedupe is in memory only"]
+    assert len(warned) == 1, [e["event"] for e in logs]
