@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from . import __version__
+from . import __version__, procprio
 from .clock import Clock, SystemClock
 from .coderapi.client import CoderClient, FixedToken, TokenFile, TokenProvider
 from .config import Settings
@@ -112,6 +112,7 @@ class Daemon:
         self.own_ports: set[int] = set()  # ports the daemon itself listens on (never "listening ports")
         self.log_sink: LogSink = MemoryLogSink()  # replaced by the real pipeline (coder_agent.logs)
         self.child_env: dict[str, str] = {}  # added to the environment of every script we run
+        self.child_priority = procprio.from_process()  # oom_score_adj / nice of every child we start
         self.manifest: dict[str, Any] | None = None  # the manifest as JSON-like data once known
         self.agent_session: Any = None  # the live agentrpc.AgentSession; reinit shuts it down and replaces it
         self._stop = asyncio.Event()
@@ -280,6 +281,8 @@ class Daemon:
         await self.services.start()
         self.notifier.ready(f"local API at {self.local_api.display_address}")
         self.log.info("coder-agent started", version=__version__, url=s.url, auth=s.auth)
+        if self.child_priority.active:
+            self.log.info("children's process priority", **self.child_priority.describe())
         if s.debug_stall_loop:
             asyncio.get_running_loop().call_later(1.0, self._stall)
 

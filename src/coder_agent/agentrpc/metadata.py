@@ -24,6 +24,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from ..procprio import ChildPriority
 from ..rpc.proto import agent_pb2
 from ..scripts.runner import user_shell
 
@@ -117,12 +118,14 @@ def _existing(path: str | None) -> str | None:
     return path if path and os.path.isdir(path) else None
 
 
-async def collect(script: str, timeout: float, env: Mapping[str, str], cwd: str | None) -> Result:
+async def collect(script: str, timeout: float, env: Mapping[str, str], cwd: str | None,
+                  priority: ChildPriority | None = None) -> Result:
     """Run one metadata script through the user's shell; never raises (errors go in the result)."""
     try:
+        prio = priority or ChildPriority()
         proc = await asyncio.create_subprocess_exec(
-            user_shell(env), "-c", script, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env={**os.environ, **env},
+            *prio.wrap([user_shell(env), "-c", script]), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=prio.env({**os.environ, **env}),
             cwd=_existing(cwd), start_new_session=True)
     except OSError as e:
         return Result("", f"start cmd: {e}", dt.datetime.now(dt.UTC))

@@ -46,7 +46,8 @@ def make_runner(daemon: Daemon) -> ReportingRunner:
     s = daemon.settings
     # Whatever daemon.log_sink is when a line is written (the log pipeline may be installed later).
     return ReportingRunner(LateBoundSink(lambda: daemon.log_sink), directory=s.directory, child_env=daemon.child_env,
-                           log_dir=s.log_dir, data_dir=s.state_dir, clock=daemon.clock)
+                           log_dir=s.log_dir, data_dir=s.state_dir, clock=daemon.clock,
+                           priority=daemon.child_priority)
 
 
 def phase_specs(manifest: Mapping[str, Any] | None, config_scripts: Sequence[Any]) -> list[ScriptSpec]:

@@ -392,7 +392,7 @@ class AgentSession:
         async def one(key: str) -> None:
             k = sched.keys[key]
             result = await metadata.collect(k.script, sched.timeout_for(key), self.daemon.child_env,
-                                            m.get("directory"))
+                                            m.get("directory"), self.daemon.child_priority)
             sched.finished(key, result)
 
         try:

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from ..config import Settings
 from ..log import Collapse, get_logger
 from ..logsink import LogSink, LogSource, source_id_for
+from ..procprio import ChildPriority
 from ..retry import Backoff, RetryPolicy
 from ..service import Health
 from ..state import StateStore
@@ -75,12 +76,13 @@ class DevcontainerManager:
 
     def __init__(self, settings: Settings, store: StateStore, log_sink: LogSink,
                  manifest: Callable[[], dict[str, Any] | None] = lambda: None,
-                 child_env: dict[str, str] | None = None) -> None:
+                 child_env: dict[str, str] | None = None, priority: ChildPriority | None = None) -> None:
         self.settings = settings
         self.store = store
         self.sink = log_sink
         self.manifest = manifest
         self.child_env = child_env if child_env is not None else {}
+        self.priority = priority or ChildPriority()
         self.health = Health()
         self.log = get_logger("devcontainers")
         self.engine = Engine()
@@ -422,7 +424,7 @@ class DevcontainerManager:
     def _cli_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_STRIP_ENV)}
         env.update({k: v for k, v in self.child_env.items() if not k.startswith(_STRIP_ENV)})
-        return env
+        return self.priority.env(env)
 
     async def _run_cli(self, cli: str, d: Devcontainer, src: LogSource) -> cliparse.UpResult:
         argv = [cli, "up", "--log-format", "json", "--workspace-folder", d.workspace_folder]
@@ -431,7 +433,7 @@ class DevcontainerManager:
         argv.append("--remove-existing-container")
         self.sink.write(src, f"Recreating devcontainer {d.name}: {' '.join(argv[1:])}")
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            *self.priority.wrap(argv), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=self._cli_env(), start_new_session=True)
         assert proc.stdout is not None and proc.stderr is not None
         stdout: list[str] = []

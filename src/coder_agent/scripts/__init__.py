@@ -26,7 +26,8 @@ __all__ = ["ConfigSession", "ScriptResult", "ScriptRunner", "ScriptSpec", "Stage
 def setup(daemon: Daemon) -> list[Service]:
     s = daemon.settings
     runner = ScriptRunner(LateBoundSink(lambda: daemon.log_sink), directory=s.directory, child_env=daemon.child_env,
-                          log_dir=s.log_dir, data_dir=s.state_dir, clock=daemon.clock)
+                          log_dir=s.log_dir, data_dir=s.state_dir, clock=daemon.clock,
+                          priority=daemon.child_priority)
     session = ConfigSession(runner, [ScriptSpec.from_config(c) for c in s.scripts])
     daemon.session_runner = session.start
     daemon.session_stopper = session.stop

@@ -37,6 +37,7 @@ from ..clock import Clock, SystemClock
 from ..log import get_logger
 from ..logs.text import LineSplitter
 from ..logsink import LogSink, LogSource
+from ..procprio import ChildPriority
 from .spec import ScriptResult, ScriptSpec, Stage, Status
 
 __all__ = ["ScriptRunner", "kill_group", "resolve_directory", "user_shell", "wait_exit"]
@@ -116,6 +117,7 @@ class ScriptRunner:
         kill_grace: float = 5.0,
         pipes_grace: float = 10.0,
         flush_timeout: float = 10.0,
+        priority: ChildPriority | None = None,
     ) -> None:
         self.sink = sink
         self.directory = directory
@@ -126,6 +128,7 @@ class ScriptRunner:
         self.kill_grace = kill_grace
         self.pipes_grace = pipes_grace
         self.flush_timeout = flush_timeout
+        self.priority = priority or ChildPriority()
         self.running: dict[str, int] = {}  # script id -> process group id
         self.results: list[ScriptResult] = []
         self.last: dict[str, ScriptResult] = {}
@@ -191,8 +194,9 @@ class ScriptRunner:
         r_out, w_out = os.pipe()
         r_err, w_err = os.pipe()
         try:
-            proc = subprocess.Popen([shell, "-c", spec.script], stdin=subprocess.DEVNULL, stdout=w_out,
-                                    stderr=w_err, cwd=cwd, env=env, start_new_session=True)
+            proc = subprocess.Popen(self.priority.wrap([shell, "-c", spec.script]), stdin=subprocess.DEVNULL,
+                                    stdout=w_out, stderr=w_err, cwd=cwd, env=self.priority.env(env),
+                                    start_new_session=True)
         except BaseException:
             for fd in (r_out, r_err):
                 os.close(fd)
