@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from pathlib import Path
@@ -73,6 +74,24 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+async def test_status_retry_now_redials_at_once(devserver: DevServer, daemon_env, spawn_daemon) -> None:  # type: ignore[no-untyped-def]
+    """`coder-agent status --retry-now` (POST /api/v0/retry): the SIGHUP of people without a pid."""
+    import subprocess
+    import sys
+
+    env = daemon_env(devserver.url, devserver.agent.token)
+    d = spawn_daemon(env)
+    await _wait_ready(d)
+    await apoll(lambda: d.api("GET", "/api/v0/status").json()["control_plane"]["state"] == "connected")
+    assert len(devserver.requests_to("/api/v2/workspaceagents/me/rpc")) == 1
+    cli = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "coder_agent", "status", "--retry-now"],
+                                  env=env, capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert "retrying the control-plane connection now" in cli.stderr and "coderd" in cli.stdout
+    await apoll(lambda: len(devserver.requests_to("/api/v2/workspaceagents/me/rpc")) == 2)
+    await apoll(lambda: d.api("GET", "/api/v0/status").json()["control_plane"]["state"] == "connected")
 
 
 async def test_no_secret_in_logs(devserver: DevServer, daemon_env, spawn_daemon, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]

@@ -209,6 +209,10 @@ class Daemon:
     async def _status_handler(self, request: web.Request) -> web.Response:
         return json_response(self.status())
 
+    async def _retry_handler(self, request: web.Request) -> web.Response:
+        self.retry_now()
+        return json_response({"message": "Retrying the control-plane connection now."}, status=202)
+
     async def _metrics_handler(self, request: web.Request) -> web.Response:
         return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
@@ -266,6 +270,7 @@ class Daemon:
                                   f"cannot create {d}: {e.strerror or e}") from None
         self._install_signals()
         self.local_api.route("GET", "/api/v0/status", self._status_handler)
+        self.local_api.route("POST", "/api/v0/retry", self._retry_handler)
         self.services.add(FnService("watchdog", self._watchdog))
         for setup in _capabilities():
             for svc in setup(self):

@@ -13,6 +13,9 @@ from .common import api_address_arg, local_client
 def register(p: argparse.ArgumentParser) -> None:
     api_address_arg(p)
     p.add_argument("--json", action="store_true", help="print the raw JSON")
+    p.add_argument("--retry-now", action="store_true",
+                   help="make the daemon retry the control-plane connection now (skip the backoff), then "
+                        "print the status")
 
 
 def render(st: dict[str, Any]) -> str:
@@ -51,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with local_client(args) as c:
+            if args.retry_now:
+                c.request("POST", "/api/v0/retry")
+                print("coder-agent: retrying the control-plane connection now", file=sys.stderr)
             resp = c.request("GET", "/api/v0/status")
     except LocalAPIUnavailable as e:
         print(f"coder-agent: {e}", file=sys.stderr)

@@ -174,6 +174,10 @@ def _paths() -> dict[str, Any]:
         "/api/v0/status": {"get": {
             "operationId": "status", "summary": "The daemon's state (control plane, services, capabilities).",
             "responses": {"200": _json(_ref("Status"), "Always.")}}},
+        "/api/v0/retry": {"post": {
+            "operationId": "retry",
+            "summary": "Retry the control-plane connection now, skipping the backoff (as SIGHUP does).",
+            "responses": {"202": _json(_ref("Response"), "The retry was started; watch /api/v0/status.")}}},
         "/api/v0/manifest": {"get": {
             "operationId": "manifest",
             "summary": "The manifest coderd gave this agent (agent RPC), environment values redacted.",
