@@ -38,13 +38,14 @@ from . import __version__, procprio
 from .clock import Clock, SystemClock
 from .coderapi.client import CoderClient, FixedToken, TokenFile, TokenProvider
 from .config import Settings
-from .controlplane import ControlPlane
+from .controlplane import ConnState, ControlPlane
 from .errors import CoderAgentError, ConfigError
 from .lifecycle import Lifecycle
 from .localapi import LocalAPI, json_response
 from .log import Redactor, get_logger
 from .logsink import LogSink, MemoryLogSink
 from .metrics import Metrics
+from .netwatch import NetWatch
 from .sdnotify import Notifier
 from .service import FnService, Service, ServiceGroup
 from .state import StateStore
@@ -152,6 +153,11 @@ class Daemon:
         else:
             self.log.info("stop requested: shutting down gracefully")
             self._stop.set()
+
+    def _network_changed(self) -> None:
+        if self.controlplane.state in (ConnState.FAILING, ConnState.CONNECTING) and not self._stopping:
+            self.log.info("network changed while coderd is unreachable")
+            self.retry_now()
 
     def retry_now(self) -> None:
         self.log.info("retrying the control-plane connection now")
@@ -272,6 +278,7 @@ class Daemon:
         self.local_api.route("GET", "/api/v0/status", self._status_handler)
         self.local_api.route("POST", "/api/v0/retry", self._retry_handler)
         self.services.add(FnService("watchdog", self._watchdog))
+        self.services.add(NetWatch(self._network_changed))
         for setup in _capabilities():
             for svc in setup(self):
                 self.services.add(svc)

@@ -1,0 +1,106 @@
+"""Retry the control-plane connection when the network changes (USER-PAIN 25).
+
+While coderd is unreachable the connection loop backs off up to 10 s between attempts. A network
+change (a link coming up, an address or a route added or removed: a VPN, DHCP, a laptop waking)
+is the moment a retry is most likely to work, so it skips the wait, as SIGHUP does. The kernel
+pushes these events on a netlink socket: nothing is polled, and an idle machine costs nothing.
+Only a failing connection is retried: a connected one is left alone (a dead one is found by its
+pings).
+
+:func:`parse_types` is the sans-I/O part (netlink framing); :class:`NetWatch` the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import Callable
+
+from .log import get_logger
+from .service import Health
+
+__all__ = ["CHANGE_TYPES", "NetWatch", "parse_types"]
+
+_HEADER = struct.Struct("=IHHII")  # struct nlmsghdr: len, type, flags, seq, pid
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = 16, 17, 20, 21, 24, 25
+CHANGE_TYPES = frozenset({RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE})
+# rtnetlink multicast groups: links, IPv4/IPv6 addresses, IPv4/IPv6 routes.
+GROUPS = 0x1 | 0x10 | 0x100 | 0x40 | 0x400
+DEBOUNCE = 0.5  # an interface coming up sends a burst: one retry for the burst
+
+
+def parse_types(data: bytes) -> list[int]:
+    """The message types in one netlink datagram (several messages, each 4-byte aligned)."""
+    out: list[int] = []
+    off = 0
+    while off + _HEADER.size <= len(data):
+        length, mtype, _flags, _seq, _pid = _HEADER.unpack_from(data, off)
+        if length < _HEADER.size or off + length > len(data):
+            break  # malformed or truncated: keep what was whole
+        out.append(mtype)
+        off += (length + 3) & ~3
+    return out
+
+
+class NetWatch:
+    name = "netwatch"
+
+    def __init__(self, on_change: Callable[[], None], debounce: float = DEBOUNCE) -> None:
+        self.on_change = on_change
+        self.debounce = debounce
+        self.health = Health()
+        self.changes = 0  # debounced bursts seen (for status and tests)
+        self._log = get_logger("netwatch")
+
+    def _open(self) -> socket.socket | None:
+        if not hasattr(socket, "AF_NETLINK"):
+            return None
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        except OSError as e:
+            self._log.info("network changes are not watched", error=str(e))
+            return None
+        try:
+            sock.bind((0, GROUPS))
+            sock.setblocking(False)
+        except OSError as e:
+            sock.close()
+            self._log.info("network changes are not watched", error=str(e))
+            return None
+        return sock
+
+    async def run(self) -> None:
+        sock = self._open()
+        if sock is None:
+            self.health.set("stopped", "netlink is not available here; retries follow the backoff only")
+            await asyncio.Event().wait()
+            return
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+
+        def readable() -> None:
+            try:
+                while True:
+                    if any(t in CHANGE_TYPES for t in parse_types(sock.recv(65536))):
+                        event.set()
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as e:  # ENOBUFS: we fell behind; whatever it was, it was a change
+                self._log.debug("netlink read", error=str(e))
+                event.set()
+
+        loop.add_reader(sock.fileno(), readable)
+        self.health.set("ok", "watching network changes")
+        try:
+            while True:
+                await event.wait()
+                await asyncio.sleep(self.debounce)
+                event.clear()
+                self.changes += 1
+                self.on_change()
+        finally:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(sock.fileno())
+            sock.close()
