@@ -139,8 +139,8 @@ async def test_twenty_reinits_leak_nothing(
     # A start script and a stop script per session: child processes, pipes, log files and the
     # log shipper are all exercised by each reinit.
     cfg = short_tmp / "agent.toml"
-    cfg.write_text('[[scripts]]\ndisplay_name = "Start"\nscript = "echo started $$"\n\n'
-                   '[[scripts]]\ndisplay_name = "Stop"\nscript = "echo stopping"\n'
+    cfg.write_text('[[scripts]]\ndisplay_name = "Start"\nscript = "echo started $$-$(date +%s%N)"\n\n'
+                   '[[scripts]]\ndisplay_name = "Stop"\nscript = "echo stopping $(date +%s%N)"\n'
                    'run_on_start = false\nrun_on_stop = true\n')
     d = spawn_daemon(_env(daemon_env, prebuild_ds, CODER_AGENT_CONFIG=str(cfg)))
     assert d.proc is not None
@@ -198,6 +198,12 @@ async def test_twenty_reinits_leak_nothing(
     now = await settled(after_one)
     assert no_more_than(now, after_one), f"after 20 reinits {now} > after the first {after_one}: {_fd_targets(pid)}"
     assert files(_fd_targets(pid)) == one_files
-    started = [r["output"] for r in prebuild_ds.agent.logs if r["output"].startswith("started ")]
-    assert len(started) == 21 and len(set(started)) == 21  # one start-script run per session
-    await apoll(lambda: sum(r["output"] == "stopping" for r in prebuild_ds.agent.logs) == 20)
+    def started() -> set[str]:
+        return {r["output"] for r in prebuild_ds.agent.logs if r["output"].startswith("started ")}
+
+    # One start-script run per session: 21 distinct runs (each line is unique to its run). Delivery
+    # is at least once, so a batch whose answer was lost when a session's connection closed may
+    # arrive twice (the same line, counted once here); the last run's line may still be on its way.
+    await apoll(lambda: len(started()) >= 21)
+    assert len(started()) == 21, sorted(started())
+    await apoll(lambda: len({r["output"] for r in prebuild_ds.agent.logs if r["output"].startswith("stopping ")}) == 20)
