@@ -53,11 +53,12 @@ async def test_second_signal_stops_at_once(devserver: DevServer, daemon_env, spa
 
 
 async def test_stop_while_dialing_coderd(devserver: DevServer, daemon_env, spawn_daemon) -> None:  # type: ignore[no-untyped-def]
-    """SIGTERM while the agent RPC dial is still in flight: when the dial completes, the
-    connection is closed at once instead of serving a session nobody will end."""
+    """SIGTERM while the agent RPC dial is still in flight (coderd takes 60 s to answer the
+    upgrade): the dial is abandoned at once, instead of being waited for and then serving a
+    session nobody would end."""
     from coder_agent.devserver import Fault
 
-    devserver.add_fault(Fault(path="/me/rpc$", delay=3.0, count=1))
+    devserver.add_fault(Fault(path="/me/rpc$", delay=60.0, count=1))  # longer than the wait below
     d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token, CODER_AGENT_SHUTDOWN_TIMEOUT="300"))
     await _wait_ready(d)
     await apoll(lambda: devserver.requests_to("/api/v2/workspaceagents/me/rpc"))  # the dial is waiting

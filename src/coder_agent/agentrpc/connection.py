@@ -236,9 +236,8 @@ class ConnectionLoop:
             else:
                 d.controlplane.set(ConnState.CONNECTING)
             try:
-                token = await (d.tokens.refresh() if refresh else d.tokens.token())
+                conn = await self._unless_closed(self._connect(refresh))
                 refresh = False
-                conn = await self.dial(token)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -249,14 +248,35 @@ class ConnectionLoop:
                 refresh = isinstance(e, AuthError)
                 await self._failed(e, "cannot connect to coderd; retrying")
                 continue
-            if self._closing:  # close() came while we were dialing: the session is over
-                await conn.close()
+            if conn is None:  # close() came while we were getting a token or dialing
                 break
             await self._serve(conn)
             refresh = True  # after a session ends, the next dial uses a freshly obtained token
             if not self._closing:
                 await self._wait(self.backoff.next_delay())
         d.controlplane.set(ConnState.DISCONNECTED)
+
+    async def _connect(self, refresh: bool) -> YamuxConnection:
+        tokens = self.daemon.tokens
+        return await self.dial(await (tokens.refresh() if refresh else tokens.token()))
+
+    async def _unless_closed(self, attempt: Awaitable[YamuxConnection]) -> YamuxConnection | None:
+        """The attempt's connection (or its error), or None when :meth:`close` comes first: a stop
+        never waits out a slow dial or a slow metadata service, and a connection that completed
+        just as we closed is closed, not served."""
+        work = asyncio.ensure_future(attempt)
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({work, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await reap(closed, None if work.done() else work)
+        if work.cancelled():  # closed first: the attempt was abandoned
+            return None
+        conn = work.result()  # raises the attempt's error
+        if self._closing:
+            await conn.close()
+            return None
+        return conn
 
     def _step_down(self, e: BaseException) -> bool:
         if not (isinstance(e, ApiError) and e.status == 400 and self._version_index + 1 < len(DIAL_VERSIONS)):
