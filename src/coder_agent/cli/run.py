@@ -21,6 +21,9 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(flag_values(args), config_file=args.config)
     except ConfigError as e:
         return die_config(str(e))
+    from ..reaper import split_if_pid1
+
+    split_if_pid1()  # PID 1 (a container entrypoint without an init): PID 1 reaps, the child runs on
     from ..daemon import EXIT_CONFIG, Daemon
     from ..log import configure_logging
 
