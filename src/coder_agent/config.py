@@ -100,6 +100,7 @@ class Settings(BaseModel):
     log_retention: float = Field(default=7 * 86400.0, gt=0)  # seconds; "7d", "24h", "90m", "3600s" accepted
     reinit_ping_interval: float = Field(default=15.0, gt=0)
     request_timeout: float = Field(default=30.0, gt=0)
+    auth_exit_after: float = Field(default=0.0, ge=0)  # seconds (durations accepted); 0 = never
 
     @field_validator("url")
     @classmethod
@@ -116,7 +117,7 @@ class Settings(BaseModel):
     def _level(cls, v: Any) -> Any:
         return v.lower().replace("warn", "warning").replace("warninging", "warning") if isinstance(v, str) else v
 
-    @field_validator("log_retention", mode="before")
+    @field_validator("log_retention", "auth_exit_after", mode="before")
     @classmethod
     def _retention(cls, v: Any) -> Any:
         return parse_duration(v) if isinstance(v, str) else v
@@ -219,6 +220,9 @@ SETTINGS: tuple[Setting, ...] = (
             help="coderd's keep-alive interval on the reinit stream; 3 missed = dropped (seconds)"),
     Setting("request_timeout", "--request-timeout", "CODER_AGENT_REQUEST_TIMEOUT", "request_timeout", "float",
             help="seconds before a request to coderd without a complete answer is abandoned (and retried)"),
+    Setting("auth_exit_after", "--auth-exit-after", "CODER_AGENT_AUTH_EXIT_AFTER", "auth_exit_after",
+            help="exit with code 77 once coderd has refused the agent's credentials this long without a "
+                 "break (e.g. 15m), so a supervisor restarts it with fresh ones; default 0: never"),
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 

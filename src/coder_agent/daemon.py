@@ -51,10 +51,11 @@ from .service import FnService, Service, ServiceGroup
 from .state import StateStore
 from .tasks import reap
 
-__all__ = ["EXIT_CONFIG", "EXIT_OK", "Daemon"]
+__all__ = ["EXIT_AUTH", "EXIT_CONFIG", "EXIT_OK", "Daemon"]
 
 EXIT_OK = 0
 EXIT_CONFIG = 78
+EXIT_AUTH = 77  # EX_NOPERM: coderd refused our credentials for auth_exit_after (a restart may bring new ones)
 EXIT_HARD_STOP = 130
 HARD_STOP_GRACE = 5.0  # a second stop signal ends the process within this, whatever is stuck
 
@@ -158,6 +159,14 @@ class Daemon:
         if self.controlplane.state in (ConnState.FAILING, ConnState.CONNECTING) and not self._stopping:
             self.log.info("network changed while coderd is unreachable")
             self.retry_now()
+
+    def exit_with(self, code: int, reason: str) -> None:
+        """Stop gracefully and exit with ``code`` (a fault a restart may fix, e.g. refused credentials)."""
+        if self._stop.is_set():
+            return
+        self.log.error("exiting", exit_code=code, reason=reason)
+        self.exit_code = code
+        self._stop.set()
 
     def retry_now(self) -> None:
         self.log.info("retrying the control-plane connection now")

@@ -88,3 +88,21 @@ async def test_daemon_rereads_token_file_on_reconnect(devserver: DevServer, daem
     d.signal(signal.SIGTERM)
     assert await asyncio.to_thread(d.wait) == 0
     assert new not in d.stderr()
+
+
+async def test_refused_credentials_exit_77_after_auth_exit_after(devserver: DevServer, daemon_env: Any,
+                                                                 spawn_daemon: Any) -> None:
+    """USER-PAIN 5: a token coderd keeps refusing (an old build's) ends in a distinct exit code
+    once CODER_AGENT_AUTH_EXIT_AFTER has passed, so systemd restarts it with fresh credentials.
+    Until then the daemon keeps retrying and says why."""
+    import uuid
+
+    refused = str(uuid.uuid4())  # a well-formed token coderd does not know: 401 on every dial
+    d = spawn_daemon(daemon_env(devserver.url, refused, CODER_AGENT_AUTH_EXIT_AFTER="3s"))
+    await asyncio.to_thread(d.wait_ready)
+    assert await asyncio.to_thread(d.wait) == 77
+    assert len(devserver.requests_to("/api/v2/workspaceagents/me/rpc")) >= 2  # it did retry first
+    events = [json.loads(ln) for ln in d.stderr().splitlines() if ln.startswith("{")]
+    (said,) = [e for e in events if e.get("event") == "exiting"]
+    assert said["exit_code"] == 77 and "refused the agent's credentials" in said["reason"]
+    assert refused not in d.stderr()

@@ -181,6 +181,7 @@ class ConnectionLoop:
         self._closing = False
         self._current: asyncio.Future[None] | None = None
         self._closed = asyncio.Event()
+        self._refused_since: float | None = None  # monotonic time of the first refusal in a row
 
     @property
     def version(self) -> str:
@@ -246,8 +247,11 @@ class ConnectionLoop:
                 # A refused token: get a fresh one (re-read the file, re-exchange the identity) for
                 # the next try. Other failures keep it, so an outage does not hammer the metadata service.
                 refresh = isinstance(e, AuthError)
+                if refresh and self._refused_too_long():
+                    return
                 await self._failed(e, "cannot connect to coderd; retrying")
                 continue
+            self._refused_since = None
             if conn is None:  # close() came while we were getting a token or dialing
                 break
             await self._serve(conn)
@@ -288,6 +292,23 @@ class ConnectionLoop:
         self._version_index += 1
         self.log.info("coderd refused our API version; dialing an older one", refused=old, next=self.version,
                       error=self.daemon.redactor.scrub(str(e)))
+        return True
+
+    def _refused_too_long(self) -> bool:
+        """Credentials refused: start (or check) the clock of auth_exit_after; True once it ran out
+        and the daemon was told to exit (77) — a supervisor may restart it with fresh credentials."""
+        d = self.daemon
+        now = d.clock.monotonic()
+        if self._refused_since is None:
+            self._refused_since = now
+        limit = d.settings.auth_exit_after
+        if not limit or now - self._refused_since < limit:
+            return False
+        from ..daemon import EXIT_AUTH
+
+        d.controlplane.set(ConnState.FAILING, "credentials refused; exiting")
+        d.exit_with(EXIT_AUTH, f"coderd has refused the agent's credentials for {now - self._refused_since:.0f} s "
+                               f"(CODER_AGENT_AUTH_EXIT_AFTER)")
         return True
 
     async def _failed(self, e: BaseException, event: str) -> None:
