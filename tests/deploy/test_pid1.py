@@ -71,3 +71,12 @@ async def test_pid1_reaps_orphans_and_forwards_sigterm(  # type: ignore[no-untyp
             os.killpg(outer.pid, signal.SIGKILL)
             outer.wait()
         err.close()
+
+
+def test_exit_code_is_what_a_shell_would_report() -> None:
+    from coder_agent.reaper import exit_code
+
+    assert exit_code(0) == 0
+    assert exit_code(78 << 8) == 78  # exited 78
+    assert exit_code(signal.SIGTERM) == 128 + signal.SIGTERM  # killed by SIGTERM
+    assert exit_code(signal.SIGKILL) == 137
