@@ -85,3 +85,12 @@ async def test_prio_mgmt_env_sets_scripts_priority(  # type: ignore[no-untyped-d
     await asyncio.to_thread(d.wait_ready)
     nice = max(11, os.getpriority(os.PRIO_PROCESS, 0))
     await apoll(lambda: outputs(devserver, source_id_for("probe")) == [f"oom=777 nice={nice} env="])
+
+
+def test_the_prelude_never_interpolates_the_command(tmp_path: Path) -> None:
+    """The prelude is a literal; the command's words reach it as "$@" and are passed on untouched."""
+    marker = tmp_path / "pwned"
+    hostile = f"$(touch {marker}); `touch {marker}`; * ' \" \\"
+    out = subprocess.run(ChildPriority(None, 1).wrap(["printf", "%s", hostile]), capture_output=True, text=True,
+                         check=True).stdout
+    assert out == hostile and not marker.exists()

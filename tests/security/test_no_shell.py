@@ -2,9 +2,9 @@
 
 Forbidden anywhere: ``shell=True``; ``os.system``, ``os.popen``, ``os.exec*``/``os.spawn*`` with a
 shell; ``asyncio.create_subprocess_shell``; an argv literal that starts a shell with ``-c``. The one
-allowed exception is the documented script runner: a user's own ``[[scripts]]`` text run by the
-user's own shell, by design (``<shell> -c <script>``, as the Go agent does), listed below by file
-and function so a new use anywhere else fails this test.
+allowed exceptions are the documented script runners: a user's own ``[[scripts]]`` text and the
+template's metadata scripts run by the user's own shell, by design (``<shell> -c <script>``, as the
+Go agent does), listed below by file and function so a new use anywhere else fails this test.
 """
 
 from __future__ import annotations
@@ -17,7 +17,11 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "coder_agent"
 # (file relative to src/coder_agent, enclosing function): why it may run a shell
 ALLOWED_SHELL_C = {
     ("scripts/runner.py", "_spawn"): "runs the user's own script text with the user's own shell, by design",
+    ("agentrpc/metadata.py", "collect"): "runs the template's metadata script with the user's shell, as the "
+                                         "Go agent does",
 }
+# Not a finding: coder_agent.procprio's ``/bin/sh -c <constant prelude> ... "$@"`` (the prelude is a
+# literal; the values and the command travel as separate argv entries, never interpolated).
 SHELLS = {"sh", "bash", "zsh", "dash", "ash", "ksh", "fish", "/bin/sh", "/bin/bash", "/usr/bin/env"}
 SPAWNERS = {"run", "Popen", "call", "check_call", "check_output", "create_subprocess_exec"}
 FORBIDDEN_CALLS = {"os.system", "os.popen", "asyncio.create_subprocess_shell", "subprocess.getoutput",
