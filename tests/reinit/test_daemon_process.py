@@ -175,9 +175,15 @@ async def test_twenty_reinits_leak_nothing(
     def files(targets: list[str]) -> list[str]:
         return [f for f in targets if f != "socket"]
 
+    def started() -> set[str]:
+        return {r["output"] for r in prebuild_ds.agent.logs if r["output"].startswith("started ")}
+
     async def claim(i: int) -> None:
         reinit_hub.claim(f"owner-{i}")
         await _wait_status(d, lambda s: s["session_generation"] == i + 2 and s["reinit"]["duplicates"] >= i + 1)
+        # The new session's start script ran (and its line arrived) before the next claim: a claim
+        # that comes sooner ends the session before it starts (tested in test_rpc_reinit.py).
+        await apoll(lambda: len(started()) >= i + 2)
 
     base = await steady()
     base_files = files(_fd_targets(pid))
@@ -198,12 +204,8 @@ async def test_twenty_reinits_leak_nothing(
     now = await settled(after_one)
     assert no_more_than(now, after_one), f"after 20 reinits {now} > after the first {after_one}: {_fd_targets(pid)}"
     assert files(_fd_targets(pid)) == one_files
-    def started() -> set[str]:
-        return {r["output"] for r in prebuild_ds.agent.logs if r["output"].startswith("started ")}
-
-    # One start-script run per session: 21 distinct runs (each line is unique to its run). Delivery
+    # One start-script run per session: 21 distinct runs (each line is unique to its run; delivery
     # is at least once, so a batch whose answer was lost when a session's connection closed may
-    # arrive twice (the same line, counted once here); the last run's line may still be on its way.
-    await apoll(lambda: len(started()) >= 21)
+    # arrive twice: the same line, counted once here).
     assert len(started()) == 21, sorted(started())
     await apoll(lambda: len({r["output"] for r in prebuild_ds.agent.logs if r["output"].startswith("stopping ")}) == 20)

@@ -54,3 +54,33 @@ async def test_claim_after_ready_refetches_the_manifest_and_reruns_once(
     await apoll(lambda: reinit_hub.streams, timeout=20)
     await asyncio.sleep(t(6 * PING))
     assert _states(ds).count("ready") == 2 and len(_runs(ds)) == 2
+
+
+async def test_claim_before_the_new_session_got_its_manifest_never_goes_backwards(
+    prebuild_ds: DevServer, reinit_hub: ReinitHub, daemon_env: Any, spawn_daemon: Any
+) -> None:
+    """A second claim while the new session is connected but still waiting for its manifest: that
+    session ends before it began. It still opens with STARTING, so coderd (whose last state was
+    the previous session's OFF) never sees OFF → SHUTTING_DOWN."""
+    from coder_agent.devserver.rpc import control
+
+    ds = prebuild_ds
+    ds.agent.scripts = [{"display_name": "Manifest start", "script": "echo manifest-run $$", "run_on_start": True}]
+    d = spawn_daemon(daemon_env(ds.url, ds.agent.token, CODER_AGENT_REINIT_PING_INTERVAL=str(PING),
+                                CODER_AGENT_SHUTDOWN_TIMEOUT="5"))
+    await apoll(lambda: "ready" in _states(ds) and len(_runs(ds)) == 1 and reinit_hub.streams, timeout=30)
+    rec = record(ds.agent)
+    manifests = len(rec.calls_named("GetManifest"))
+    ctl = control(ds)
+    ctl.handler_delay["GetManifest"] = 3.0  # the next session connects, then waits for its manifest
+    reinit_hub.claim("owner-a")
+    await apoll(lambda: len(rec.calls_named("GetManifest")) > manifests, timeout=30)
+    reinit_hub.claim("owner-b")  # while that session is still waiting
+    ctl.handler_delay.clear()
+    await apoll(lambda: _states(ds).count("ready") == 2, timeout=30)
+    assert rec.violations == []
+    states = _states(ds)
+    assert states[states.index("ready"):] == ["ready", "shutting_down", "off", "starting", "shutting_down", "off",
+                                              "starting", "ready"], states
+    assert d.api("GET", "/api/v0/status").json()["reinit"]["reinits"] == 2
+    assert len(_runs(ds)) == 2  # the interrupted session never ran the start script

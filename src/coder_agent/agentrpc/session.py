@@ -183,6 +183,11 @@ class AgentSession:
             await self.wait()
             return
         self._stopping = True
+        if self.reporter.state is State.CREATED:
+            # Stopped before its first manifest (a second claim while the new session was still
+            # connecting, SIGTERM at start-up): this life still opens with STARTING, so coderd never
+            # sees it go backwards (the previous session ended at OFF): coder-agent-rpc.md §7, item 10.
+            self.set_lifecycle(State.STARTING)
         self.set_lifecycle(State.SHUTTING_DOWN)
         # Cancelling a start phase also ends its cron loops.
         await reap(self._stoppable, self._start_watch, self._start_task, self._local_task)
