@@ -164,3 +164,24 @@ async def test_tcp_local_api_does_not_serve_credentials(devserver, daemon_env, s
     assert r.status_code == 403 and "unix socket" in r.json()["message"]
     assert d.api("GET", "/api/v0/external-auth", params={"match": "https://x"}).status_code == 403
     assert not devserver.requests_to("/me/gitsshkey")
+
+
+async def test_helper_run_by_another_user_gets_a_clear_error(gitenv: Env) -> None:
+    """The real thing behind the explanation above: the daemon (root here) owns a 0600 socket and
+    ``git-askpass`` runs as uid 65534 (setpriv): one clear line, no answer, a failing exit for git."""
+    from .conftest import require
+
+    if os.geteuid() != 0:  # CI provisions as root, so there this fails rather than skips
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)("needs root to switch users")
+    require("setpriv")
+    os.chmod(gitenv.tmp, 0o755)  # let the other user reach the socket's directory; the socket stays 0600
+    env = gitenv.base_env()
+    sock = env["CODER_AGENT_API_ADDRESS"].removeprefix("unix:")
+    assert os.stat(sock).st_mode & 0o777 == 0o600
+    rc, out, err = await run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+                              sys.executable, "-m", "coder_agent", "git-askpass",
+                              "Username for 'https://github.com': "], env, cwd="/")
+    assert rc != 0 and out == ""
+    assert "belongs to uid 0 and you are uid 65534" in err and "daemon's own user" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not gitenv.ds.requests_to("/me/external-auth")  # nothing was asked of coderd
