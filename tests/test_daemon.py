@@ -159,3 +159,30 @@ async def _wait_exit(d) -> int:  # type: ignore[no-untyped-def]
     import asyncio
 
     return await asyncio.to_thread(d.wait)
+
+
+def test_daemon_process_skips_optional_imports_it_never_uses() -> None:
+    """What `run` blocks (rich, click, charset_normalizer...) stays out of a fresh interpreter that
+    loads everything the daemon loads, no warning escapes, and requests (under the docker SDK)
+    still decodes the engine's JSON and text bodies."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from coder_agent.cli.run import _UNUSED_OPTIONAL, _block_unused_optional
+_block_unused_optional()
+import coder_agent.daemon, coder_agent.agentrpc, coder_agent.devcontainers.engine  # noqa
+import docker, httpx, requests, structlog, websockets.asyncio.client  # noqa
+r = requests.Response()
+r.status_code, r._content = 200, b'{"Id": "abc", "Name": "/caf\\xc3\\xa9"}'
+r.headers["Content-Type"] = "application/json"
+assert r.json() == {"Id": "abc", "Name": "/caf\\u00e9"}, r.json()
+r2 = requests.Response()
+r2._content = "caf\\u00e9".encode()
+assert r2.apparent_encoding == "utf-8" and r2.text == "caf\\u00e9", r2.text
+print(sorted(n for n in _UNUSED_OPTIONAL if sys.modules.get(n) is not None))
+"""
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]" and out.stderr == ""

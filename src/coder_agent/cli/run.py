@@ -14,15 +14,30 @@ def register(p: argparse.ArgumentParser) -> None:
     add_settings_flags(p)
 
 
-# structlog imports these at import time when they are installed (pretty tracebacks): ~5 MiB of
-# RSS and 0.1 s of start-up a daemon never uses (our console renderer is plain). Blocked for the
-# daemon's process only, so `run` costs the same whether or not a dev tool pulled them in.
-_UNUSED_OPTIONAL = ("rich", "better_exceptions")
+# Optional packages our libraries import when they happen to be installed, which the daemon never
+# uses. Blocked in the daemon's process only (an import of a blocked name raises ImportError, which
+# each of them handles), so `run` costs the same whatever else the environment holds:
+# * rich, better_exceptions: structlog's pretty tracebacks (our console renderer is plain);
+# * click, pygments: httpx's own command-line client, imported by `import httpx` when httpx[cli]
+#   is there (a dev tool pulls it in);
+# * charset_normalizer, chardet: requests (under the docker SDK) guesses the encoding of bodies
+#   without a charset; the engine's API is JSON, which requests decodes as UTF-8 without them
+#   (and its fallback is UTF-8 too). ~2.5 MiB of tables for nothing.
+# Together ~5 MiB of RSS and 0.1 s of start-up (bench/results/report.md measures the daemon).
+_UNUSED_OPTIONAL = ("rich", "better_exceptions", "click", "pygments", "charset_normalizer", "chardet")
+
+
+def _block_unused_optional() -> None:
+    import warnings
+
+    for name in _UNUSED_OPTIONAL:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    # requests says so once at import; its fallback (UTF-8) is what the engine's API uses anyway.
+    warnings.filterwarnings("ignore", message="Unable to find acceptable character detection dependency")
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in _UNUSED_OPTIONAL:
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    _block_unused_optional()
     from ..config import load_settings
 
     try:
