@@ -3,7 +3,8 @@
 Runs ``coder-agent run`` as a real process against the devserver with one ``[[scripts]]`` entry
 that prints ``--size`` bytes in 100-byte lines; reads the daemon's VmHWM (peak RSS) from /proc
 once the script has finished and its output is in the local files. Baseline: the same daemon's
-peak RSS with a script that prints one line, measured in the same run.
+peak RSS with a script that prints one line, measured in the same run. Both with the default
+settings and with the devcontainers feature off (its docker SDK is most of the difference).
 
     python -m bench.logs_rss [--size 1G] [--target-mb 64]
 """
@@ -38,7 +39,7 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
-async def _run(size: int, tmp: Path) -> tuple[float, float]:
+async def _run(size: int, tmp: Path, devcontainers: bool) -> tuple[float, float]:
     from coder_agent.devserver import DevServer
 
     line = "y" * 99
@@ -51,7 +52,7 @@ async def _run(size: int, tmp: Path) -> tuple[float, float]:
         env.update(CODER_AGENT_URL=ds.url, CODER_AGENT_TOKEN=ds.agent.token, CODER_AGENT_CONFIG=str(cfg),
                    CODER_AGENT_API_ADDRESS=f"unix:{tmp / 'api.sock'}", CODER_AGENT_LOG_DIR=str(tmp / "logs"),
                    CODER_AGENT_STATE_DIR=str(tmp / "state"), CODER_AGENT_PROMETHEUS_ADDRESS="",
-                   CODER_AGENT_LOG_LEVEL="warning")
+                   CODER_AGENT_LOG_LEVEL="warning", CODER_AGENT_DEVCONTAINERS_ENABLE=str(devcontainers).lower())
         proc = subprocess.Popen([sys.executable, "-m", "coder_agent", "run"], env=env,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         t0 = time.perf_counter()
@@ -81,16 +82,19 @@ def main() -> None:
     ap.add_argument("--size", type=_size, default=_size("1G"), help="bytes the script prints (default 1G)")
     ap.add_argument("--target-mb", type=float, default=64.0)
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-rss-") as d:
-        base, _ = asyncio.run(_run(0, Path(d) / "base"))
-    with tempfile.TemporaryDirectory(prefix="bench-rss-") as d:
-        peak, secs = asyncio.run(_run(a.size, Path(d) / "big"))
     mb = (1 << 20) / 1e6  # VmHWM is in KiB: report MiB, and MB (10^6 bytes) as the target is stated
-    print(f"daemon peak RSS, one-line script:        {base:7.1f} MiB ({base * mb:.1f} MB)")
-    print(f"daemon peak RSS, {a.size / (1 << 20):,.0f} MiB of output:  {peak:7.1f} MiB ({peak * mb:.1f} MB)  "
-          f"(script done in {secs:.1f} s, {a.size / (1 << 20) / secs:.0f} MiB/s)")
-    print(f"ratio big/baseline: {peak / base:.2f}; target {a.target_mb:.0f} MB: "
-          f"{'MET' if peak * mb < a.target_mb else 'MISSED'}")
+    for devcontainers, label in ((True, ""), (False, " (devcontainers off)")):
+        with tempfile.TemporaryDirectory(prefix="bench-rss-") as d:
+            base, _ = asyncio.run(_run(0, Path(d) / "base", devcontainers))
+        with tempfile.TemporaryDirectory(prefix="bench-rss-") as d:
+            peak, secs = asyncio.run(_run(a.size, Path(d) / "big", devcontainers))
+        print("default settings: every feature on (the docker SDK loads when an engine answers)" if devcontainers
+              else "CODER_AGENT_DEVCONTAINERS_ENABLE=false (as on a machine without a docker engine)")
+        print(f"  daemon peak RSS, one-line script:        {base:7.1f} MiB ({base * mb:.1f} MB)")
+        print(f"  daemon peak RSS, {a.size / (1 << 20):,.0f} MiB of output:  {peak:7.1f} MiB ({peak * mb:.1f} MB)  "
+              f"(script done in {secs:.1f} s, {a.size / (1 << 20) / secs:.0f} MiB/s)")
+        print(f"ratio big/baseline{label}: {peak / base:.2f}; target {a.target_mb:.0f} MB: "
+              f"{'MET' if peak * mb < a.target_mb else 'MISSED'}")
 
 
 if __name__ == "__main__":

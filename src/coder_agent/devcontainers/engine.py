@@ -75,11 +75,17 @@ class Engine:
     # connection ------------------------------------------------------------------------
 
     def connect(self) -> None:
-        """(Re)connect and ping; raises EngineUnavailable."""
-        import docker
+        """(Re)connect and ping; raises EngineUnavailable.
 
+        A unix socket that does not exist is answered without importing the SDK: on the many
+        machines without an engine the feature then costs nothing (the SDK is ~4 MiB of RSS),
+        and the first retry after an engine appears loads it."""
         self.close()
         where = host()
+        if where.startswith("unix://") and not os.path.exists(where[len("unix://"):]):
+            raise EngineUnavailable(f"cannot reach the Docker engine at {where}: no such file or directory")
+        import docker
+
         try:
             client = docker.from_env(timeout=int(TIMEOUT))
             client.ping()
