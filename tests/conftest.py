@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -58,14 +58,23 @@ async def devserver() -> AsyncIterator[DevServer]:
         yield ds
 
 
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str, *, ci_reason: str | None = None) -> NoReturn:
+    """What a test needs is not here: under CI (which provisions everything) that is a failure,
+    elsewhere a skip. ``ci_reason`` words the failure when it should say more (e.g. the fix)."""
+    if IN_CI:
+        pytest.fail(ci_reason or reason, pytrace=False)
+    pytest.skip(reason)
+
+
 @contextlib.contextmanager
 def mount_tmpfs(where: Path, options: str) -> Iterator[Path]:
     """A tmpfs mounted at ``where`` (e.g. ``size=1m`` for a disk that fills, ``ro`` for one that
     refuses every write even to root). Needs root; under CI=true that is a failure, not a skip."""
     if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("this test needs root to mount a tmpfs")
-        pytest.skip("needs root to mount a tmpfs")
+        unavailable("needs root to mount a tmpfs")
     where.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"{options},mode=0700", "tmpfs", str(where)], check=True)
     try:

@@ -12,12 +12,10 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
-
 from coder_agent.devserver import DevServer
 from coder_agent.netwatch import RTM_DELADDR, RTM_NEWADDR, NetWatch, parse_types
 
-from .conftest import apoll
+from .conftest import apoll, unavailable
 
 
 def _msg(mtype: int, payload: bytes = b"") -> bytes:
@@ -37,9 +35,8 @@ def test_parse_types_walks_aligned_messages_and_stops_at_garbage() -> None:
 def _address_on_lo() -> Iterator[None]:
     """Add (then remove) an address on lo: a real RTM_NEWADDR / RTM_DELADDR from the kernel."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs root and iproute2's ip (scripts/provision.sh installs it)")
-        pytest.skip("needs root and iproute2's ip")
+        unavailable("needs root and iproute2's ip",
+                    ci_reason="needs root and iproute2's ip (scripts/provision.sh installs it)")
     addr = f"127.0.{random.randint(100, 250)}.{random.randint(1, 250)}/32"
     subprocess.run(["ip", "addr", "add", addr, "dev", "lo"], check=True)
     try:

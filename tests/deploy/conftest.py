@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from coder_agent.devserver import DevAgent, DevServer
-from tests.conftest import t
+from tests.conftest import t, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_TAG = "coder-agent/base:bookworm"
@@ -34,7 +34,6 @@ AGENT_TAG = "coder-agent/agent:deploy-test"
 AGENT_SYSTEMD_TAG = "coder-agent/agent:deploy-test-systemd-base"
 SYSTEMD_TAG = "coder-agent/agent:deploy-test-systemd"
 WHEELHOUSE = ROOT / "build" / "wheelhouse"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def run(cmd: list[str], *, check: bool = True, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -50,9 +49,8 @@ def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Co
 
 
 def _need(what: str, why: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{what} unavailable under CI=true: {why} (scripts/provision.sh installs it)")
-    pytest.skip(f"{what} unavailable: {why}")
+    unavailable(f"{what} unavailable: {why}",
+                ci_reason=f"{what} unavailable under CI=true: {why} (scripts/provision.sh installs it)")
 
 
 @pytest.fixture(scope="session")

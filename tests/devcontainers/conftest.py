@@ -27,18 +27,17 @@ from coder_agent.localapi import LocalAPI
 from coder_agent.logsink import MemoryLogSink
 from coder_agent.state import StateStore
 
+from ..conftest import unavailable
+
 IMAGE = "local/busybox:latest"
 TEST_LABEL = "coder-agent.test"
 # PID 1 that exits on SIGTERM at once (busybox sh ignores it as PID 1 otherwise: 10 s stops)
 SLEEPER = ["/bin/sh", "-c", "trap 'exit 0' TERM; while sleep 1 & wait $!; do :; done"]
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 FIX = "run scripts/provision.sh as root (it starts dockerd, builds local/busybox and installs the CLI)"
 
 
 def _missing(what: str) -> None:
-    if CI:
-        pytest.fail(f"{what} ({FIX})", pytrace=False)
-    pytest.skip(f"{what}; {FIX}")
+    unavailable(f"{what}; {FIX}", ci_reason=f"{what} ({FIX})")
 
 
 @pytest.fixture(scope="session")

@@ -16,17 +16,14 @@ import pytest
 from coder_agent.devserver import DevServer
 from coder_agent.devserver.gitauth import GitAuthState, gitauth_state
 
-from ..conftest import DaemonProcess, apoll, t
+from ..conftest import DaemonProcess, apoll, t, unavailable
 
 
 def require(*tools: str) -> None:
     """Fail under CI=true, skip elsewhere, when a system tool the test needs is missing."""
     missing = [x for x in tools if not (shutil.which(x) or os.path.exists(x))]
     if missing:
-        msg = f"missing {missing}: run scripts/provision.sh as root"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(f"missing {missing}: run scripts/provision.sh as root")
 
 
 @dataclass

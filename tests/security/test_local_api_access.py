@@ -21,7 +21,7 @@ from coder_agent.config import load_settings
 from coder_agent.devserver import DevServer
 from coder_agent.errors import ConfigError
 
-from ..conftest import t
+from ..conftest import t, unavailable
 
 NOBODY = "nobody"
 SYSTEM_PYTHON = "/usr/bin/python3"  # the venv lives where nobody may not enter
@@ -45,9 +45,7 @@ _CLIENT = textwrap.dedent("""
 def _as_other_user(sock: Path) -> str:
     """Connect to ``sock`` as the unprivileged user ``nobody`` (a real other uid)."""
     if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs root to run a client as another user")
-        pytest.skip("needs root to run a client as another user")
+        unavailable("needs root to run a client as another user")
     pwd.getpwnam(NOBODY)
     out = subprocess.run([SYSTEM_PYTHON, "-c", _CLIENT, str(sock)], user=NOBODY, capture_output=True, text=True,
                          timeout=t(20), cwd="/", env={"PATH": "/usr/bin:/bin"})

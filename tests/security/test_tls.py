@@ -6,24 +6,19 @@ A real HTTPS devserver on loopback with a self-signed certificate made by ``open
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import ssl
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from coder_agent.devserver import DevServer
 
-from ..conftest import apoll
+from ..conftest import apoll, unavailable
 
 
 def _self_signed(tmp: Path) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl missing: run scripts/provision.sh")
-        pytest.skip("openssl missing")
+        unavailable("openssl missing", ci_reason="openssl missing: run scripts/provision.sh")
     cert, key = tmp / "cert.pem", tmp / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
