@@ -23,7 +23,7 @@ def register(p: argparse.ArgumentParser) -> None:
 # * charset_normalizer, chardet: requests (under the docker SDK) guesses the encoding of bodies
 #   without a charset; the engine's API is JSON, which requests decodes as UTF-8 without them
 #   (and its fallback is UTF-8 too). ~2.5 MiB of tables for nothing.
-# Together ~4 MiB of RSS with the docker SDK loaded, measured on a running daemon (VmRSS).
+# Together a few MiB of RSS (bench.startup and bench.logs_rss measure the daemon as it is).
 _UNUSED_OPTIONAL = ("rich", "better_exceptions", "click", "pygments", "charset_normalizer", "chardet")
 
 

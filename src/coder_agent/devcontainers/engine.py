@@ -78,7 +78,7 @@ class Engine:
         """(Re)connect and ping; raises EngineUnavailable.
 
         A unix socket that does not exist is answered without importing the SDK: on the many
-        machines without an engine the feature then costs nothing (the SDK is ~4 MiB of RSS),
+        machines without an engine the feature then costs nothing (bench.logs_rss: the SDK's RSS),
         and the first retry after an engine appears loads it."""
         self.close()
         where = host()
