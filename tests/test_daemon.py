@@ -163,7 +163,8 @@ async def _wait_exit(d) -> int:  # type: ignore[no-untyped-def]
 
 def test_daemon_process_skips_optional_imports_it_never_uses() -> None:
     """What `run` blocks (rich, click, charset_normalizer...) stays out of a fresh interpreter that
-    loads everything the daemon loads, no warning escapes, and requests (under the docker SDK)
+    loads everything the daemon loads, so does pydantic (settings and wire models are dataclasses:
+    coder_agent.typed), no warning escapes, and requests (under the docker SDK)
     still decodes the engine's JSON and text bodies."""
     import subprocess
     import sys
@@ -182,6 +183,7 @@ r2 = requests.Response()
 r2._content = "caf\\u00e9".encode()
 assert r2.apparent_encoding == "utf-8" and r2.text == "caf\\u00e9", r2.text
 print(sorted(n for n in _UNUSED_OPTIONAL if sys.modules.get(n) is not None))
+assert not [n for n in sys.modules if n.split(".")[0] in ("pydantic", "pydantic_core")], "pydantic loaded"
 """
     out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -7,7 +7,7 @@ Rules:
 * Precedence: flag > environment > file (``--config`` / ``CODER_AGENT_CONFIG``) > default.
 * Validation errors name the setting and where its value came from, as one line
   (:class:`~coder_agent.errors.ConfigError`; the CLI exits 78).
-* Secrets (tokens, header values) are ``SecretStr`` and print as ``[REDACTED]``.
+* Secrets (tokens, header values) are :class:`~coder_agent.typed.Secret` and print as ``[REDACTED]``.
 * Lists that only make sense in a file (``[[scripts]]``, ``[[log_sources]]``) have no flag.
 """
 
@@ -17,13 +17,12 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from typing import Any, ClassVar, Literal
 
 from .errors import ConfigError
+from .typed import Invalid, Secret, decode, encode, rules
 
 __all__ = [
     "SETTINGS",
@@ -40,95 +39,96 @@ AuthMethod = Literal["token", "aws-instance-identity", "azure-instance-identity"
 REDACTED = "[REDACTED]"
 
 
-class ScriptConfig(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class ScriptConfig:
     """A script, named after codersdk.WorkspaceAgentScript's fields."""
 
-    model_config = ConfigDict(extra="forbid")
-    display_name: str = Field(min_length=1)
+    FORBID_EXTRA: ClassVar[bool] = True
+    display_name: str = field(metadata=rules(min_length=1))
     script: str
     run_on_start: bool = True
     run_on_stop: bool = False
     start_blocks_login: bool = False
-    timeout: float = Field(default=0, ge=0)
+    timeout: float = field(default=0.0, metadata=rules(ge=0))
     cron: str = ""
     log_path: str = ""
     icon: str = ""
 
 
-class LogSourceConfig(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class LogSourceConfig:
     """A file to follow and ship under ``display_name``."""
 
-    model_config = ConfigDict(extra="forbid")
-    display_name: str = Field(min_length=1)
-    path: str = Field(min_length=1)
+    FORBID_EXTRA: ClassVar[bool] = True
+    display_name: str = field(metadata=rules(min_length=1))
+    path: str = field(metadata=rules(min_length=1))
     icon: str = ""
 
 
-class Settings(BaseModel):
+def _url(v: str) -> str:
+    v = v.strip()
+    if not v:
+        raise ValueError("CODER_AGENT_URL must be set")
+    if not (v.startswith("http://") or v.startswith("https://")):
+        raise ValueError(f"must start with http:// or https://, got {v!r}")
+    return v.rstrip("/")
+
+
+def _level(v: Any) -> Any:
+    return v.lower().replace("warn", "warning").replace("warninging", "warning") if isinstance(v, str) else v
+
+
+def _duration(v: Any) -> Any:
+    return parse_duration(v) if isinstance(v, str) else v
+
+
+def _ports(v: list[int]) -> list[int]:
+    for p in v:
+        if not 0 < p < 65536:
+            raise ValueError(f"port {p} out of range 1-65535")
+    return v
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
     """The effective configuration of ``coder-agent run``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    FORBID_EXTRA: ClassVar[bool] = True
 
-    url: str
-    auth: AuthMethod = "token"
-    token: SecretStr | None = None
-    token_file: Path | None = None
-    agent_name: str | None = None
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
-    api_address: str = ""
-    api_allow_remote: bool = False
+    url: str = field(metadata=rules(after=_url))
     log_dir: Path
     state_dir: Path
+    auth: AuthMethod = "token"
+    token: Secret | None = None
+    token_file: Path | None = None
+    agent_name: str | None = None
+    headers: dict[str, Secret] = field(default_factory=dict)
+    api_address: str = ""
+    api_allow_remote: bool = False
     prometheus_address: str = "127.0.0.1:2112"
     devcontainers_enable: bool = True
     devcontainers_discovery: bool = True
     log_format: Literal["console", "json"] = "console"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata=rules(before=_level))
     tls_ca_file: Path | None = None
     tls_insecure: bool = False
     aws_metadata_endpoint: str = "http://169.254.169.254"
     gce_metadata_host: str = "169.254.169.254"
     azure_metadata_url: str = "http://169.254.169.254"
     directory: str = ""
-    ports_ignore: list[int] = Field(default_factory=list)
-    shutdown_timeout: float = Field(default=60.0, gt=0)
-    scripts: list[ScriptConfig] = Field(default_factory=list)
-    log_sources: list[LogSourceConfig] = Field(default_factory=list)
+    ports_ignore: list[int] = field(default_factory=list, metadata=rules(after=_ports))
+    shutdown_timeout: float = field(default=60.0, metadata=rules(gt=0))
+    scripts: list[ScriptConfig] = field(default_factory=list)
+    log_sources: list[LogSourceConfig] = field(default_factory=list)
     # For tests of the watchdog only: stall the event loop this many seconds after start.
-    debug_stall_loop: float = Field(default=0.0, ge=0)
+    debug_stall_loop: float = field(default=0.0, metadata=rules(ge=0))
     devcontainers_cli: str = ""
-    log_retention: float = Field(default=7 * 86400.0, gt=0)  # seconds; "7d", "24h", "90m", "3600s" accepted
-    reinit_ping_interval: float = Field(default=15.0, gt=0)
-    request_timeout: float = Field(default=30.0, gt=0)
-    auth_exit_after: float = Field(default=0.0, ge=0)  # seconds (durations accepted); 0 = never
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
-            raise ValueError("CODER_AGENT_URL must be set")
-        if not (v.startswith("http://") or v.startswith("https://")):
-            raise ValueError(f"must start with http:// or https://, got {v!r}")
-        return v.rstrip("/")
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _level(cls, v: Any) -> Any:
-        return v.lower().replace("warn", "warning").replace("warninging", "warning") if isinstance(v, str) else v
-
-    @field_validator("log_retention", "auth_exit_after", mode="before")
-    @classmethod
-    def _retention(cls, v: Any) -> Any:
-        return parse_duration(v) if isinstance(v, str) else v
-
-    @field_validator("ports_ignore")
-    @classmethod
-    def _ports(cls, v: list[int]) -> list[int]:
-        for p in v:
-            if not 0 < p < 65536:
-                raise ValueError(f"port {p} out of range 1-65535")
-        return v
+    # seconds; "7d", "24h", "90m", "3600s" accepted
+    log_retention: float = field(default=7 * 86400.0, metadata=rules(gt=0, before=_duration))
+    reinit_ping_interval: float = field(default=15.0, metadata=rules(gt=0))
+    request_timeout: float = field(default=30.0, metadata=rules(gt=0))
+    # seconds (durations accepted); 0 = never
+    auth_exit_after: float = field(default=0.0, metadata=rules(ge=0, before=_duration))
 
     def secret_values(self) -> list[str]:
         """Every secret string in this config, for the log redactor."""
@@ -393,19 +393,15 @@ def load_settings(
         raise ConfigError("CODER_AGENT_URL", "must be set (flag --agent-url, or key url in the config file)")
 
     try:
-        settings = Settings.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = [str(p) for p in err["loc"]]
+        settings = decode(Settings, raw)
+    except Invalid as e:
+        loc = [str(p) for p in e.loc]
         field = loc[0] if loc else "?"
         row = _BY_FIELD.get(field)
         name = (row.env or row.key or field) if row else field
         if len(loc) > 1:
             name = f"{row.key if row and row.key else field}.{'.'.join(loc[1:])}"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if row and row.secret:
-            msg = msg.split(",")[0]  # pydantic echoes the input; never show a secret
-        raise ConfigError(name, msg, origin.get(field)) from None
+        raise ConfigError(name, e.msg, origin.get(field)) from None
 
     _check_auth(settings, origin)
     _check_address(settings, origin)
@@ -461,7 +457,7 @@ def _check_address(s: Settings, origin: Mapping[str, str]) -> None:
 
 def redacted_view(s: Settings) -> dict[str, Any]:
     """The effective config as plain data with every secret replaced, for ``config check``."""
-    data = s.model_dump(mode="json")
+    data: dict[str, Any] = encode(s)
     if s.token is not None:
         data["token"] = REDACTED
     data["headers"] = {k: REDACTED for k in s.headers}

@@ -27,20 +27,22 @@ import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from .. import __version__
 from ..clock import Clock, SystemClock
 from ..config import read_token_file
-from ..errors import ApiError, AuthError, ConfigError, TransportError
+from ..errors import ApiError, AuthError, ConfigError, ProtocolError, TransportError
+from ..typed import Invalid, decode, encode
 from . import models
 
 __all__ = ["SESSION_TOKEN_HEADER", "CoderClient", "FixedToken", "TokenFile", "TokenProvider", "transport_error"]
 
 SESSION_TOKEN_HEADER = "Coder-Session-Token"
 ME = "/api/v2/workspaceagents/me"
+T = TypeVar("T")
 
 
 class TokenProvider(Protocol):
@@ -238,14 +240,14 @@ class CoderClient:
     # Agent endpoints -------------------------------------------------------------------
 
     async def post_log_source(self, req: models.PostLogSourceRequest) -> models.WorkspaceAgentLogSource:
-        resp = await self.request("POST", f"{ME}/log-source", json_body=req.model_dump(mode="json"), ok=(201,))
-        return models.WorkspaceAgentLogSource.model_validate(resp.json())
+        resp = await self.request("POST", f"{ME}/log-source", json_body=encode(req), ok=(201,))
+        return _read(models.WorkspaceAgentLogSource, resp)
 
     async def patch_logs(self, req: models.PatchLogs) -> None:
-        await self.request("PATCH", f"{ME}/logs", json_body=req.model_dump(mode="json"))
+        await self.request("PATCH", f"{ME}/logs", json_body=encode(req))
 
     async def patch_app_status(self, req: models.PatchAppStatus) -> None:
-        await self.request("PATCH", f"{ME}/app-status", json_body=req.model_dump(mode="json"))
+        await self.request("PATCH", f"{ME}/app-status", json_body=encode(req))
 
     async def external_auth(
         self, *, match: str | None = None, provider_id: str | None = None, listen: bool = False,
@@ -257,16 +259,25 @@ class CoderClient:
         if listen:
             params["listen"] = "true"
         resp = await self.request("GET", f"{ME}/external-auth", params=params, timeout=timeout)
-        return models.ExternalAuthResponse.model_validate(resp.json())
+        return _read(models.ExternalAuthResponse, resp)
 
     async def gitsshkey(self) -> models.GitSSHKey:
         resp = await self.request("GET", f"{ME}/gitsshkey")
-        return models.GitSSHKey.model_validate(resp.json())
+        return _read(models.GitSSHKey, resp)
 
     async def buildinfo(self) -> dict[str, Any]:
         resp = await self.request("GET", "/api/v2/buildinfo", authenticated=False)
         data = resp.json()
         return data if isinstance(data, dict) else {}
+
+
+def _read(cls: type[T], resp: httpx.Response) -> T:
+    """coderd's answer as ``cls``; ProtocolError (once, no value echoed) when it does not fit."""
+    try:
+        return decode(cls, resp.json())
+    except (ValueError, Invalid) as e:
+        raise ProtocolError(f"{resp.request.method} {resp.request.url.path} answered {resp.status_code} "
+                            f"with a body that is not a {cls.__name__}: {e}") from None
 
 
 __all__ += ["ME", "AuthError"]

@@ -3,16 +3,18 @@
 Rules: field names and JSON shapes are a contract with coderd and with the Go agent's local
 API; they follow ../shared/protocol/agent-schemas.json plus the newer Go fields noted there
 (``agent_name`` on identity tokens, ``workspace_id``/``owner_id`` on reinit events,
-``expires_at`` on external auth). Optional keys Go marks ``omitempty`` are dumped with
-``exclude_none=True`` so they are absent rather than empty.
+``expires_at`` on external auth). They are plain dataclasses checked by
+:mod:`coder_agent.typed`: ``decode(Model, data)`` reads one (unknown keys ignored, as Go does),
+``encode(model)`` writes one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from ..typed import rules
 
 LogLevel = Literal["trace", "debug", "info", "warn", "error"]
 AppStatusState = Literal["working", "idle", "complete", "failure"]
@@ -23,16 +25,14 @@ APP_STATUS_STATES: tuple[str, ...] = ("working", "idle", "complete", "failure")
 EXTERNAL_LOG_SOURCE_ID = "3b579bf4-1ed8-4b99-87a8-e9a1e3410410"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-
-class ValidationErrorModel(_Model):
+@dataclass(kw_only=True)
+class ValidationErrorModel:
     field: str
     detail: str
 
 
-class Response(_Model):
+@dataclass(kw_only=True)
+class Response:
     """codersdk.Response: every error body, from coderd and from our local API."""
 
     message: str
@@ -40,45 +40,53 @@ class Response(_Model):
     validations: list[ValidationErrorModel] | None = None
 
 
-class AuthenticateResponse(_Model):
+@dataclass(kw_only=True)
+class AuthenticateResponse:
     session_token: str
 
 
-class AWSInstanceIdentityToken(_Model):
+@dataclass(kw_only=True)
+class AWSInstanceIdentityToken:
     signature: str
     document: str
     agent_name: str | None = None
 
 
-class AzureInstanceIdentityToken(_Model):
+@dataclass(kw_only=True)
+class AzureInstanceIdentityToken:
     signature: str
     encoding: str
     agent_name: str | None = None
 
 
-class GoogleInstanceIdentityToken(_Model):
+@dataclass(kw_only=True)
+class GoogleInstanceIdentityToken:
     json_web_token: str
     agent_name: str | None = None
 
 
-class Log(_Model):
+@dataclass(kw_only=True)
+class Log:
     created_at: dt.datetime
     output: str
     level: LogLevel = "info"
 
 
-class PatchLogs(_Model):
+@dataclass(kw_only=True)
+class PatchLogs:
     log_source_id: str
     logs: list[Log]
 
 
-class PostLogSourceRequest(_Model):
+@dataclass(kw_only=True)
+class PostLogSourceRequest:
     id: str
     display_name: str
     icon: str = ""
 
 
-class WorkspaceAgentLogSource(_Model):
+@dataclass(kw_only=True)
+class WorkspaceAgentLogSource:
     workspace_agent_id: str = ""
     id: str
     created_at: dt.datetime | None = None
@@ -86,7 +94,8 @@ class WorkspaceAgentLogSource(_Model):
     icon: str = ""
 
 
-class PatchAppStatus(_Model):
+@dataclass(kw_only=True)
+class PatchAppStatus:
     app_slug: str
     state: AppStatusState
     message: str = ""
@@ -95,7 +104,8 @@ class PatchAppStatus(_Model):
     needs_user_attention: bool = False
 
 
-class ExternalAuthResponse(_Model):
+@dataclass(kw_only=True)
+class ExternalAuthResponse:
     access_token: str = ""
     token_extra: dict[str, Any] | None = None
     type: str = ""
@@ -105,35 +115,41 @@ class ExternalAuthResponse(_Model):
     expires_at: dt.datetime | None = None
 
 
-class GitSSHKey(_Model):
+@dataclass(kw_only=True)
+class GitSSHKey:
     public_key: str
     private_key: str
 
 
-class ReinitializationEvent(_Model):
-    workspace_id: str = Field(validation_alias=AliasChoices("workspace_id", "workspaceID"))
+@dataclass(kw_only=True)
+class ReinitializationEvent:
+    workspace_id: str = field(metadata=rules(aliases=("workspaceID",)))
     reason: str
     owner_id: str | None = None
 
 
-class WorkspaceAgentListeningPort(_Model):
+@dataclass(kw_only=True)
+class WorkspaceAgentListeningPort:
     process_name: str
     network: str = "tcp"
     port: int
 
 
-class WorkspaceAgentListeningPortsResponse(_Model):
+@dataclass(kw_only=True)
+class WorkspaceAgentListeningPortsResponse:
     ports: list[WorkspaceAgentListeningPort]
 
 
-class WorkspaceAgentContainerPort(_Model):
+@dataclass(kw_only=True)
+class WorkspaceAgentContainerPort:
     port: int
     network: str
     host_ip: str = ""
     host_port: int = 0
 
 
-class WorkspaceAgentContainer(_Model):
+@dataclass(kw_only=True)
+class WorkspaceAgentContainer:
     created_at: dt.datetime
     id: str
     name: str
@@ -145,13 +161,15 @@ class WorkspaceAgentContainer(_Model):
     volumes: dict[str, str]
 
 
-class WorkspaceAgentDevcontainerAgent(_Model):
+@dataclass(kw_only=True)
+class WorkspaceAgentDevcontainerAgent:
     id: str
     name: str
     directory: str
 
 
-class WorkspaceAgentDevcontainer(_Model):
+@dataclass(kw_only=True)
+class WorkspaceAgentDevcontainer:
     id: str
     name: str
     workspace_folder: str
@@ -163,7 +181,8 @@ class WorkspaceAgentDevcontainer(_Model):
     error: str = ""
 
 
-class WorkspaceAgentListContainersResponse(_Model):
+@dataclass(kw_only=True)
+class WorkspaceAgentListContainersResponse:
     containers: list[WorkspaceAgentContainer]
-    devcontainers: list[WorkspaceAgentDevcontainer] = Field(default_factory=list)
-    warnings: list[str] = Field(default_factory=list)
+    devcontainers: list[WorkspaceAgentDevcontainer] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)

@@ -5,15 +5,15 @@ Rules:
 * It describes every route the daemon registers (a test compares it with the router), whether
   or not the capability is enabled: a disabled capability answers its routes with a documented
   codersdk.Response error (403 for containers), never an undocumented shape.
-* Schemas come from the pydantic wire models in :mod:`coder_agent.coderapi.models` where one
-  exists (codersdk JSON); the local API's own shapes (``POST /api/v0/logs``, the app-status
-  answers, ``/api/v0/status``) are written here. Request schemas describe what the daemon
-  *accepts*; response schemas what it *sends*; every 4xx/5xx body is a ``Response``
-  (codersdk.Response: ``message`` required, ``detail`` and ``validations`` optional).
+* Schemas come from the wire models in :mod:`coder_agent.coderapi.models` (described by
+  :mod:`coder_agent.typed`) where one exists (codersdk JSON); the local API's own shapes
+  (``POST /api/v0/logs``, the app-status answers, ``/api/v0/status``) are written here.
+  Request schemas describe what the daemon *accepts*; response schemas what it *sends*; every
+  4xx/5xx body is a ``Response`` (codersdk.Response: ``message`` required, ``detail`` and ``validations`` optional).
 * The two ``/watch`` routes are websockets (marked ``x-websocket: true``): a plain GET without the
   upgrade headers gets 400 with a codersdk.Response; after the upgrade every text frame is the
   list route's JSON.
-* Pure and built once (importing pydantic's schema generator costs a little: only on first use).
+* Pure and built once, on first use.
 """
 
 from __future__ import annotations
@@ -49,19 +49,11 @@ def _errors(**codes: str) -> dict[str, Any]:
 
 
 def _model_schemas() -> dict[str, Any]:
-    from pydantic.json_schema import models_json_schema
-
     from ..coderapi import models as m
+    from ..typed import json_schema
 
-    pairs: list[tuple[type[Any], Any]] = [
-        (m.Response, "serialization"),
-        (m.ExternalAuthResponse, "serialization"),
-        (m.WorkspaceAgentListeningPortsResponse, "serialization"),
-        (m.WorkspaceAgentListContainersResponse, "serialization"),
-        (m.PatchAppStatus, "validation"),
-    ]
-    _, top = models_json_schema(pairs, ref_template=_REF)
-    defs: dict[str, Any] = dict(top.get("$defs", {}))
+    defs = json_schema([m.Response, m.ExternalAuthResponse, m.WorkspaceAgentListeningPortsResponse,
+                        m.WorkspaceAgentListContainersResponse, m.PatchAppStatus], ref_template=_REF)
     # The local API never sends null for these Go omitempty fields: it leaves the key out.
     resp = defs["Response"]["properties"]
     resp["detail"] = {"type": "string", "title": "Detail"}
