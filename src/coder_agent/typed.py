@@ -135,7 +135,7 @@ def _scalar(tp: Any, v: Any, loc: Loc) -> Any:
             return v
         if isinstance(v, float) and v.is_integer():
             return int(v)
-        if isinstance(v, str) and v.strip().lstrip("+-").isdigit():
+        if isinstance(v, str) and v.strip().lstrip("+-").isdecimal():
             return int(v)
         raise Invalid(loc, "expected a whole number")
     if tp is float:
