@@ -96,8 +96,6 @@ class Settings:
     FORBID_EXTRA: ClassVar[bool] = True
 
     url: str = field(metadata=rules(after=_url))
-    log_dir: Path
-    state_dir: Path
     auth: AuthMethod = "token"
     token: Secret | None = None
     token_file: Path | None = None
@@ -105,6 +103,8 @@ class Settings:
     headers: dict[str, Secret] = field(default_factory=dict)
     api_address: str = ""
     api_allow_remote: bool = False
+    log_dir: Path
+    state_dir: Path
     prometheus_address: str = "127.0.0.1:2112"
     devcontainers_enable: bool = True
     devcontainers_discovery: bool = True
