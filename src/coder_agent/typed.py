@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Invalid", "Secret", "decode", "encode", "json_schema", "rules"]
+__all__ = ["Invalid", "Secret", "decode", "encode", "json_schema", "parse_time", "rules"]
 
 T = TypeVar("T")
 Loc = tuple[str | int, ...]

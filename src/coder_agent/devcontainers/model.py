@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..typed import parse_time
 from .status import Event, Refused, Status, next_status, observation
 
 __all__ = [
@@ -54,17 +55,11 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def parse_docker_time(s: str | None) -> dt.datetime:
-    """RFC 3339 with up to nanoseconds (the engine's format) → aware datetime (µs precision)."""
-    if not s:
-        return _EPOCH
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$", s.strip())
-    if not m:
-        return _EPOCH
-    base, frac, tz = m.groups()
-    frac = (frac or "0")[:6].ljust(6, "0")
-    tz = "+00:00" if tz in (None, "Z") else tz
+    """RFC 3339 with up to nanoseconds (the engine's format) → aware UTC datetime (µs precision);
+    the epoch when missing or unreadable."""
     try:
-        return dt.datetime.fromisoformat(f"{base}.{frac}{tz}").astimezone(dt.UTC)
+        t = parse_time(s or "")
+        return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
     except (ValueError, OverflowError):  # OverflowError: 0001-01-01 with a positive offset has no UTC time
         return _EPOCH
 
