@@ -237,7 +237,7 @@ def _decode_class(cls: type[T], data: Any, loc: Loc) -> T:
     if isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
-        raise Invalid(loc, "expected an object (a table)")
+        raise Invalid(loc, "expected an object")
     hints = _hints(cls)  # type: ignore[arg-type]  # classes are hashable
     kwargs: dict[str, Any] = {}
     known: set[str] = set()

@@ -9,7 +9,7 @@ import pytest
 
 from coder_agent.coderapi import CoderClient, FixedToken, TokenFile
 from coder_agent.coderapi.models import PatchLogs
-from coder_agent.errors import ApiError, AuthError, TransportError
+from coder_agent.errors import ApiError, AuthError, ProtocolError, TransportError
 from coder_agent.typed import decode
 
 T1 = "11111111-1111-4111-8111-111111111111"
@@ -85,6 +85,20 @@ async def test_transport_errors_name_the_stage() -> None:
         with pytest.raises(TransportError) as ei:
             await c.gitsshkey()
         assert ei.value.stage == stage
+
+
+@pytest.mark.parametrize("body", [b'{"public_key": "ssh-ed25519 AAAA", "private_key": 5}', b"[]", b"not json"])
+async def test_a_body_that_is_not_the_model_is_a_protocol_error_without_the_value(body: bytes) -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    c = CoderClient("http://coder.test", FixedToken(T1), transport=httpx.MockTransport(handler))
+    with pytest.raises(ProtocolError) as ei:
+        await c.gitsshkey()
+    text = str(ei.value)
+    assert "GET /api/v2/workspaceagents/me/gitsshkey answered 200" in text and "GitSSHKey" in text
+    assert "AAAA" not in text and "\n" not in text
+    await c.aclose()
 
 
 async def test_dns_failure_is_diagnosed() -> None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
-from ..errors import ApiError, AuthError, TransportError
+from ..errors import ApiError, AuthError, ProtocolError, TransportError
 from ..localapi import json_response
 from ..localapi.server import HTTPResponseError
 from ..log import get_logger
@@ -168,6 +168,8 @@ class GitAuth:
         if isinstance(e, ApiError):
             return HTTPResponseError(e.status if 400 <= e.status < 600 else 502, scrub(e.message),
                                      scrub(e.detail), e.validations or None)
+        if isinstance(e, ProtocolError):
+            return HTTPResponseError(502, "coderd sent an answer the agent cannot read.", scrub(str(e)))
         return HTTPResponseError(502, "Cannot reach coderd.", scrub(str(e)))
 
     async def external_auth(self, request: web.Request) -> web.Response:
@@ -196,7 +198,7 @@ class GitAuth:
                 raise HTTPResponseError(504, "Not linked yet.", "still waiting for the user to "
                                         "authenticate; ask again with listen") from None
             raise self._upstream_error(e) from None
-        except ApiError as e:
+        except (ApiError, ProtocolError) as e:
             raise self._upstream_error(e) from None
         for secret in (resp.access_token, resp.password, resp.username):
             self.daemon.redactor.add(secret)
@@ -208,7 +210,7 @@ class GitAuth:
         self._require_unix_peer(request)
         try:
             key = await self._upstream(request, self.daemon.client.gitsshkey())
-        except (TransportError, ApiError) as e:
+        except (TransportError, ApiError, ProtocolError) as e:
             raise self._upstream_error(e) from None
         red = self.daemon.redactor
         red.add(key.private_key)
