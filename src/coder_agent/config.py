@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from .errors import ConfigError
-from .typed import Invalid, Secret, decode, encode, rules
+from .typed import REDACTED, Invalid, Secret, decode, encode, parse_bool, rules
 
 __all__ = [
     "SETTINGS",
@@ -36,7 +36,6 @@ __all__ = [
 ]
 
 AuthMethod = Literal["token", "aws-instance-identity", "azure-instance-identity", "google-instance-identity"]
-REDACTED = "[REDACTED]"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,17 +277,10 @@ def _toml_get(doc: Mapping[str, Any], dotted: str) -> Any:
 
 
 _MISSING: Any = object()
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 
 def _parse_bool(s: str) -> bool:
-    v = s.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ValueError(f"expected true or false, got {s!r}")
+    return False if not s.strip() else parse_bool(s)  # an empty variable or flag means false
 
 
 def _parse_map(items: Sequence[str]) -> dict[str, str]:

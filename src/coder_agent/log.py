@@ -28,9 +28,10 @@ from typing import Any
 
 import structlog
 
+from .typed import REDACTED
+
 __all__ = ["Collapse", "Redactor", "configure_logging", "get_logger"]
 
-REDACTED = "[REDACTED]"
 
 
 class Redactor:

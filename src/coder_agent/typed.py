@@ -10,7 +10,7 @@ Rules:
   raises :class:`Invalid` with the path to the first bad value (``("scripts", 0, "timeout")``)
   and one line saying what was expected. The value itself is never echoed (it may be a secret).
 * Supported types: ``str``, ``int``, ``float``, ``bool``, :class:`~pathlib.Path`,
-  :class:`datetime.datetime` (RFC 3339, nanoseconds truncated), :class:`Secret`, ``Literal``,
+  :class:`datetime.datetime` (RFC 3339, nanoseconds cut to microseconds), :class:`Secret`, ``Literal``,
   ``X | None``, ``list[X]``, ``dict[str, X]``, ``Any`` and nested dataclasses. Conversions are
   the lenient ones text sources need: a number from text, a whole float to ``int``.
 * Field extras go in ``field(metadata=rules(...))`` (constraints ``min_length``/``ge``/``gt``, ``aliases`` accepted
@@ -32,9 +32,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Invalid", "Secret", "decode", "encode", "json_schema", "parse_time", "rules"]
+__all__ = ["REDACTED", "Invalid", "Secret", "decode", "encode", "json_schema", "parse_bool", "parse_time", "rules"]
 
 T = TypeVar("T")
+REDACTED = "[REDACTED]"  # what a secret prints as, everywhere (settings, logs, manifests)
 Loc = tuple[str | int, ...]
 
 
@@ -59,10 +60,10 @@ class Secret:
         return self._value
 
     def __repr__(self) -> str:
-        return "Secret('[REDACTED]')"
+        return f"Secret({REDACTED!r})"
 
     def __str__(self) -> str:
-        return "[REDACTED]"
+        return REDACTED
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Secret) and other._value == self._value
@@ -108,13 +109,24 @@ def _choices(values: tuple[Any, ...]) -> str:
 
 
 def parse_time(text: str) -> dt.datetime:
-    """An RFC 3339 timestamp (``Z`` or an offset; more than 6 fractional digits are cut)."""
-    s = text.strip()
-    if "." in s:  # Go prints nanoseconds; keep microseconds
-        head, _, tail = s.partition(".")
-        digits = len(tail) - len(tail.lstrip("0123456789"))
-        s = f"{head}.{tail[:min(digits, 6)]}{tail[digits:]}" if digits else s
-    return dt.datetime.fromisoformat(s)
+    """An RFC 3339 timestamp (``Z`` or an offset). Python >= 3.11 reads Go's nanoseconds and keeps
+    microseconds; ValueError otherwise."""
+    return dt.datetime.fromisoformat(text.strip())
+
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``yes``/``on``/``1`` or ``false``/``no``/``off``/``0`` (any case); ValueError
+    otherwise, naming the text (callers that must not echo it catch and say less)."""
+    v = text.strip().lower()
+    if v in TRUE_WORDS:
+        return True
+    if v in FALSE_WORDS:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
 
 
 def _scalar(tp: Any, v: Any, loc: Loc) -> Any:
@@ -127,8 +139,11 @@ def _scalar(tp: Any, v: Any, loc: Loc) -> Any:
             return v
         if isinstance(v, int) and v in (0, 1):
             return bool(v)
-        if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            return v.strip().lower() in ("true", "1", "yes", "on")
+        if isinstance(v, str):
+            try:
+                return parse_bool(v)
+            except ValueError:
+                pass
         raise Invalid(loc, "expected true or false")
     if tp is int:
         if isinstance(v, int) and not isinstance(v, bool):

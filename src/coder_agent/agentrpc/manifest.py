@@ -28,6 +28,7 @@ from google.protobuf import duration_pb2
 
 from ..errors import ProtocolError
 from ..rpc.proto import agent_pb2
+from ..typed import REDACTED
 
 __all__ = [
     "HEALTH_NAMES",
@@ -43,7 +44,6 @@ __all__ = [
     "uuid_str",
 ]
 
-REDACTED = "[REDACTED]"
 HEALTH_NAMES = {0: "unspecified", 1: "disabled", 2: "initializing", 3: "healthy", 4: "unhealthy"}
 _SHARING = {0: "unspecified", 1: "owner", 2: "authenticated", 3: "public", 4: "organization"}
 _VAR = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
