@@ -438,3 +438,244 @@ def test_server_stream_big_request_and_metadata() -> None:
 def test_server_stream_rejects_overlong_varints() -> None:
     with pytest.raises(drpc.DrpcProtocolError, match="too long"):
         drpc.ServerStream().receive_data(b"\x03" + b"\x80" * 11)
+
+
+# ---- streams (§3.6) ----------------------------------------------------------------------
+
+STREAM_DERP_MAPS = "/coder.tailnet.v2.Tailnet/StreamDERPMaps"
+COORDINATE = "/coder.tailnet.v2.Tailnet/Coordinate"
+# Invoke(1,1) + empty request Message(1,2) + CloseSend(1,3), as Go's generated client sends them.
+STREAM_DERP_MAPS_REQUEST = (
+    b"\x03\x01\x01\x28" + STREAM_DERP_MAPS.encode() + bytes.fromhex("05 01 02 00 0d 01 03 00")
+)
+
+
+def test_stream_method_lengths_in_vectors() -> None:
+    # The length bytes above are written out by hand; make sure they are the method lengths.
+    assert len(STREAM_DERP_MAPS) == 0x28 and len(COORDINATE) == 0x24
+
+
+def test_server_stream_request_vector() -> None:
+    call = drpc.ClientStream.server_stream(STREAM_DERP_MAPS, b"")
+    assert call.data_to_send() == STREAM_DERP_MAPS_REQUEST
+    assert call.send_closed
+    with pytest.raises(RuntimeError):
+        call.send_message(b"late")
+
+
+def test_server_stream_messages_until_close_send_byte_by_byte() -> None:
+    reply = bytes.fromhex("05 01 01 02 0a 00  05 01 02 03 0a 01 7a  0d 01 03 00")
+    call = drpc.ClientStream.server_stream(STREAM_DERP_MAPS, b"")
+    events: list[drpc.StreamEvent] = []
+    for b in byte_by_byte(reply):
+        events += call.receive_data(b)
+    assert events == [
+        drpc.StreamMessage(b"\x0a\x00"),
+        drpc.StreamMessage(b"\x0a\x01\x7a"),
+        drpc.StreamEnded("close_send"),
+    ]
+    assert call.ended == drpc.StreamEnded("close_send")
+    # Nothing after the end is delivered, not even a well-formed message.
+    assert call.receive_data(b"\x05\x01\x04\x01x") == []
+    assert call.receive_eof() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "how", "error_type"),
+    [
+        (b"\x07\x01\x02\x0c" + (0).to_bytes(8, "big") + b"boom", "error", drpc.RpcError),
+        (b"\x07\x01\x02\x15" + (12).to_bytes(8, "big") + b"Unimplemented", "error", drpc.RpcUnimplemented),
+        (b"\x0b\x01\x02\x00", "close", None),
+        (b"\x89\x01\x02\x00", "close", None),  # Cancel (control bit)
+    ],
+)
+def test_server_stream_ends_on_error_close_and_cancel(
+    raw: bytes, how: str, error_type: type[drpc.RpcError] | None
+) -> None:
+    call = drpc.ClientStream.server_stream(STREAM_DERP_MAPS, b"")
+    events = call.receive_data(b"\x05\x01\x01\x01m" + raw)
+    assert events[0] == drpc.StreamMessage(b"m")
+    end = events[1]
+    assert isinstance(end, drpc.StreamEnded) and end.how == how
+    if error_type is None:
+        assert end.error is None
+    else:
+        assert type(end.error) is error_type
+
+
+def test_server_stream_eof_without_close_send() -> None:
+    call = drpc.ClientStream.server_stream(STREAM_DERP_MAPS, b"")
+    call.receive_data(b"\x05\x01\x01\x00")
+    [end] = call.receive_eof()
+    assert isinstance(end, drpc.StreamEnded) and end.how == "eof"
+    assert isinstance(end.error, drpc.DrpcProtocolError)
+
+
+def test_client_stream_framing_error_ends_the_stream() -> None:
+    call = drpc.ClientStream(COORDINATE)
+    with pytest.raises(drpc.DrpcProtocolError):
+        call.receive_data(b"\x05\x00\x01\x00")  # stream 0
+    assert call.ended is not None and call.ended.how == "eof"
+
+
+def test_bidi_stream_vector() -> None:
+    call = drpc.ClientStream(COORDINATE)
+    assert call.data_to_send() == b"\x03\x01\x01\x24" + COORDINATE.encode()
+    call.send_message(b"\x0a\x00")  # CoordinateRequest{update_self{}}
+    call.send_message(b"\x12\x00")  # CoordinateRequest{disconnect{}}
+    assert call.data_to_send() == bytes.fromhex("05 01 02 02 0a 00  05 01 03 02 12 00")
+    # Messages from the server interleave with ours; ids count per direction.
+    assert call.receive_data(b"\x05\x01\x01\x00") == [drpc.StreamMessage(b"")]
+    call.close_send()
+    call.close_send()  # idempotent
+    assert call.data_to_send() == b"\x0d\x01\x04\x00"
+    assert call.receive_data(b"\x05\x01\x02\x01z") == [drpc.StreamMessage(b"z")]
+    call.close()
+    assert call.data_to_send() == b"\x0b\x01\x05\x00"
+    assert call.ended == drpc.StreamEnded("close")
+    call.close()
+    assert call.data_to_send() == b""
+
+
+def test_bidi_stream_refuses_sends_after_close_send() -> None:
+    call = drpc.ClientStream(COORDINATE)
+    call.close_send()
+    with pytest.raises(RuntimeError):
+        call.send_message(b"")
+
+
+def test_bidi_stream_big_message_is_split() -> None:
+    call = drpc.ClientStream(COORDINATE)
+    call.data_to_send()
+    body = random.Random(8).randbytes(100_000)
+    call.send_message(body)
+    raw = call.data_to_send()
+    assert raw[0] == 0x04  # first frame not done
+    assert drpc.PacketReader().receive_data(raw) == [Packet(Kind.MESSAGE, 1, 2, body)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    payloads=st.lists(st.binary(max_size=200), max_size=8),
+    split=st.integers(min_value=1, max_value=64),
+    seed=st.integers(min_value=0, max_value=2**32),
+    max_chunk=st.integers(min_value=1, max_value=40),
+    ending=st.sampled_from(["close_send", "error", "close"]),
+)
+def test_server_stream_rechunking_property(
+    payloads: list[bytes], split: int, seed: int, max_chunk: int, ending: str
+) -> None:
+    server = drpc.ServerStream(streaming={STREAM_DERP_MAPS}, split_size=split)
+    server.receive_data(STREAM_DERP_MAPS_REQUEST)
+    for p in payloads:
+        server.send_message(p)
+    if ending == "close_send":
+        server.close_send()
+    elif ending == "error":
+        server.send_error(0, "bye")
+    else:
+        server.close()
+    call = drpc.ClientStream.server_stream(STREAM_DERP_MAPS, b"")
+    events: list[drpc.StreamEvent] = []
+    for chunk in rechunk(server.data_to_send(), random.Random(seed), max_chunk):
+        events += call.receive_data(chunk)
+    assert [e.data for e in events if isinstance(e, drpc.StreamMessage)] == payloads
+    assert isinstance(events[-1], drpc.StreamEnded) and events[-1].how == ending
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ups=st.lists(st.binary(max_size=200), max_size=6),
+    downs=st.lists(st.binary(max_size=200), max_size=6),
+    split=st.integers(min_value=1, max_value=64),
+    seed=st.integers(min_value=0, max_value=2**32),
+    max_chunk=st.integers(min_value=1, max_value=40),
+)
+def test_bidi_rechunking_property(
+    ups: list[bytes], downs: list[bytes], split: int, seed: int, max_chunk: int
+) -> None:
+    rng = random.Random(seed)
+    client = drpc.ClientStream(COORDINATE, split_size=split)
+    server = drpc.ServerStream(streaming={COORDINATE}, split_size=split)
+    for p in ups:
+        client.send_message(p)
+    client.close_send()
+    server_events: list[drpc.ServerEvent] = []
+    for chunk in rechunk(client.data_to_send(), rng, max_chunk):
+        server_events += server.receive_data(chunk)
+    assert server_events == [
+        drpc.InvokeReceived(COORDINATE),
+        *[drpc.MessageReceived(p) for p in ups],
+        drpc.CloseSendReceived(),
+    ]
+    assert server.client_done
+    for p in downs:
+        server.send_message(p)
+    server.close()
+    client_events: list[drpc.StreamEvent] = []
+    for chunk in rechunk(server.data_to_send(), rng, max_chunk):
+        client_events += client.receive_data(chunk)
+    assert client_events == [*[drpc.StreamMessage(p) for p in downs], drpc.StreamEnded("close")]
+
+
+def test_server_streaming_events_and_reply_vectors_byte_by_byte() -> None:
+    server = drpc.ServerStream(streaming={COORDINATE})
+    raw = b"\x03\x01\x01\x24" + COORDINATE.encode() + bytes.fromhex("05 01 02 02 0a 00  05 01 03 00  0d 01 04 00")
+    events: list[drpc.ServerEvent] = []
+    for b in byte_by_byte(raw):
+        events += server.receive_data(b)
+    assert events == [
+        drpc.InvokeReceived(COORDINATE),
+        drpc.MessageReceived(b"\x0a\x00"),
+        drpc.MessageReceived(b""),
+        drpc.CloseSendReceived(),
+    ]
+    assert server.streaming and not server.replied
+    server.send_message(b"\x0a\x00")
+    server.send_message(b"")
+    assert server.data_to_send() == bytes.fromhex("05 01 01 02 0a 00  05 01 02 00")
+    server.close()
+    assert server.data_to_send() == b"\x0b\x01\x03\x00"
+    assert server.replied
+    server.close()  # idempotent
+    assert server.data_to_send() == b""
+    with pytest.raises(RuntimeError):
+        server.send_message(b"")
+
+
+def test_server_streaming_close_send_and_error_vectors() -> None:
+    server = drpc.ServerStream(streaming={STREAM_DERP_MAPS})
+    server.receive_data(STREAM_DERP_MAPS_REQUEST)
+    server.close_send()
+    assert server.data_to_send() == b"\x0d\x01\x01\x00"
+    with pytest.raises(RuntimeError):
+        server.send_error(0, "late")
+    server = drpc.ServerStream(streaming={STREAM_DERP_MAPS})
+    server.receive_data(STREAM_DERP_MAPS_REQUEST)
+    server.send_error(0, "no")
+    assert server.data_to_send() == b"\x07\x01\x01\x0a" + bytes(8) + b"no"
+
+
+def test_server_streaming_message_after_close_send_is_a_protocol_error() -> None:
+    server = drpc.ServerStream(streaming={STREAM_DERP_MAPS})
+    server.receive_data(STREAM_DERP_MAPS_REQUEST)
+    with pytest.raises(drpc.DrpcProtocolError):
+        server.receive_data(b"\x05\x01\x04\x00")
+
+
+def test_server_client_close_ends_a_stream() -> None:
+    server = drpc.ServerStream(streaming={COORDINATE})
+    server.receive_data(b"\x03\x01\x01\x24" + COORDINATE.encode())
+    assert server.receive_data(b"\x0b\x01\x02\x00") == [drpc.CloseReceived()]
+    assert server.client_done and server.replied
+
+
+def test_unary_methods_are_unchanged_when_streams_are_declared() -> None:
+    server = drpc.ServerStream(streaming={COORDINATE})
+    events = server.receive_data(GET_MANIFEST_REQUEST)
+    assert events[1] == drpc.RequestReceived(GET_MANIFEST, b"")
+    assert not server.streaming
+    with pytest.raises(RuntimeError):
+        server.send_message(b"")
+    server.reply(b"ok")
+    assert server.data_to_send() == bytes.fromhex("05 01 01 02 6f 6b 0d 01 02 00")

@@ -21,6 +21,8 @@ from coder_agent.rpc.transport import (
     Stream,
     StreamResetError,
     YamuxConnection,
+    bidi_stream,
+    server_stream,
     unary_call,
 )
 
@@ -322,3 +324,133 @@ async def test_text_message_ends_the_connection(timeout_scale: float) -> None:
     a.inbox.put_nowait("hello")
     reason = await asyncio.wait_for(client.closed, 5 * timeout_scale)
     assert "text message" in reason
+
+
+# ---- streaming calls ----------------------------------------------------------------------
+
+WATCH = "/test.v1.Svc/Watch"
+CHAT = "/test.v1.Svc/Chat"
+
+
+async def accept_streaming(server: YamuxConnection, timeout: float) -> tuple[Stream, drpc.ServerStream]:
+    stream = await asyncio.wait_for(server.accept_stream(), timeout)
+    return stream, drpc.ServerStream(streaming={WATCH, CHAT})
+
+
+async def read_events(stream: Stream, ss: drpc.ServerStream, until: type) -> list[drpc.ServerEvent]:
+    events: list[drpc.ServerEvent] = []
+    while not any(isinstance(e, until) for e in events):
+        data = await stream.read()
+        assert data, "client ended the stream early"
+        events += ss.receive_data(data)
+    return events
+
+
+async def test_server_stream_yields_until_close_send(
+    pair: tuple[YamuxConnection, YamuxConnection], timeout_scale: float
+) -> None:
+    client, server = pair
+    big = random.Random(9).randbytes(300_000)  # more than a yamux window and several dRPC frames
+
+    async def serve() -> None:
+        stream, ss = await accept_streaming(server, 5 * timeout_scale)
+        events = await read_events(stream, ss, drpc.CloseSendReceived)
+        assert events == [drpc.InvokeReceived(WATCH), drpc.MessageReceived(b"req"), drpc.CloseSendReceived()]
+        for m in (b"one", big, b""):
+            ss.send_message(m)
+            stream.write(ss.data_to_send())
+        ss.close_send()
+        stream.write(ss.data_to_send())
+        await stream.close()
+
+    task = asyncio.create_task(serve())
+    got = [m async for m in server_stream(client, WATCH, b"req")]
+    await task
+    assert got == [b"one", big, b""]
+
+
+async def test_server_stream_error_and_early_exit(
+    pair: tuple[YamuxConnection, YamuxConnection], timeout_scale: float
+) -> None:
+    client, server = pair
+
+    async def serve_error() -> None:
+        stream, ss = await accept_streaming(server, 5 * timeout_scale)
+        await read_events(stream, ss, drpc.CloseSendReceived)
+        ss.send_message(b"x")
+        ss.send_error(12, "Unimplemented")
+        stream.write(ss.data_to_send())
+
+    task = asyncio.create_task(serve_error())
+    got: list[bytes] = []
+    with pytest.raises(RpcUnimplemented):
+        async for m in server_stream(client, WATCH, b""):
+            got.append(m)
+    await task
+    assert got == [b"x"]
+
+    # Leaving the loop early abandons the stream with dRPC Close and FIN, as Go's client does.
+    closed = asyncio.get_running_loop().create_future()
+
+    async def serve_forever() -> None:
+        stream, ss = await accept_streaming(server, 5 * timeout_scale)
+        await read_events(stream, ss, drpc.CloseSendReceived)
+        ss.send_message(b"first")
+        stream.write(ss.data_to_send())
+        events = await read_events(stream, ss, drpc.CloseReceived)
+        closed.set_result((events, await stream.read()))
+
+    task = asyncio.create_task(serve_forever())
+    gen = server_stream(client, WATCH, b"")
+    async for m in gen:
+        assert m == b"first"
+        break
+    await gen.aclose()
+    events, tail = await asyncio.wait_for(closed, 5 * timeout_scale)
+    await task
+    assert events == [drpc.CloseReceived()] and tail == b""  # then the FIN
+
+
+async def test_bidi_stream_both_ways(pair: tuple[YamuxConnection, YamuxConnection], timeout_scale: float) -> None:
+    client, server = pair
+
+    async def serve() -> None:
+        stream, ss = await accept_streaming(server, 5 * timeout_scale)
+        while True:
+            data = await stream.read()
+            if not data:
+                return
+            for ev in ss.receive_data(data):
+                if isinstance(ev, drpc.MessageReceived):
+                    ss.send_message(ev.data.upper())
+                elif isinstance(ev, drpc.CloseSendReceived):
+                    ss.close()  # hang up, as coderd's Coordinate does after Disconnect
+                stream.write(ss.data_to_send())
+
+    task = asyncio.create_task(serve())
+    bidi = await bidi_stream(client, CHAT)
+    await bidi.send(b"hello")
+    assert await bidi.recv() == b"HELLO"
+    await bidi.send(b"again")
+    assert await bidi.recv() == b"AGAIN"
+    await bidi.close_send()
+    with pytest.raises(RuntimeError):
+        await bidi.send(b"late")
+    assert await bidi.recv() is None
+    assert bidi.ended == drpc.StreamEnded("close")
+    assert await bidi.recv() is None  # stays ended
+    await bidi.close()
+    await asyncio.wait_for(task, 5 * timeout_scale)
+
+
+async def test_bidi_stream_transport_loss_raises(
+    pair: tuple[YamuxConnection, YamuxConnection], timeout_scale: float
+) -> None:
+    client, server = pair
+    bidi = await bidi_stream(client, CHAT)
+    await asyncio.wait_for(server.accept_stream(), 5 * timeout_scale)
+    reader = asyncio.create_task(bidi.recv())
+    await asyncio.sleep(0)
+    await server.close()
+    with pytest.raises(ConnectionClosedError):
+        await asyncio.wait_for(reader, 5 * timeout_scale)

@@ -1,4 +1,4 @@
-"""Sans-I/O dRPC (storj.io/drpc) framing, a client unary call and a server unary stream.
+"""Sans-I/O dRPC (storj.io/drpc) framing, client calls (unary, server-stream, bidi) and the server half.
 
 Bytes in, packets / results out, bytes to send out; no sockets, no clock, no await.
 One dRPC conversation runs over one yamux stream (coder opens a fresh stream per RPC).
@@ -23,6 +23,11 @@ Wire rules (shared/protocol/coder-agent-rpc.md §3):
 * Error packet data = 8-byte big-endian code + UTF-8 text; code 12 is Unimplemented,
   and an unknown method comes back as code 0 with "unknown rpc" in the text.
 
+Streams (§3.6): a server stream is Invoke + Message + CloseSend from the client, then
+Messages from the server until its CloseSend (normal end), Error or Close. A bidi stream is
+Invoke, then Messages both ways; each side ends its direction with CloseSend, and either may
+abandon the whole stream with Close. An Error or a Close ends both directions.
+
 The server half (:class:`ServerStream`) deliberately does not reuse the client half's
 reader or writer: it powers our fake control plane, and tests that round-trip client
 against server would not notice a codec bug that both halves shared. Both are checked
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,6 +47,7 @@ __all__ = [
     "MAX_VARINT_LEN",
     "SPLIT_SIZE",
     "UNIMPLEMENTED",
+    "ClientStream",
     "CloseReceived",
     "CloseSendReceived",
     "DrpcError",
@@ -48,6 +55,7 @@ __all__ = [
     "Frame",
     "InvokeReceived",
     "Kind",
+    "MessageReceived",
     "Packet",
     "PacketReader",
     "PacketWriter",
@@ -56,6 +64,9 @@ __all__ = [
     "RpcUnimplemented",
     "ServerEvent",
     "ServerStream",
+    "StreamEnded",
+    "StreamEvent",
+    "StreamMessage",
     "UnaryCall",
     "decode_error",
     "decode_varint",
@@ -440,7 +451,140 @@ class UnaryCall:
 
 
 # --------------------------------------------------------------------------------------
-# Server: one unary call, written apart from the client half (see the module docstring)
+# Client: one streaming call (server stream or bidi)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMessage:
+    """A complete Message packet from the server."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The server's direction is over; nothing more will be received.
+
+    ``how`` is "close_send" (the normal end of a server stream), "close" (the server
+    abandoned the stream), "error" (``error`` holds the :class:`RpcError`) or "eof" (the
+    transport ended without any of those: ``error`` holds a :class:`DrpcProtocolError`).
+    """
+
+    how: str
+    error: DrpcError | None = None
+
+
+StreamEvent = StreamMessage | StreamEnded
+
+
+class ClientStream:
+    """Client side of one streaming RPC on a fresh dRPC stream (stream id 1).
+
+    On construction the stream queues Invoke(1,1). Then :meth:`send_message`,
+    :meth:`close_send` (no more messages from us) and :meth:`close` (abandon the stream)
+    queue packets in order; :meth:`data_to_send` hands them out. :meth:`receive_data`
+    returns :class:`StreamMessage` events and, once, a :class:`StreamEnded`; after that
+    received bytes are ignored. A server stream is :meth:`server_stream`: the request
+    and CloseSend are queued at once, as Go's generated client does.
+
+    Sending after :meth:`close_send` or :meth:`close` raises RuntimeError. Framing errors
+    raise :class:`DrpcProtocolError` from :meth:`receive_data` and also end the stream.
+    """
+
+    def __init__(self, method: str, *, split_size: int = SPLIT_SIZE) -> None:
+        if not method.startswith("/"):
+            raise ValueError("method must be a full path like /coder.tailnet.v2.Tailnet/Coordinate")
+        self.method = method
+        self._writer = PacketWriter(1, split_size=split_size)
+        self._reader = PacketReader()
+        self._out = bytearray(self._writer.packet(Kind.INVOKE, method.encode("utf-8")))
+        self._send_closed = False
+        self._closed = False
+        self.ended: StreamEnded | None = None
+        """How the server's direction ended, None while it is open."""
+
+    @classmethod
+    def server_stream(cls, method: str, request: bytes, *, split_size: int = SPLIT_SIZE) -> ClientStream:
+        """A server-streaming call: Invoke, the request Message and CloseSend, queued at once."""
+        stream = cls(method, split_size=split_size)
+        stream.send_message(request)
+        stream.close_send()
+        return stream
+
+    @property
+    def send_closed(self) -> bool:
+        """True after :meth:`close_send` or :meth:`close`, or once the stream has ended."""
+        return self._send_closed or self._closed or self.ended is not None
+
+    def data_to_send(self) -> bytes:
+        """Return and forget the bytes queued for the server."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def send_message(self, data: bytes) -> None:
+        """Queue one Message packet (split into frames as needed)."""
+        if self.send_closed:
+            raise RuntimeError(f"{self.method}: cannot send on a closed stream")
+        self._out += self._writer.packet(Kind.MESSAGE, data)
+
+    def close_send(self) -> None:
+        """Queue CloseSend: we send nothing more, the server may still answer. Idempotent."""
+        if self.send_closed:
+            return
+        self._send_closed = True
+        self._out += self._writer.packet(Kind.CLOSE_SEND)
+
+    def close(self) -> None:
+        """Queue Close: the stream is abandoned both ways. Idempotent; a no-op once ended."""
+        if self._closed or self.ended is not None:
+            return
+        self._closed = True
+        self._out += self._writer.packet(Kind.CLOSE)
+        self.ended = StreamEnded("close")
+
+    def receive_data(self, data: bytes) -> list[StreamEvent]:
+        """Feed bytes from the server; return the events they completed."""
+        if self.ended is not None:
+            return []
+        try:
+            packets = self._reader.receive_data(data)
+        except DrpcProtocolError as exc:
+            self.ended = StreamEnded("eof", exc)
+            raise
+        events: list[StreamEvent] = []
+        for packet in packets:
+            event = self._on_packet(packet)
+            events.append(event)
+            if isinstance(event, StreamEnded):
+                self.ended = event
+                break
+        return events
+
+    def receive_eof(self) -> list[StreamEvent]:
+        """The transport ended; a stream still open ends with an "eof" :class:`StreamEnded`."""
+        if self.ended is not None:
+            return []
+        self.ended = StreamEnded("eof", DrpcProtocolError(f"{self.method}: stream ended without CloseSend"))
+        return [self.ended]
+
+    def _on_packet(self, packet: Packet) -> StreamEvent:
+        if packet.stream_id != 1:
+            return StreamEnded("eof", DrpcProtocolError(f"packet on dRPC stream {packet.stream_id}, expected 1"))
+        if packet.kind == Kind.MESSAGE:
+            return StreamMessage(packet.data)
+        if packet.kind == Kind.CLOSE_SEND:
+            return StreamEnded("close_send")
+        if packet.kind in (Kind.CLOSE, Kind.CANCEL):
+            return StreamEnded("close")
+        if packet.kind == Kind.ERROR:
+            code, text = decode_error(packet.data)
+            return StreamEnded("error", rpc_error(code, text))
+        return StreamEnded("eof", DrpcProtocolError(f"unexpected packet kind {packet.kind} from the server"))
+
+
+# --------------------------------------------------------------------------------------
+# Server: one call, written apart from the client half (see the module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,6 +604,13 @@ class RequestReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """One Message of a streaming call (the first one is the request of a server stream)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class CloseSendReceived:
     """The client will send nothing more (normal after the request)."""
 
@@ -469,29 +620,46 @@ class CloseReceived:
     """The client abandoned the stream (Close or Cancel); no reply is expected."""
 
 
-ServerEvent = InvokeReceived | RequestReceived | CloseSendReceived | CloseReceived
+ServerEvent = InvokeReceived | RequestReceived | MessageReceived | CloseSendReceived | CloseReceived
 
 
 class _ServerState(enum.Enum):
     AWAIT_INVOKE = "await_invoke"
     AWAIT_REQUEST = "await_request"
     HANDLING = "handling"  # request delivered, reply not yet given
+    STREAMING = "streaming"  # a streaming method: messages flow both ways
     REPLIED = "replied"
     CLOSED = "closed"
 
 
 class ServerStream:
-    """Server side of one unary RPC on one dRPC stream (our fake control plane's half).
+    """Server side of one RPC on one dRPC stream (our fake control plane's half).
 
     Feed client bytes to :meth:`receive_data`; it returns :class:`InvokeReceived`,
-    then :class:`RequestReceived` (answer it with :meth:`reply` or
+    then, for a unary method, :class:`RequestReceived` (answer it with :meth:`reply` or
     :meth:`reply_error`), :class:`CloseSendReceived` and possibly
     :class:`CloseReceived`. Replies are Message + CloseSend, or a single Error, as
     drpcmux does. Raises :class:`DrpcProtocolError` on bad framing or out-of-order
-    packets (Message before Invoke, a second request on a unary call).
+    packets (Message before Invoke, a second request on a unary call, a Message after
+    the client's CloseSend).
+
+    Methods named in ``streaming`` (full paths) are streams, as drpcmux knows from the
+    generated description: every client Message is a :class:`MessageReceived` (the
+    first is the request of a server stream), and the server sends with
+    :meth:`send_message`, ends its direction with :meth:`close_send` (a handler that
+    returned), fails it with :meth:`send_error`, or abandons the stream with
+    :meth:`close` (what coderd's Coordinate does when it hangs up).
     """
 
-    def __init__(self, *, max_packet_size: int = MAX_PACKET_SIZE, split_size: int = SPLIT_SIZE) -> None:
+    def __init__(
+        self,
+        *,
+        max_packet_size: int = MAX_PACKET_SIZE,
+        split_size: int = SPLIT_SIZE,
+        streaming: Collection[str] = (),
+    ) -> None:
+        self._streaming = frozenset(streaming)
+        self._server_done = False
         self._in = bytearray()
         self._max = max_packet_size
         self._split = split_size
@@ -513,7 +681,18 @@ class ServerStream:
 
     @property
     def replied(self) -> bool:
-        return self._state in (_ServerState.REPLIED, _ServerState.CLOSED)
+        """The server's direction is over (reply, CloseSend, Error or Close sent or received)."""
+        return self._server_done or self._state in (_ServerState.REPLIED, _ServerState.CLOSED)
+
+    @property
+    def streaming(self) -> bool:
+        """The invoked method is a stream (named in ``streaming``)."""
+        return self._state is _ServerState.STREAMING or (self._method in self._streaming and bool(self._method))
+
+    @property
+    def client_done(self) -> bool:
+        """The client sent CloseSend or Close: no more messages will arrive."""
+        return self._client_done or self._state is _ServerState.CLOSED
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
@@ -554,7 +733,39 @@ class ServerStream:
         self._send(Kind.ERROR, code.to_bytes(8, "big") + message.encode("utf-8"))
         self._state = _ServerState.REPLIED
 
+    def send_message(self, message: bytes) -> None:
+        """Streaming methods: send one Message to the client."""
+        self._check_can_stream()
+        self._send(Kind.MESSAGE, message)
+
+    def close_send(self) -> None:
+        """Streaming methods: end the server's direction (CloseSend), as a handler returning nil."""
+        self._check_can_stream()
+        self._send(Kind.CLOSE_SEND, b"")
+        self._server_done = True
+
+    def send_error(self, code: int, message: str) -> None:
+        """Streaming methods: end the stream with an Error packet (code, text)."""
+        self._check_can_stream()
+        self._send(Kind.ERROR, encode_error(code, message))
+        self._server_done = True
+
+    def close(self) -> None:
+        """Abandon the stream (Close). Idempotent; a no-op once the stream was closed."""
+        if self._state is _ServerState.CLOSED or self._server_done:
+            self._state = _ServerState.CLOSED
+            return
+        if self._state is _ServerState.AWAIT_INVOKE:
+            raise RuntimeError("cannot close a stream before Invoke")
+        self._send(Kind.CLOSE, b"")
+        self._server_done = True
+        self._state = _ServerState.CLOSED
+
     # ---- internals -------------------------------------------------------------------
+
+    def _check_can_stream(self) -> None:
+        if self._state is not _ServerState.STREAMING or self._server_done:
+            raise RuntimeError(f"cannot stream in state {self._state.value}")
 
     def _check_can_reply(self) -> None:
         if self._state is not _ServerState.HANDLING:
@@ -641,13 +852,16 @@ class ServerStream:
                 self._method = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise DrpcProtocolError("method name is not UTF-8") from None
-            self._state = _ServerState.AWAIT_REQUEST
+            streaming = self._method in self._streaming
+            self._state = _ServerState.STREAMING if streaming else _ServerState.AWAIT_REQUEST
             events.append(InvokeReceived(self._method, self._metadata))
         elif sid != self._stream_id and state is not _ServerState.AWAIT_INVOKE:
             raise DrpcProtocolError(f"packet for dRPC stream {sid} inside stream {self._stream_id}")
         elif kind == Kind.MESSAGE and state is _ServerState.AWAIT_REQUEST:
             self._state = _ServerState.HANDLING
             events.append(RequestReceived(self._method, data))
+        elif kind == Kind.MESSAGE and state is _ServerState.STREAMING and not self._client_done:
+            events.append(MessageReceived(data))
         elif kind == Kind.CLOSE_SEND and state is not _ServerState.AWAIT_INVOKE:
             if not self._client_done:
                 self._client_done = True

@@ -16,7 +16,9 @@ module only moves bytes and wakes waiters. Rules it keeps:
   connection: :attr:`YamuxConnection.closed` resolves with the reason and every
   pending read, ping and open fails with :class:`ConnectionClosedError`.
 
-One unary dRPC call = one fresh yamux stream (:func:`unary_call`), as coder's Go SDK does.
+One dRPC call = one fresh yamux stream, as coder's Go SDK does: :func:`unary_call`,
+:func:`server_stream` (an async iterator of messages) and :func:`bidi_stream` (a
+:class:`BidiStream` with send/recv/close_send/close).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from . import drpc, yamux
 from .drpc import RpcError, RpcUnimplemented
 
 __all__ = [
+    "BidiStream",
     "ConnectionClosedError",
     "MessageSocket",
     "RpcError",
@@ -39,6 +42,8 @@ __all__ = [
     "Stream",
     "StreamResetError",
     "YamuxConnection",
+    "bidi_stream",
+    "server_stream",
     "unary_call",
 ]
 
@@ -127,6 +132,10 @@ class Stream:
 
         Idempotent; a no-op on a reset stream or a closed connection.
         """
+        self.close_nowait()
+
+    def close_nowait(self) -> None:
+        """:meth:`close` for places that cannot await (an async generator being finalized)."""
         if self._local_closed or self._reset or self._conn._closed_reason is not None:
             return
         self._local_closed = True
@@ -464,3 +473,143 @@ async def unary_call(
         if stream is not None:
             stream.reset()
         raise
+
+
+class BidiStream:
+    """One bidirectional dRPC stream on its own yamux stream (obtain it from :func:`bidi_stream`).
+
+    :meth:`send` queues a Message; :meth:`recv` returns the next server Message, or None
+    once the server ended its direction (CloseSend or Close); an Error packet raises
+    :class:`RpcError`, a stream that ends without one of those raises
+    :class:`drpc.DrpcProtocolError`. :meth:`close_send` ends our direction (the server
+    may still answer); :meth:`close` abandons the stream (dRPC Close, then FIN), as Go's
+    ``stream.Close``. Transport failures raise :class:`ConnectionClosedError` /
+    :class:`StreamResetError`. One reader at a time; sends may interleave with a
+    pending :meth:`recv`.
+    """
+
+    def __init__(self, stream: Stream, call: drpc.ClientStream) -> None:
+        self._stream = stream
+        self._call = call
+        self._pending: deque[drpc.StreamEvent] = deque()
+        self._closed = False
+
+    @property
+    def stream_id(self) -> int:
+        return self._stream.stream_id
+
+    @property
+    def ended(self) -> drpc.StreamEnded | None:
+        """How the server's direction ended (None while open)."""
+        return self._call.ended
+
+    async def send(self, message: bytes) -> None:
+        """Send one message and wait until it is handed to the websocket writer.
+
+        Raises RuntimeError after :meth:`close_send` / :meth:`close` or once the stream ended.
+        """
+        self._call.send_message(message)
+        self._stream.write(self._call.data_to_send())
+        await self._stream.drain()
+
+    async def recv(self) -> bytes | None:
+        """The next message from the server; None at the server's CloseSend or Close."""
+        while not self._pending:
+            if self._call.ended is not None:
+                self._raise_if_failed(self._call.ended)
+                return None
+            data = await self._stream.read()
+            if not data:
+                self._pending.extend(self._call.receive_eof())
+            else:
+                self._pending.extend(self._call.receive_data(data))
+        event = self._pending.popleft()
+        if isinstance(event, drpc.StreamMessage):
+            return event.data
+        self._raise_if_failed(event)
+        return None
+
+    async def close_send(self) -> None:
+        """Half-close: dRPC CloseSend (idempotent). Reading continues."""
+        if self._call.send_closed:
+            return
+        self._call.close_send()
+        with contextlib.suppress(ConnectionClosedError, StreamResetError):
+            self._stream.write(self._call.data_to_send())
+
+    async def close(self) -> None:
+        """Abandon the stream: dRPC Close (unless it already ended), then yamux FIN. Idempotent."""
+        self.close_nowait()
+
+    def close_nowait(self) -> None:
+        """:meth:`close` without awaiting (it never blocks)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._call.close()
+        with contextlib.suppress(ConnectionClosedError, StreamResetError):
+            out = self._call.data_to_send()
+            if out:
+                self._stream.write(out)
+            self._stream.close_nowait()
+
+    def reset(self) -> None:
+        """Abort at once (yamux RST), for errors and cancellation."""
+        self._closed = True
+        self._stream.reset()
+
+    @staticmethod
+    def _raise_if_failed(end: drpc.StreamEnded) -> None:
+        if end.error is not None:
+            raise end.error
+
+
+# The timeout parameter is the published contract (callers pass a number, not a scope).
+async def bidi_stream(conn: YamuxConnection, method: str, open_timeout: float = 30.0) -> BidiStream:
+    """Open a bidirectional dRPC stream (Invoke sent at once) on a fresh yamux stream.
+
+    Raises :class:`ConnectionClosedError` if the connection is gone and TimeoutError if
+    the stream cannot be opened within ``open_timeout`` seconds.
+    """
+    call = drpc.ClientStream(method)
+    async with asyncio.timeout(open_timeout):
+        stream = await conn.open_stream()
+    try:
+        stream.write(call.data_to_send())
+    except BaseException:
+        stream.reset()
+        raise
+    return BidiStream(stream, call)
+
+
+async def server_stream(
+    conn: YamuxConnection, method: str, request: bytes, open_timeout: float = 30.0
+) -> AsyncIterator[bytes]:
+    """Run one server-streaming dRPC call; yield each message the server sends.
+
+    Sends Invoke/Message/CloseSend on a fresh stream. The iteration ends at the server's
+    CloseSend or Close; an Error packet raises :class:`RpcError`, a stream that ends
+    without either raises :class:`drpc.DrpcProtocolError`, and transport failures raise
+    :class:`ConnectionClosedError` / :class:`StreamResetError`. Leaving the loop early
+    (break, cancellation, ``aclose``) sends dRPC Close and FIN, as Go's client does.
+    """
+    call = drpc.ClientStream.server_stream(method, request)
+    async with asyncio.timeout(open_timeout):
+        stream = await conn.open_stream()
+    bidi = BidiStream(stream, call)
+    try:
+        stream.write(call.data_to_send())
+        while True:
+            message = await bidi.recv()
+            if message is None:
+                break
+            yield message
+    except (ConnectionClosedError, StreamResetError):
+        raise
+    except (RpcError, GeneratorExit, asyncio.CancelledError):
+        bidi.close_nowait()
+        raise
+    except BaseException:
+        bidi.reset()
+        raise
+    bidi.close_nowait()
