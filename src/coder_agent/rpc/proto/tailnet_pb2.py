@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#coder_agent/rpc/proto/tailnet.proto\x12\x10\x63oder.tailnet.v2\"\x84\x06\n\x07\x44\x45RPMap\x12\x39\n\x0bhome_params\x18\x01 \x01(\x0b\x32$.coder.tailnet.v2.DERPMap.HomeParams\x12\x37\n\x07regions\x18\x02 \x03(\x0b\x32&.coder.tailnet.v2.DERPMap.RegionsEntry\x1a\x8d\x01\n\nHomeParams\x12K\n\x0cregion_score\x18\x01 \x03(\x0b\x32\x35.coder.tailnet.v2.DERPMap.HomeParams.RegionScoreEntry\x1a\x32\n\x10RegionScoreEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\xa2\x03\n\x06Region\x12\x11\n\tregion_id\x18\x01 \x01(\x03\x12\x16\n\x0e\x65mbedded_relay\x18\x02 \x01(\x08\x12\x13\n\x0bregion_code\x18\x03 \x01(\t\x12\x13\n\x0bregion_name\x18\x04 \x01(\t\x12\r\n\x05\x61void\x18\x05 \x01(\x08\x12\x34\n\x05nodes\x18\x06 \x03(\x0b\x32%.coder.tailnet.v2.DERPMap.Region.Node\x1a\xfd\x01\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tregion_id\x18\x02 \x01(\x03\x12\x11\n\thost_name\x18\x03 \x01(\t\x12\x11\n\tcert_name\x18\x04 \x01(\t\x12\x0c\n\x04ipv4\x18\x05 \x01(\t\x12\x0c\n\x04ipv6\x18\x06 \x01(\t\x12\x11\n\tstun_port\x18\x07 \x01(\x05\x12\x11\n\tstun_only\x18\x08 \x01(\x08\x12\x11\n\tderp_port\x18\t \x01(\x05\x12\x1a\n\x12insecure_for_tests\x18\n \x01(\x08\x12\x12\n\nforce_http\x18\x0b \x01(\x08\x12\x14\n\x0cstun_test_ip\x18\x0c \x01(\t\x12\x13\n\x0b\x63\x61n_port_80\x18\r \x01(\x08\x1aP\n\x0cRegionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .coder.tailnet.v2.DERPMap.Region:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#coder_agent/rpc/proto/tailnet.proto\x12\x10\x63oder.tailnet.v2\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x06\n\x07\x44\x45RPMap\x12\x39\n\x0bhome_params\x18\x01 \x01(\x0b\x32$.coder.tailnet.v2.DERPMap.HomeParams\x12\x37\n\x07regions\x18\x02 \x03(\x0b\x32&.coder.tailnet.v2.DERPMap.RegionsEntry\x1a\x8d\x01\n\nHomeParams\x12K\n\x0cregion_score\x18\x01 \x03(\x0b\x32\x35.coder.tailnet.v2.DERPMap.HomeParams.RegionScoreEntry\x1a\x32\n\x10RegionScoreEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\xa2\x03\n\x06Region\x12\x11\n\tregion_id\x18\x01 \x01(\x03\x12\x16\n\x0e\x65mbedded_relay\x18\x02 \x01(\x08\x12\x13\n\x0bregion_code\x18\x03 \x01(\t\x12\x13\n\x0bregion_name\x18\x04 \x01(\t\x12\r\n\x05\x61void\x18\x05 \x01(\x08\x12\x34\n\x05nodes\x18\x06 \x03(\x0b\x32%.coder.tailnet.v2.DERPMap.Region.Node\x1a\xfd\x01\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tregion_id\x18\x02 \x01(\x03\x12\x11\n\thost_name\x18\x03 \x01(\t\x12\x11\n\tcert_name\x18\x04 \x01(\t\x12\x0c\n\x04ipv4\x18\x05 \x01(\t\x12\x0c\n\x04ipv6\x18\x06 \x01(\t\x12\x11\n\tstun_port\x18\x07 \x01(\x05\x12\x11\n\tstun_only\x18\x08 \x01(\x08\x12\x11\n\tderp_port\x18\t \x01(\x05\x12\x1a\n\x12insecure_for_tests\x18\n \x01(\x08\x12\x12\n\nforce_http\x18\x0b \x01(\x08\x12\x14\n\x0cstun_test_ip\x18\x0c \x01(\t\x12\x13\n\x0b\x63\x61n_port_80\x18\r \x01(\x08\x1aP\n\x0cRegionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .coder.tailnet.v2.DERPMap.Region:\x02\x38\x01\"\x17\n\x15StreamDERPMapsRequest\"\xab\x03\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\x03\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\r\n\x05\x64isco\x18\x04 \x01(\t\x12\x16\n\x0epreferred_derp\x18\x05 \x01(\x05\x12=\n\x0c\x64\x65rp_latency\x18\x06 \x03(\x0b\x32\'.coder.tailnet.v2.Node.DerpLatencyEntry\x12N\n\x15\x64\x65rp_forced_websocket\x18\x07 \x03(\x0b\x32/.coder.tailnet.v2.Node.DerpForcedWebsocketEntry\x12\x11\n\taddresses\x18\x08 \x03(\t\x12\x13\n\x0b\x61llowed_ips\x18\t \x03(\t\x12\x11\n\tendpoints\x18\n \x03(\t\x1a\x32\n\x10\x44\x65rpLatencyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a:\n\x18\x44\x65rpForcedWebsocketEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xec\x03\n\x11\x43oordinateRequest\x12\x43\n\x0bupdate_self\x18\x01 \x01(\x0b\x32..coder.tailnet.v2.CoordinateRequest.UpdateSelf\x12\x42\n\ndisconnect\x18\x02 \x01(\x0b\x32..coder.tailnet.v2.CoordinateRequest.Disconnect\x12>\n\nadd_tunnel\x18\x03 \x01(\x0b\x32*.coder.tailnet.v2.CoordinateRequest.Tunnel\x12\x41\n\rremove_tunnel\x18\x04 \x01(\x0b\x32*.coder.tailnet.v2.CoordinateRequest.Tunnel\x12R\n\x13ready_for_handshake\x18\x05 \x03(\x0b\x32\x35.coder.tailnet.v2.CoordinateRequest.ReadyForHandshake\x1a\x32\n\nUpdateSelf\x12$\n\x04node\x18\x01 \x01(\x0b\x32\x16.coder.tailnet.v2.Node\x1a\x0c\n\nDisconnect\x1a\x14\n\x06Tunnel\x12\n\n\x02id\x18\x01 \x01(\x0c\x1a\x1f\n\x11ReadyForHandshake\x12\n\n\x02id\x18\x01 \x01(\x0c\"\xdc\x02\n\x12\x43oordinateResponse\x12\x45\n\x0cpeer_updates\x18\x01 \x03(\x0b\x32/.coder.tailnet.v2.CoordinateResponse.PeerUpdate\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x1a\xef\x01\n\nPeerUpdate\x12\n\n\x02id\x18\x01 \x01(\x0c\x12$\n\x04node\x18\x02 \x01(\x0b\x32\x16.coder.tailnet.v2.Node\x12\x42\n\x04kind\x18\x03 \x01(\x0e\x32\x34.coder.tailnet.v2.CoordinateResponse.PeerUpdate.Kind\x12\x0e\n\x06reason\x18\x04 \x01(\t\"[\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x08\n\x04NODE\x10\x01\x12\x10\n\x0c\x44ISCONNECTED\x10\x02\x12\x08\n\x04LOST\x10\x03\x12\x17\n\x13READY_FOR_HANDSHAKE\x10\x04\x32\xbe\x01\n\x07Tailnet\x12V\n\x0eStreamDERPMaps\x12\'.coder.tailnet.v2.StreamDERPMapsRequest\x1a\x19.coder.tailnet.v2.DERPMap0\x01\x12[\n\nCoordinate\x12#.coder.tailnet.v2.CoordinateRequest\x1a$.coder.tailnet.v2.CoordinateResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +36,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DERPMAP_HOMEPARAMS_REGIONSCOREENTRY']._serialized_options = b'8\001'
   _globals['_DERPMAP_REGIONSENTRY']._loaded_options = None
   _globals['_DERPMAP_REGIONSENTRY']._serialized_options = b'8\001'
-  _globals['_DERPMAP']._serialized_start=58
-  _globals['_DERPMAP']._serialized_end=830
-  _globals['_DERPMAP_HOMEPARAMS']._serialized_start=186
-  _globals['_DERPMAP_HOMEPARAMS']._serialized_end=327
-  _globals['_DERPMAP_HOMEPARAMS_REGIONSCOREENTRY']._serialized_start=277
-  _globals['_DERPMAP_HOMEPARAMS_REGIONSCOREENTRY']._serialized_end=327
-  _globals['_DERPMAP_REGION']._serialized_start=330
-  _globals['_DERPMAP_REGION']._serialized_end=748
-  _globals['_DERPMAP_REGION_NODE']._serialized_start=495
-  _globals['_DERPMAP_REGION_NODE']._serialized_end=748
-  _globals['_DERPMAP_REGIONSENTRY']._serialized_start=750
-  _globals['_DERPMAP_REGIONSENTRY']._serialized_end=830
+  _globals['_NODE_DERPLATENCYENTRY']._loaded_options = None
+  _globals['_NODE_DERPLATENCYENTRY']._serialized_options = b'8\001'
+  _globals['_NODE_DERPFORCEDWEBSOCKETENTRY']._loaded_options = None
+  _globals['_NODE_DERPFORCEDWEBSOCKETENTRY']._serialized_options = b'8\001'
+  _globals['_DERPMAP']._serialized_start=91
+  _globals['_DERPMAP']._serialized_end=863
+  _globals['_DERPMAP_HOMEPARAMS']._serialized_start=219
+  _globals['_DERPMAP_HOMEPARAMS']._serialized_end=360
+  _globals['_DERPMAP_HOMEPARAMS_REGIONSCOREENTRY']._serialized_start=310
+  _globals['_DERPMAP_HOMEPARAMS_REGIONSCOREENTRY']._serialized_end=360
+  _globals['_DERPMAP_REGION']._serialized_start=363
+  _globals['_DERPMAP_REGION']._serialized_end=781
+  _globals['_DERPMAP_REGION_NODE']._serialized_start=528
+  _globals['_DERPMAP_REGION_NODE']._serialized_end=781
+  _globals['_DERPMAP_REGIONSENTRY']._serialized_start=783
+  _globals['_DERPMAP_REGIONSENTRY']._serialized_end=863
+  _globals['_STREAMDERPMAPSREQUEST']._serialized_start=865
+  _globals['_STREAMDERPMAPSREQUEST']._serialized_end=888
+  _globals['_NODE']._serialized_start=891
+  _globals['_NODE']._serialized_end=1318
+  _globals['_NODE_DERPLATENCYENTRY']._serialized_start=1208
+  _globals['_NODE_DERPLATENCYENTRY']._serialized_end=1258
+  _globals['_NODE_DERPFORCEDWEBSOCKETENTRY']._serialized_start=1260
+  _globals['_NODE_DERPFORCEDWEBSOCKETENTRY']._serialized_end=1318
+  _globals['_COORDINATEREQUEST']._serialized_start=1321
+  _globals['_COORDINATEREQUEST']._serialized_end=1813
+  _globals['_COORDINATEREQUEST_UPDATESELF']._serialized_start=1694
+  _globals['_COORDINATEREQUEST_UPDATESELF']._serialized_end=1744
+  _globals['_COORDINATEREQUEST_DISCONNECT']._serialized_start=1746
+  _globals['_COORDINATEREQUEST_DISCONNECT']._serialized_end=1758
+  _globals['_COORDINATEREQUEST_TUNNEL']._serialized_start=1760
+  _globals['_COORDINATEREQUEST_TUNNEL']._serialized_end=1780
+  _globals['_COORDINATEREQUEST_READYFORHANDSHAKE']._serialized_start=1782
+  _globals['_COORDINATEREQUEST_READYFORHANDSHAKE']._serialized_end=1813
+  _globals['_COORDINATERESPONSE']._serialized_start=1816
+  _globals['_COORDINATERESPONSE']._serialized_end=2164
+  _globals['_COORDINATERESPONSE_PEERUPDATE']._serialized_start=1925
+  _globals['_COORDINATERESPONSE_PEERUPDATE']._serialized_end=2164
+  _globals['_COORDINATERESPONSE_PEERUPDATE_KIND']._serialized_start=2073
+  _globals['_COORDINATERESPONSE_PEERUPDATE_KIND']._serialized_end=2164
+  _globals['_TAILNET']._serialized_start=2167
+  _globals['_TAILNET']._serialized_end=2357
 # @@protoc_insertion_point(module_scope)
