@@ -29,6 +29,8 @@ coderd's rules kept here (coder-agent-rpc.md §1.2, §1.3, §2.5, §5):
 * Methods listed in :attr:`RpcControl.unimplemented` answer code 12, those in
   :attr:`RpcControl.unknown` answer ``unknown rpc`` (code 0), as old servers do.
 
+The Tailnet service (Coordinate, StreamDERPMaps) shares the mux, as in coderd: see :mod:`.tailnet`.
+
 Everything received is recorded on the :class:`DevAgent`: ``lifecycle`` (``{"state": name}``
 entries), ``logs``, ``app_statuses``, and :func:`record` (``agent.extra["rpc"]``) for the rest.
 """
@@ -54,6 +56,7 @@ from google.protobuf.message import DecodeError, Message
 from ..rpc import drpc
 from ..rpc.proto import agent_pb2
 from ..rpc.transport import ConnectionClosedError, Stream, StreamResetError, YamuxConnection
+from . import tailnet
 from .state import EXTERNAL_SOURCE, MAX_LOGS_LENGTH, DevAgent
 
 if TYPE_CHECKING:
@@ -578,7 +581,7 @@ class _ServerConn:
             self.rec.last_connected_at = _now()
 
     async def _serve_stream(self, stream: Stream) -> None:
-        ss = drpc.ServerStream()
+        ss = drpc.ServerStream(streaming=tailnet.STREAMING)
         raw = bytearray()
         name = ""
         try:
@@ -588,9 +591,15 @@ class _ServerConn:
                     break
                 if self.ctl.capture:
                     raw += data
-                for ev in ss.receive_data(data):
+                events = ss.receive_data(data)
+                for i, ev in enumerate(events):
                     if isinstance(ev, drpc.InvokeReceived):
                         name = ev.method.rsplit("/", 1)[-1]
+                        if ss.streaming:  # the Tailnet service, on the same mux as coderd's
+                            self.rec.calls.append(CallRecord(name, self.number, stream.stream_id, time.monotonic()))
+                            await tailnet.server(self.ds).serve_call(stream, ss, events[i + 1:],
+                                                                     tailnet.agent_identity(self.agent))
+                            return
                     elif isinstance(ev, drpc.RequestReceived):
                         await self._handle(ss, stream, ev, name)
         except drpc.DrpcProtocolError as e:
@@ -678,3 +687,4 @@ def install(app: web.Application, ds: DevServer) -> None:
         return ws
 
     app.router.add_get("/api/v2/workspaceagents/me/rpc", rpc)
+    tailnet.install(app, ds)
