@@ -300,3 +300,49 @@ def test_node_id_and_addresses_vectors() -> None:
     a, b = dstailnet.agent_addresses(AGENT_ID)
     assert str(a) == "fd7a:115c:a1e0:4a0b:9c8d:7e6f:5a4b:3c2d"
     assert str(b) == "fd60:627a:a42b:4a0b:9c8d:7e6f:5a4b:3c2d"
+
+
+async def test_lost_client_is_removed_after_the_lost_timeout(ds: DevServer) -> None:
+    view = dstailnet.server(ds).view
+    conn = await dial_agent(ds)
+    controller = CoordinationController(node_id=dstailnet.node_id(AGENT_ID), node_key=NODE_KEY, disco_key=DISCO_KEY,
+                                        addresses=agent_addresses(), lost_timeout=t(0.5))
+    controller.set_preferred_derp(999)
+    agent = Agent(conn, controller)
+    client = await Client.join(ds)
+    await apoll(lambda: client.of_kind(Kind.READY_FOR_HANDSHAKE), timeout=10)
+    client_id = next(p for p, kind in view.connected.items() if kind == "client")
+    controller.note_handshake(client_id, time.monotonic())
+    await client.close()  # the client's connection drops: LOST, not DISCONNECTED
+    await apoll(lambda: any(isinstance(e, PeerLost) for e in agent.events), timeout=10)
+    assert client_id in controller.peers and controller.peers[client_id].lost
+    # The runner drives the lost timer: the peer goes once its last handshake is lost_timeout old.
+    await apoll(lambda: any(isinstance(e, RemovePeer) for e in agent.events), timeout=10)
+    assert [e for e in agent.events if isinstance(e, RemovePeer)] == [RemovePeer(client_id, CLIENT_KEY, "lost")]
+    assert client_id not in controller.peers
+    agent.stop.set()
+    assert await agent.finish() == "stopped"
+    await conn.close()
+
+
+async def test_client_route_refuses_strangers_and_state_is_inspectable(ds: DevServer) -> None:
+    import httpx
+
+    ts = dstailnet.server(ds)
+    async with httpx.AsyncClient(base_url=ds.url) as http:
+        path = f"/api/v2/workspaceagents/{AGENT_ID}/coordinate"
+        assert (await http.get(path)).status_code == 401
+        assert (await http.get(path, headers={"Coder-Session-Token": ds.agent.token})).status_code == 401
+        other = f"/api/v2/workspaceagents/{uuid.uuid4()}/coordinate"
+        assert (await http.get(other, headers={"Coder-Session-Token": ts.client_token})).status_code == 404
+        conn = await dial_agent(ds)
+        controller = new_controller()
+        controller.set_preferred_derp(999)
+        agent = Agent(conn, controller)
+        await apoll(lambda: AGENT_ID in ts.view.nodes, timeout=10)
+        summary = (await http.get("/devserver/tailnet")).json()
+        assert summary["connected"] == {str(AGENT_ID): "agent"}
+        assert summary["nodes"][str(AGENT_ID)]["preferredDerp"] == 999
+        agent.stop.set()
+        assert await agent.finish() == "stopped"
+        await conn.close()
