@@ -346,3 +346,23 @@ async def test_client_route_refuses_strangers_and_state_is_inspectable(ds: DevSe
         agent.stop.set()
         assert await agent.finish() == "stopped"
         await conn.close()
+
+
+async def test_client_abandoning_its_stream_is_lost_for_the_agent(ds: DevServer) -> None:
+    view = dstailnet.server(ds).view
+    conn = await dial_agent(ds)
+    controller = new_controller()
+    controller.set_preferred_derp(999)
+    agent = Agent(conn, controller)
+    client = await Client.join(ds)
+    await apoll(lambda: client.of_kind(Kind.READY_FOR_HANDSHAKE), timeout=10)
+    client_id = next(p for p, kind in view.connected.items() if kind == "client")
+    await client.bidi.close()  # dRPC Close + FIN, the connection itself stays up
+    await apoll(lambda: client_id in view.lost, timeout=10)
+    # Never handshook: Go drops such a lost peer at once.
+    await apoll(lambda: RemovePeer(client_id, CLIENT_KEY, "lost") in agent.events, timeout=10)
+    assert view.connected == {AGENT_ID: "agent"}
+    agent.stop.set()
+    assert await agent.finish() == "stopped"
+    await client.close()
+    await conn.close()

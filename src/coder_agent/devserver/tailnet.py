@@ -480,7 +480,7 @@ class TailnetServer:
         with contextlib.suppress(ConnectionClosedError, StreamResetError):
             while True:
                 resp = await peer.resps.get()
-                if resp is None:
+                if resp is None or ss.replied:  # hung up on, or the client abandoned the stream
                     break
                 self.view.responses.append((peer.id, resp))
                 ss.send_message(resp.SerializeToString())
