@@ -366,3 +366,28 @@ async def test_client_abandoning_its_stream_is_lost_for_the_agent(ds: DevServer)
     assert await agent.finish() == "stopped"
     await client.close()
     await conn.close()
+
+
+async def test_the_runner_sleeps_while_idle(ds: DevServer) -> None:
+    view = dstailnet.server(ds).view
+    conn = await dial_agent(ds)
+    controller = new_controller()
+    calls: list[int] = []
+    original = controller.requests_to_send
+
+    def counting(now: object) -> list[tailnet_pb2.CoordinateRequest]:
+        calls.append(1)
+        return original(now)  # type: ignore[arg-type]
+
+    controller.requests_to_send = counting  # type: ignore[method-assign]
+    agent = Agent(conn, controller)
+    controller.set_preferred_derp(999)
+    await apoll(lambda: AGENT_ID in view.nodes, timeout=10)
+    controller.set_derp_latency({999: 0.1})  # wakes the running runner
+    await apoll(lambda: len(view.requests_of(AGENT_ID, "update_self")) == 2, timeout=10)
+    settled = len(calls)
+    await asyncio.sleep(0.3)  # a measurement window, not a wait for a condition
+    assert len(calls) - settled < 5, "the runner loops while there is nothing to do"
+    agent.stop.set()
+    assert await agent.finish() == "stopped"
+    await conn.close()

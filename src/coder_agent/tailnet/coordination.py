@@ -490,6 +490,8 @@ async def run_coordination(
                 timeout = max(0.0, min(deadlines) - clk.monotonic()) if deadlines else None
                 waiters = {receiving, waking} | ({stopping} if stop_deadline is None else set())
                 await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if waking.done():
+                    waking = asyncio.ensure_future(wake.wait())
                 if stop_deadline is not None and clk.monotonic() >= stop_deadline and not receiving.done():
                     reason = "stopped (the coordinator did not hang up)"
                     break
