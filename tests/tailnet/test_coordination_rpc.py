@@ -222,6 +222,12 @@ async def test_stream_loss_is_lost_for_peers_and_returns(ds: DevServer) -> None:
     conn2 = await dial_agent(ds)
     agent2 = Agent(conn2, controller)
     await apoll(lambda: len(view.requests_of(AGENT_ID, "update_self")) == 2, timeout=10)
+    # The client's tunnel survived: the coordinator sends its node again ("init"), the peer is
+    # no longer lost, and the new stream acknowledges it.
+    await apoll(lambda: not controller.peers[client_id].lost, timeout=10)
+    await apoll(lambda: len(client.of_kind(Kind.READY_FOR_HANDSHAKE)) == 2, timeout=10)
+    assert [r.reason for _, resp in view.responses for r in resp.peer_updates
+            if r.id == client_id.bytes][-1] == "init"
     agent2.stop.set()
     assert await agent2.finish() == "stopped"
     await client.close()
