@@ -397,3 +397,18 @@ async def test_the_runner_sleeps_while_idle(ds: DevServer) -> None:
     agent.stop.set()
     assert await agent.finish() == "stopped"
     await conn.close()
+
+
+async def test_a_coderd_without_the_tailnet_service(ds: DevServer) -> None:
+    from coder_agent.devserver.rpc import control
+
+    control(ds).unknown.update({"Coordinate"})
+    control(ds).unimplemented.update({"StreamDERPMaps"})
+    conn = await dial_agent(ds)
+    reason = await asyncio.wait_for(run_coordination(conn, new_controller(), lambda _: None), t(10))
+    assert reason.startswith("stream failed") and "unknown rpc" in reason
+    maps: list[tailnet_pb2.DERPMap] = []
+    reason = await asyncio.wait_for(run_derp_map_subscriber(conn, maps.append), t(10))
+    assert reason.startswith("stream failed") and "Unimplemented" in reason and maps == []
+    assert not conn.closed.done()
+    await conn.close()

@@ -596,9 +596,7 @@ class _ServerConn:
                     if isinstance(ev, drpc.InvokeReceived):
                         name = ev.method.rsplit("/", 1)[-1]
                         if ss.streaming:  # the Tailnet service, on the same mux as coderd's
-                            self.rec.calls.append(CallRecord(name, self.number, stream.stream_id, time.monotonic()))
-                            await tailnet.server(self.ds).serve_call(stream, ss, events[i + 1:],
-                                                                     tailnet.agent_identity(self.agent))
+                            await self._serve_tailnet(stream, ss, ev.method, name, events[i + 1:])
                             return
                     elif isinstance(ev, drpc.RequestReceived):
                         await self._handle(ss, stream, ev, name)
@@ -611,6 +609,23 @@ class _ServerConn:
         finally:
             if self.ctl.capture:
                 self.rec.streams_raw.append(bytes(raw))
+        await stream.close()
+
+    async def _serve_tailnet(self, stream: Stream, ss: drpc.ServerStream, method: str, name: str,
+                             pending: list[drpc.ServerEvent]) -> None:
+        """A Tailnet streaming call; the unknown/unimplemented knobs apply to it as to the Agent service."""
+        call = CallRecord(name, self.number, stream.stream_id, time.monotonic())
+        self.rec.calls.append(call)
+        if name in self.ctl.unknown:
+            code, text = 0, f'protocol error: unknown rpc: "{method}"'
+        elif name in self.ctl.unimplemented:
+            code, text = drpc.UNIMPLEMENTED, "Unimplemented"
+        else:
+            await tailnet.server(self.ds).serve_call(stream, ss, pending, tailnet.agent_identity(self.agent))
+            return
+        call.error = text
+        ss.send_error(code, text)
+        stream.write(ss.data_to_send())
         await stream.close()
 
     async def _handle(self, ss: drpc.ServerStream, stream: Stream, ev: drpc.RequestReceived, name: str) -> None:
