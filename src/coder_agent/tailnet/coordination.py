@@ -33,7 +33,18 @@ and the wall-clock time for ``as_of``. Keys and addresses are plain bytes and st
 :func:`run_coordination` pumps one Coordinate stream on the agent RPC connection until it
 ends (returning, so the caller redials) or until ``stop`` (graceful disconnect, then up to
 ``disconnect_timeout`` s for the server to hang up). :func:`run_derp_map_subscriber` hands
-every map of StreamDERPMaps to a callback.
+every map of StreamDERPMaps to a callback. Both take the daemon's ``RpcClient`` (or a bare
+``YamuxConnection``). Wiring, one controller for the life of the tailnet::
+
+    controller = CoordinationController(node_id=..., node_key=..., disco_key=..., addresses=[...])
+    # the DERP layer: controller.set_preferred_derp(region); controller.set_derp_latency({region: s})
+    # the WireGuard layer: controller.note_handshake(peer_id, monotonic_time)
+    # per RPC connection, next to the other routines (each returns why its stream ended):
+    await run_coordination(rpc, controller, wireguard_apply_events, stop=stopping)
+    await run_derp_map_subscriber(rpc, derp_set_map)
+
+The lost-peer timers run while :func:`run_coordination` runs; between connections they are
+due at the next run's first :meth:`~CoordinationController.tick` (or the owner ticks them).
 """
 
 from __future__ import annotations
