@@ -84,6 +84,7 @@ __all__ = [
     "REKEY_AFTER_MESSAGES",
     "REPLAY_WINDOW",
     "Device",
+    "Event",
     "HandshakeComplete",
     "HandshakeFailed",
     "Peer",
