@@ -118,8 +118,13 @@ async def test_address_outside_allowed_ips_is_not_answered(rig: Rig) -> None:
 async def test_removed_peer_gets_no_answer(rig: Rig) -> None:
     assert await ping(rig, rig.addrs[0], count=1)
     rig.device.remove_peer(rig.wg.public_key)
-    seen = []
-    rig.link.on_datagram = lambda d: (seen.append(d), rig.agent.datagram(d))  # type: ignore[func-returns-value]
+    seen: list[bytes] = []
+
+    def tap(d: bytes) -> None:
+        seen.append(d)
+        rig.agent.datagram(d)
+
+    rig.link.on_datagram = tap
     assert not await ping(rig, rig.addrs[0], count=2, wait=2)
     assert seen, "wireguard-go sent nothing: the test proves nothing"
     assert not rig.agent.delivered

@@ -49,7 +49,8 @@ def require_wireguard_go() -> None:
 class WgPeer:
     """wireguard-go + a network namespace holding its TUN link. Use as an async context manager."""
 
-    def __init__(self, tmp: Path, *, address: str = "fd7a:115c:a1e0::2", mtu: int = 1280) -> None:
+    def __init__(self, tmp: Path, *, address: str = "fd7a:115c:a1e0::2", mtu: int = 1280,
+                 private_key_b64: str | None = None) -> None:
         n = f"{os.getpid() % 100000}{next(_COUNTER)}"
         self.dev = f"cawg{n}"[:15]  # link names: at most 15 characters
         self.netns = f"cawg-ns-{n}"
@@ -58,7 +59,8 @@ class WgPeer:
         self.tmp = tmp
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = tmp / f"{self.dev}.log"
-        self.private_key = subprocess.run(["wg", "genkey"], capture_output=True, check=True).stdout.strip()
+        self.private_key = (private_key_b64.encode() if private_key_b64
+                            else subprocess.run(["wg", "genkey"], capture_output=True, check=True).stdout.strip())
         self.public_key_b64 = subprocess.run(["wg", "pubkey"], input=self.private_key, capture_output=True,
                                              check=True).stdout.strip().decode()
         self.listen_port = 0
@@ -203,26 +205,39 @@ class AgentSide:
         self.events: list[Event] = []
         self.delivered: list[bytes] = []  # packets that were not for our own answers
         self.answer = True
+        # (kind, now, bytes): "in" datagram, "send" packet, "tick", "out" datagram; for replays.
+        self.trace: list[tuple[str, float, bytes]] | None = None
         self._wake = asyncio.Event()
         self._task = asyncio.ensure_future(self._timers())
 
+    def _note(self, kind: str, now: float, data: bytes) -> None:
+        if self.trace is not None:
+            self.trace.append((kind, now, data))
+
     def datagram(self, data: bytes) -> None:
-        self._apply(self.device.receive(self.peer_key, data, time.monotonic()))
+        now = time.monotonic()
+        self._note("in", now, data)
+        self._apply(self.device.receive(self.peer_key, data, now))
 
     def send_packet(self, ip_packet: bytes) -> None:
-        self._apply(self.device.send(ip_packet, time.monotonic()))
+        now = time.monotonic()
+        self._note("send", now, ip_packet)
+        self._apply(self.device.send(ip_packet, now))
 
     def _apply(self, r: Result) -> None:
         self.events += r.events
         for key, d in r.to_send:
             if key == self.peer_key:
+                self._note("out", 0.0, d)
                 self._send(d)
         for p in r.packets_in:
             reply = packet.local_reply(p, self.local) if self.answer else None
             if reply is None:
                 self.delivered.append(p)
             else:
-                self._apply(self.device.send(reply, time.monotonic()))
+                now = time.monotonic()
+                self._note("send", now, reply)
+                self._apply(self.device.send(reply, now))
         self._wake.set()
 
     async def _timers(self) -> None:
@@ -232,8 +247,10 @@ class AgentSide:
             delay = None if deadline is None else max(0.0, deadline - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
-            if deadline is not None and time.monotonic() >= deadline:
-                self._apply(self.device.tick(time.monotonic()))
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self._note("tick", now, b"")
+                self._apply(self.device.tick(now))
 
     async def close(self) -> None:
         self._task.cancel()

@@ -21,6 +21,8 @@ DERP does), ``events`` (``HandshakeComplete``, ``HandshakeFailed``). Then call `
 
 Rules:
 
+* Randomness (ephemeral keys, session indices, cookie nonces, retransmit jitter) comes from
+  ``entropy(n) -> n bytes`` (default ``os.urandom``), so a recorded exchange replays byte-exact.
 * Peers are identified by their 32-byte public key. ``src`` in ``receive`` is where the datagram
   came from (the DERP source key, or any stable bytes naming a UDP address); it is only used
   for cookie replies (to whom, and the cookie's address binding).
@@ -69,10 +71,9 @@ import hashlib
 import hmac
 import ipaddress
 import os
-import secrets
 import struct
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -153,13 +154,10 @@ def _dh(private: bytes, public: bytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(public))
 
 
-def _keypair() -> tuple[bytes, bytes]:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+def _keypair(private: bytes) -> tuple[bytes, bytes]:
+    from .keys import public_from_private
 
-    k = X25519PrivateKey.generate()
-    return (k.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()),
-            k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+    return private, public_from_private(private)
 
 
 def _aead(key: bytes) -> ChaCha20Poly1305:
@@ -361,7 +359,7 @@ class Device:
     """A WireGuard interface without I/O. See the module header for the rules."""
 
     def __init__(self, private_key: bytes, timers: Timers | None = None, *, wall_offset: float = 0.0,
-                 mtu: int = 1280, queue_limit: int = 128) -> None:
+                 mtu: int = 1280, queue_limit: int = 128, entropy: Callable[[int], bytes] = os.urandom) -> None:
         from .keys import public_from_private
 
         if len(private_key) != 32:
@@ -372,6 +370,7 @@ class Device:
         self.wall_offset = wall_offset
         self.mtu = mtu
         self.queue_limit = queue_limit
+        self._entropy = entropy
         self.peers: dict[bytes, Peer] = {}
         self.dropped = 0
         self.force_under_load = False
@@ -494,7 +493,7 @@ class Device:
 
     def _new_index(self, peer: Peer, session: _Session | None) -> int:
         while True:
-            i = secrets.randbits(32)
+            i = int.from_bytes(self._entropy(4), "little")
             if i not in self._indices:
                 self._indices[i] = (peer, session)
                 return i
@@ -540,7 +539,7 @@ class Device:
             return True
         from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
 
-        nonce = os.urandom(24)
+        nonce = self._entropy(24)
         sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(tau, msg[-32:-16], nonce, self._cookie_key)
         r.to_send.append((src, struct.pack("<I", MSG_COOKIE_REPLY) + msg[4:8] + nonce + sealed))
         return False
@@ -565,7 +564,7 @@ class Device:
     def _create_initiation(self, peer: Peer, now: float) -> bytes:
         assert peer._ss is not None
         self._drop_handshake(peer)
-        e_priv, e_pub = _keypair()
+        e_priv, e_pub = _keypair(self._entropy(32))
         ck = _kdf(1, _CK0, e_pub)[0]
         h = _hash(peer._h_init, e_pub)
         ck, k = _kdf(2, ck, _dh(e_priv, peer.public_key))
@@ -609,7 +608,7 @@ class Device:
         self._any_authenticated_received(peer, len(msg), now)
         # The response.
         self._drop_handshake(peer)
-        e_priv, e_pub = _keypair()
+        e_priv, e_pub = _keypair(self._entropy(32))
         ck = _kdf(1, ck, e_pub)[0]
         h = _hash(h, e_pub)
         try:
@@ -712,7 +711,7 @@ class Device:
             return
         peer.last_sent_handshake = now
         self._emit(peer, self._create_initiation(peer, now), now, r)
-        jitter = secrets.randbelow(1000) / 1000 * self.timers.rekey_timeout_jitter
+        jitter = int.from_bytes(self._entropy(2), "little") / 65536 * self.timers.rekey_timeout_jitter
         peer.t_retransmit = now + self.timers.rekey_timeout + jitter
 
     # -- transport ----------------------------------------------------------------------------
