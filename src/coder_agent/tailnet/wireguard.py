@@ -75,10 +75,12 @@ import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+# This module is imported only when the tailnet starts (keep it out of the daemon's import
+# path otherwise); the per-packet code then needs these names at hand.
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 __all__ = [
     "REJECT_AFTER_MESSAGES",
@@ -149,8 +151,6 @@ _H0 = _hash(_CK0, IDENTIFIER)
 
 def _dh(private: bytes, public: bytes) -> bytes:
     """X25519; ValueError for a low-order public key (all-zero shared secret)."""
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-
     return X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(public))
 
 
@@ -161,8 +161,6 @@ def _keypair(private: bytes) -> tuple[bytes, bytes]:
 
 
 def _aead(key: bytes) -> ChaCha20Poly1305:
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
     return ChaCha20Poly1305(key)
 
 
@@ -175,8 +173,6 @@ def _seal(key: bytes, plain: bytes, ad: bytes) -> bytes:
 
 
 def _open(key: bytes, sealed: bytes, ad: bytes) -> bytes | None:
-    from cryptography.exceptions import InvalidTag
-
     try:
         return _aead(key).decrypt(_nonce(0), sealed, ad)
     except InvalidTag:
@@ -214,10 +210,11 @@ class Timers:
 class ReplayWindow:
     """Sliding-window replay filter over 64-bit counters (bit 0 = the highest counter seen)."""
 
-    __slots__ = ("_bits", "_size", "top")
+    __slots__ = ("_bits", "_mask", "_size", "top")
 
     def __init__(self, size: int = REPLAY_WINDOW) -> None:
         self._size = size
+        self._mask = (1 << size) - 1
         self._bits = 0
         self.top = -1
 
@@ -236,7 +233,7 @@ class ReplayWindow:
             return False
         if counter > self.top:
             shift = counter - self.top
-            self._bits = 1 if shift >= self._size else ((self._bits << shift) | 1) & ((1 << self._size) - 1)
+            self._bits = 1 if shift >= self._size else ((self._bits << shift) | 1) & self._mask
             self.top = counter
         else:
             self._bits |= 1 << (self.top - counter)
@@ -375,6 +372,7 @@ class Device:
         self.dropped = 0
         self.force_under_load = False
         self._routes: list[tuple[int, int, int, Peer]] = []
+        self._route_cache: dict[bytes, Peer | None] = {}
         self._indices: dict[int, tuple[Peer, _Session | None]] = {}
         self._mac1_key = _hash(LABEL_MAC1, self.public_key)
         self._cookie_key = _hash(LABEL_COOKIE, self.public_key)
@@ -418,6 +416,7 @@ class Device:
         routes = [(v, net, plen, p) for p in self.peers.values() for (v, net, plen) in p.allowed]
         routes.sort(key=lambda r: -r[2])
         self._routes = routes
+        self._route_cache.clear()
 
     def route(self, packet: bytes, *, source: bool = False) -> Peer | None:
         """The peer whose allowed IPs best match the packet's destination (or source)."""
@@ -425,17 +424,24 @@ class Device:
             return None
         version = packet[0] >> 4
         if version == 6 and len(packet) >= 40:
-            addr = int.from_bytes(packet[8:24] if source else packet[24:40], "big")
-            bits = 128
+            raw = packet[8:24] if source else packet[24:40]
         elif version == 4 and len(packet) >= 20:
-            addr = int.from_bytes(packet[12:16] if source else packet[16:20], "big")
-            bits = 32
+            raw = packet[12:16] if source else packet[16:20]
         else:
             return None
+        try:
+            return self._route_cache[raw]
+        except KeyError:
+            pass
+        addr, bits, found = int.from_bytes(raw, "big"), len(raw) * 8, None
         for v, net, plen, peer in self._routes:
             if v == version and (addr >> (bits - plen)) == (net >> (bits - plen)):
-                return peer
-        return None
+                found = peer
+                break
+        if len(self._route_cache) >= 4096:
+            self._route_cache.clear()
+        self._route_cache[raw] = found
+        return found
 
     # -- the three entry points ----------------------------------------------------------------
 
@@ -717,8 +723,6 @@ class Device:
     # -- transport ----------------------------------------------------------------------------
 
     def _recv_transport(self, msg: bytes, now: float, r: Result) -> None:
-        from cryptography.exceptions import InvalidTag
-
         entry = self._indices.get(int.from_bytes(msg[4:8], "little"))
         session = entry[1] if entry is not None else None
         if entry is None or session is None:
@@ -730,7 +734,7 @@ class Device:
             self.dropped += 1
             return
         try:
-            plain = session.recv.decrypt(_nonce(counter), msg[16:], None)
+            plain = session.recv.decrypt(b"\0\0\0\0" + msg[8:16], msg[16:], None)
         except InvalidTag:
             self.dropped += 1
             return
