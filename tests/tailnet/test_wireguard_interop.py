@@ -152,3 +152,21 @@ async def test_rekey_initiated_by_us_after_rekey_after_time(short_tmp: Path) -> 
         await apoll(lambda: rig.wg.latest_handshake(rig.node.public) > first, timeout=10)
         assert await pinger
         assert rig.device.peers[rig.wg.public_key].stats.handshakes >= 2
+
+
+async def test_cookie_reply_under_load(rig: Rig) -> None:
+    """Under load we answer wireguard-go's initiation with a cookie reply; its retry (after
+    RekeyTimeout, 5 s) carries mac2 from that cookie and completes the handshake."""
+    rig.device.force_under_load = True
+    cookies: list[bytes] = []
+    send = rig.link.send
+
+    def tap(d: bytes) -> None:
+        if d[0] == 3:
+            cookies.append(d)
+        send(d)
+
+    rig.agent.transmit = tap
+    assert await ping(rig, rig.addrs[0], count=1, wait=15), rig.wg.log()
+    assert cookies, "no cookie reply was sent: the test proves nothing"
+    assert rig.device.peers[rig.wg.public_key].stats.handshakes == 1

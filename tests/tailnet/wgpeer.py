@@ -200,7 +200,7 @@ class AgentSide:
     def __init__(self, device: Device, peer_key: bytes, send: Callable[[bytes], None], local: set[bytes]) -> None:
         self.device = device
         self.peer_key = peer_key
-        self._send = send
+        self.transmit = send  # replaceable (e.g. to tap what we send)
         self.local = local
         self.events: list[Event] = []
         self.delivered: list[bytes] = []  # packets that were not for our own answers
@@ -229,7 +229,7 @@ class AgentSide:
         for key, d in r.to_send:
             if key == self.peer_key:
                 self._note("out", 0.0, d)
-                self._send(d)
+                self.transmit(d)
         for p in r.packets_in:
             reply = packet.local_reply(p, self.local) if self.answer else None
             if reply is None:
