@@ -37,7 +37,9 @@ Rules:
   secret renewed every ``cookie_refresh_time``). A received cookie is used for mac2 on our next
   handshake messages to that peer for ``cookie_refresh_time``.
 * Initiations carry a TAI64N timestamp (wall time = ``now + wall_offset``, nanoseconds rounded
-  down to 2**24 ns like wireguard-go, strictly increasing per device); a responder rejects an
+  down to 2**24 ns like wireguard-go, strictly increasing per device). Peers remember the last
+  one per static key, so fix ``wall_offset`` once per node key (per process: keys are not
+  persisted) and a wall-clock step cannot make our initiations look replayed. A responder rejects an
   initiation whose timestamp is not greater than the last one from that peer (replay) and one
   arriving less than ``handshake_initiation_rate`` after the previous one (flood).
 * Sessions (wireguard-go's keypairs): ``current``, ``previous``, ``next``. A responder's new
@@ -55,7 +57,8 @@ Rules:
   dropped first) and a handshake starts; they leave when the session exists.
 * Timers follow wireguard-go ``timers.go`` with the ``Timers`` values: handshake retransmit every
   ``rekey_timeout`` (+ up to ``rekey_timeout_jitter``) and give up after ``rekey_attempt_time``
-  (queued packets dropped, ``HandshakeFailed``); an initiator rekeys when sending on a session
+  (1 + 19 tries at the defaults, as wireguard-go; queued packets dropped, ``HandshakeFailed``);
+  an initiator rekeys when sending on a session
   older than ``rekey_after_time`` (or after ``REKEY_AFTER_MESSAGES``), and when receiving on one
   older than ``reject_after_time - keepalive_timeout - rekey_timeout``; no session is used after
   ``reject_after_time``; a keepalive answers received data when we had nothing to send for
@@ -832,7 +835,7 @@ class Device:
         t = self.timers
         if peer.t_retransmit is not None and now >= peer.t_retransmit:
             peer.t_retransmit = None
-            if peer.attempts >= t.max_handshake_attempts:
+            if peer.attempts > t.max_handshake_attempts:  # as wireguard-go: 1 + 19 tries
                 peer.t_send_keepalive = None
                 self.dropped += len(peer.queue)
                 peer.queue.clear()
