@@ -381,3 +381,20 @@ def test_transport_header_layout() -> None:
     kind, receiver, counter = struct.unpack_from("<IIQ", d)
     assert kind == 4 and counter == 1  # counter 0 carried "x"
     assert receiver == p.b.peers[p.ka.public].current.local_index  # type: ignore[union-attr]
+
+
+def test_replay_window_edges_and_big_jumps() -> None:
+    w = ReplayWindow()
+    assert w.accept(0) and not w.accept(0)
+    top = 1 << 63
+    assert w.accept(top)  # a jump far beyond the window costs no more than a small one
+    assert not w.accept(top - REPLAY_WINDOW)  # just outside
+    assert w.accept(top - REPLAY_WINDOW + 1) and not w.accept(top - REPLAY_WINDOW + 1)
+    assert w.accept(top - 1) and w.accept(top + 1) and not w.accept(top)
+
+
+def test_timer_defaults_are_the_reference_values() -> None:
+    t = Timers()
+    assert (t.rekey_after_time, t.reject_after_time, t.rekey_timeout, t.keepalive_timeout, t.rekey_attempt_time) == (
+        120.0, 180.0, 5.0, 10.0, 90.0)
+    assert t.max_handshake_attempts == 18 and t.handshake_initiation_rate == 0.02
