@@ -11,7 +11,9 @@ API::
     r = dev.receive(src, datagram, now)   # a datagram from the network
     r = dev.send(ip_packet, now)          # a packet from our side, routed by destination
     r = dev.tick(now)                     # timers; call at next_deadline()
+    r = dev.initiate(public_key, now)     # a handshake now (rate-limited like any other)
     dev.next_deadline()                   # the earliest timer, or None when idle
+    dev.peers[public_key].stats           # last handshake (a ``now`` value), bytes, packets
     dev.remove_peer(public_key)
 
 Each call returns a ``Result``: ``packets_in`` (decrypted IP packets that passed the allowed-IP
