@@ -3,6 +3,7 @@
 # Each capability that needs a real component adds its step here (and says so in the README):
 #   - Go + hashicorp/yamux + nhooyr websocket (Debian packages) for the yamux interop peer
 #   - a Docker engine (scripts/start-dockerd.sh) and the Dev Containers CLI (npm)
+#   - wireguard-go, wireguard-tools, iproute2, iputils-ping for the tailnet interop tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -29,6 +30,9 @@ apt_install git openssh-client openssh-server
 # the HTTPS devserver; mount (util-linux) puts the log dir on a small tmpfs; iproute2 gives `ss`;
 # the user `nobody` (base-passwd) is the "other user" of the socket test
 apt_install openssl util-linux iproute2 base-passwd
+# tailnet (tests/tailnet): Debian's wireguard-go + wg as the real WireGuard peer, its TUN link in a
+# network namespace (iproute2), ping -6 from there (iputils-ping)
+apt_install wireguard-go wireguard-tools iproute2 iputils-ping
 
 # --- devcontainers: a Docker engine, the test image, the Dev Containers CLI -----------------
 # The engine: scripts/start-dockerd.sh (installs docker.io, starts dockerd; a no-op when one
