@@ -1,0 +1,235 @@
+"""The DERP client against the devserver's relay on loopback: both upgrade styles, TLS, proxies,
+PeerGone, pings, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from coder_agent.devserver import DevServer
+from coder_agent.devserver.derp import DerpRelay, relay
+from coder_agent.retry import RetryPolicy
+from coder_agent.tailnet import derp, derpclient, derpmap
+from coder_agent.tailnet.derpclient import DerpManager, DialOptions
+from coder_agent.tailnet.derpmap import DerpMap, DerpNode, DerpRegion
+
+from ..conftest import apoll, t
+from ..security.test_tls import _self_signed
+
+FAST = RetryPolicy(initial=0.05, cap=0.5, jitter=0.1)
+
+
+def _map(url: str) -> DerpMap:
+    """coderd's default map (embedded region 999 with a stale host), rewritten to ``url``."""
+    node = DerpNode(name="999b", region_id=999, host_name="stale.invalid", derp_port=443, stun_port=-1)
+    dm = DerpMap({999: DerpRegion(999, embedded_relay=True, region_code="coder", region_name="Coder Embedded Relay",
+                                  nodes=(node,))})
+    return derpmap.rewrite_default_relay(dm, url)
+
+
+class Peer:
+    """One DERP node: a key, a manager homed on 999, and what it received."""
+
+    def __init__(self, url: str, opts: DialOptions) -> None:
+        self.priv = os.urandom(32)
+        self.pub = derp.public_key(self.priv)
+        self.packets: asyncio.Queue[tuple[int, bytes, bytes]] = asyncio.Queue()
+        self.gone: asyncio.Queue[tuple[int, bytes, int]] = asyncio.Queue()
+        self.mgr = DerpManager(self.priv, opts, lambda r, s, p: self.packets.put_nowait((r, s, p)),
+                               on_peer_gone=lambda r, k, why: self.gone.put_nowait((r, k, why)), policy=FAST)
+        self.mgr.set_map(_map(url))
+
+    @property
+    def conn(self) -> derpclient.RegionConnection:
+        return self.mgr.regions[999]
+
+    async def start(self) -> Peer:
+        self.mgr.set_home(999)
+        await asyncio.wait_for(self.conn.connected.wait(), t(10))
+        return self
+
+    async def recv(self) -> tuple[int, bytes, bytes]:
+        return await asyncio.wait_for(self.packets.get(), t(10))
+
+
+@pytest.fixture
+async def peers(devserver: DevServer) -> AsyncIterator[list[Peer]]:
+    made: list[Peer] = []
+    yield made
+    for p in made:
+        await p.mgr.close()
+
+
+async def _pair(ds: DevServer, made: list[Peer], opts: DialOptions | None = None) -> tuple[Peer, Peer, DerpRelay]:
+    opts = opts or DialOptions()
+    a, b = Peer(ds.url, opts), Peer(ds.url, opts)
+    made += [a, b]
+    await a.start()
+    await b.start()
+    return a, b, relay(ds)
+
+
+@pytest.mark.parametrize("websocket", [False, True], ids=["upgrade", "websocket"])
+async def test_two_clients_exchange_packets(devserver: DevServer, peers: list[Peer], websocket: bool) -> None:
+    opts = DialOptions(headers={"X-Test-Header": "value-1"}, force_websockets=websocket)
+    with capture_logs() as logs:
+        a, b, r = await _pair(devserver, peers, opts)
+        assert a.conn.transport_name == ("websocket" if websocket else "upgrade")
+        assert {u["style"] for u in r.upgrades} == {"websocket" if websocket else "derp"}
+        assert all(u["headers"].get("X-Test-Header") == "value-1" for u in r.upgrades)
+        assert sorted(r.clients) == sorted([a.pub, b.pub])
+        await apoll(lambda: {(a.pub, True), (b.pub, True)} <= set(r.preferred_notes))  # NotePreferred(1)
+
+        for i in range(50):
+            assert a.mgr.send(999, b.pub, b"ping %d" % i)
+        for i in range(50):
+            assert await b.recv() == (999, a.pub, b"ping %d" % i)
+        big = os.urandom(derp.MAX_PACKET_SIZE)
+        assert b.mgr.send(0, a.pub, big)  # 0 = the home region
+        assert await a.recv() == (999, b.pub, big)
+
+        await r.ping(a.pub, timeout=t(10))  # the client's core answers the relay's Ping
+
+        await b.mgr.close()
+        assert await asyncio.wait_for(a.gone.get(), t(10)) == (999, b.pub, derp.PeerGoneReason.DISCONNECTED)
+    events = [e["event"] for e in logs]
+    assert events.count("DERP connected") == 2
+    assert not any("packet" in e for e in events), events  # never a line per packet
+    text = repr(logs)
+    for secret in (a.priv.hex(), a.pub.hex(), "value-1"):
+        assert secret not in text
+
+
+async def test_refused_upgrade_falls_back_to_websocket(devserver: DevServer, peers: list[Peer]) -> None:
+    r = relay(devserver)
+    r.refuse_raw = True
+    with capture_logs() as logs:
+        a, b, _ = await _pair(devserver, peers)
+    assert a.conn.transport_name == b.conn.transport_name == "websocket"
+    assert [u["style"] for u in r.upgrades] == ["derp", "websocket", "derp", "websocket"]
+    assert [e["status"] for e in logs if e["event"].startswith("DERP upgrade refused")] == [426, 426]
+    assert a.mgr.send(999, b.pub, b"hi")
+    assert await b.recv() == (999, a.pub, b"hi")
+
+
+async def test_tls_verified_with_the_ca_file(short_tmp: Path) -> None:
+    cert, key = _self_signed(short_tmp)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    async with DevServer(ssl_context=ctx) as ds:
+        untrusted = Peer(ds.url, DialOptions())
+        untrusted.mgr.set_home(999)
+        try:
+            await apoll(lambda: untrusted.conn.state == "failing", timeout=10)
+            assert "certificate verify failed" in (untrusted.conn.last_error or "")
+            assert not relay(ds).upgrades  # nothing got through an unverified connection
+        finally:
+            await untrusted.mgr.close()
+        made: list[Peer] = []
+        try:
+            for websocket in (False, True):
+                a, b, _ = await _pair(ds, made, DialOptions(tls_ca_file=str(cert), force_websockets=websocket))
+                assert a.mgr.send(999, b.pub, b"over tls")
+                assert await b.recv() == (999, a.pub, b"over tls")
+            assert derpmap.node_url(made[0].conn._get_region().derp_node) == ds.url + "/derp"  # type: ignore[union-attr]
+            assert await derpclient.measure_latency(_map(ds.url).regions[999].nodes[0],
+                                                    DialOptions(tls_ca_file=str(cert))) > 0
+        finally:
+            for p in made:
+                await p.mgr.close()
+
+
+async def test_reconnects_after_the_relay_restarts(devserver: DevServer, peers: list[Peer]) -> None:
+    a, b, r = await _pair(devserver, peers)
+    with capture_logs() as logs:
+        r.restart(reconnect_in=0.2, try_for=5)
+        await apoll(lambda: a.conn.connections == 2 and b.conn.connections == 2 and len(r.clients) == 2, timeout=15)
+    assert any(e["event"] == "DERP server restarting" and e["reconnect_in"] == 0.2 for e in logs)
+    assert a.mgr.send(999, b.pub, b"after restart")
+    assert await b.recv() == (999, a.pub, b"after restart")
+
+    await devserver.go_down()  # the whole server goes away, connections cut, then comes back
+    await apoll(lambda: a.conn.state == "failing" and b.conn.state == "failing", timeout=10)
+    assert not a.mgr.send(999, b.pub, b"x" * 10) or len(a.conn._pending) <= derpclient.MAX_PENDING
+    await devserver.come_up()
+    await apoll(lambda: a.conn.connections == 3 and b.conn.connections == 3 and len(r.clients) == 2, timeout=20)
+    # the packet queued while reconnecting was delivered after the login
+    assert await b.recv() == (999, a.pub, b"x" * 10)
+    assert a.mgr.send(999, b.pub, b"after outage")
+    assert await b.recv() == (999, a.pub, b"after outage")
+
+
+async def test_home_from_latency_and_status(devserver: DevServer, peers: list[Peer]) -> None:
+    p = Peer(devserver.url, DialOptions())
+    peers.append(p)
+    assert await p.mgr.update_home() == 999
+    assert set(p.mgr.derp_latency()) == {"999-v4"} and 0 < p.mgr.derp_latency()["999-v4"] < t(10)
+    await asyncio.wait_for(p.conn.connected.wait(), t(10))
+    st = p.mgr.status()
+    assert st["home"] == 999 and st["regions"][999]["state"] == "connected"
+    assert st["regions"][999]["preferred"] is True and st["regions"][999]["transport"] == "upgrade"
+    assert devserver.requests_to("/derp/latency-check")
+
+
+async def test_connect_proxy(devserver: DevServer, peers: list[Peer]) -> None:
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head)
+        target = head.split(b" ")[1].decode()
+        host, port = target.rsplit(":", 1)
+        ur, uw = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(reader, uw), pipe(ur, writer), return_exceptions=True)
+
+    proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    try:
+        opts = DialOptions(proxies={"http": f"http://user:pa%40ss@127.0.0.1:{port}"})
+        a, b, _ = await _pair(devserver, peers, opts)
+        assert len(seen) == 2
+        assert seen[0].startswith(f"CONNECT 127.0.0.1:{devserver.port} HTTP/1.1\r\n".encode())
+        assert b"Proxy-Authorization: Basic dXNlcjpwYUBzcw==\r\n" in seen[0]  # user:pa@ss
+        assert a.mgr.send(999, b.pub, b"via proxy")
+        assert await b.recv() == (999, a.pub, b"via proxy")
+        bypass = Peer(devserver.url, DialOptions(proxies={"http": f"http://127.0.0.1:{port}", "no": "127.0.0.1"}))
+        peers.append(bypass)
+        await bypass.start()
+        assert len(seen) == 2  # NO_PROXY honoured
+    finally:
+        proxy.close()
+
+
+async def test_relay_http_rules(devserver: DevServer) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=devserver.url) as c:
+        assert (await c.get("/derp")).status_code == 426
+        assert (await c.get("/derp/latency-check")).status_code == 200
+        r = await c.post("/devserver/derp", json={"refuse_raw": True, "keepalive": 5})
+        assert r.status_code == 200 and r.json()["refuse_raw"] is True and r.json()["keepalive"] == 5
+        assert (await c.post("/devserver/derp", json={"keepalive": -1})).status_code == 400
+
+
+async def test_server_keepalives_are_read(devserver: DevServer, peers: list[Peer]) -> None:
+    r = relay(devserver)
+    r.keepalive, r.keepalive_jitter = 0.05, 0.0
+    a, _b, _ = await _pair(devserver, peers)
+    # The relay writes KeepAlive frames; the client reads them and stays connected.
+    await asyncio.sleep(0.3)
+    assert a.conn.state == "connected" and a.conn.connections == 1
