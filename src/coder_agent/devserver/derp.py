@@ -254,7 +254,11 @@ class DerpRelay:
         assert transport is not None
         protocol: Any = request.protocol
 
-        def write(data: bytes) -> None:
+        out: list[bytes] = []
+
+        def flush() -> None:
+            data = b"".join(out)
+            out.clear()
             if transport.is_closing():
                 return
             if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
@@ -262,7 +266,17 @@ class DerpRelay:
                 return
             transport.write(data)
 
-        client = _Client(self, "upgrade", write, transport.close)
+        def write(data: bytes) -> None:  # one send per event-loop turn
+            if not out:
+                asyncio.get_running_loop().call_soon(flush)
+            out.append(data)
+
+        def close() -> None:
+            if out:
+                flush()
+            transport.close()  # sends what is buffered, then closes
+
+        client = _Client(self, "upgrade", write, close)
         protocol.keep_alive(False)
         protocol.set_parser(_Parser(client))  # every later byte of this connection is DERP
         await self._serve(client)

@@ -359,7 +359,7 @@ class ClientProtocol:
         self.can_ack_pings = can_ack_pings
         self._nonce = nonce
         self._reader = FrameReader()
-        self._out = bytearray()
+        self._out: list[bytes] = []
         self._state = _State.AWAIT_SERVER_KEY
         self.server_key: bytes | None = None
 
@@ -376,7 +376,7 @@ class ClientProtocol:
         return self._state is _State.READY
 
     def data_to_send(self) -> bytes:
-        out = bytes(self._out)
+        out = b"".join(self._out)  # one chunk: no copy
         self._out.clear()
         return out
 
@@ -388,23 +388,23 @@ class ClientProtocol:
 
     def send_packet(self, dst: bytes, payload: bytes) -> None:
         """Queue a SendPacket to ``dst`` (a 32-byte node key). ValueError if ``payload`` > 64 KiB."""
-        self._require_send()
-        _check_key(dst, "destination key")
+        if self._state is not _State.READY:
+            self._require_send()
+        if len(dst) != KEY_LEN:
+            raise ValueError(f"destination key must be {KEY_LEN} bytes, not {len(dst)}")
         if len(payload) > MAX_PACKET_SIZE:
             raise ValueError(f"packet too big: {len(payload)}")
-        self._out += _HEADER.pack(FrameType.SEND_PACKET, KEY_LEN + len(payload))
-        self._out += dst
-        self._out += payload
+        self._out.append(_HEADER.pack(FrameType.SEND_PACKET, KEY_LEN + len(payload)) + dst + payload)
 
     def note_preferred(self, preferred: bool) -> None:
         self._require_send()
-        self._out += encode_frame(FrameType.NOTE_PREFERRED, b"\x01" if preferred else b"\x00")
+        self._out.append(encode_frame(FrameType.NOTE_PREFERRED, b"\x01" if preferred else b"\x00"))
 
     def send_ping(self, data: bytes) -> None:
         self._require_send()
         if len(data) != 8:
             raise ValueError("ping data must be 8 bytes")
-        self._out += encode_frame(FrameType.PING, data)
+        self._out.append(encode_frame(FrameType.PING, data))
 
     # -- incoming --
 
@@ -432,8 +432,8 @@ class ClientProtocol:
                 raise DerpProtocolError(f"unexpected frame 0x{ftype:02x} in state {self._state.value}")
             if ftype == FrameType.SERVER_KEY:
                 self.server_key = parse_server_key(payload)
-                self._out += build_client_info(self._private, self.server_key, self._nonce(NONCE_LEN),
-                                               can_ack_pings=self.can_ack_pings)
+                self._out.append(build_client_info(self._private, self.server_key, self._nonce(NONCE_LEN),
+                                                   can_ack_pings=self.can_ack_pings))
                 self._state = nxt
                 return None
             assert self.server_key is not None
@@ -451,7 +451,7 @@ class ClientProtocol:
         if ftype == FrameType.PING:
             if n < 8:
                 return None
-            self._out += encode_frame(FrameType.PONG, payload[:8])
+            self._out.append(encode_frame(FrameType.PONG, payload[:8]))
             return Ping(payload[:8])
         if ftype == FrameType.PONG:
             return Pong(payload[:8]) if n >= 8 else None

@@ -134,11 +134,15 @@ class Stream(Protocol):
 
 
 class _RawStream:
+    """Writes made in one event-loop turn leave in one ``send`` (a packet burst costs one syscall)."""
+
     transport_name = "upgrade"
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
+        self._out: list[bytes] = []
+        self._pending = 0
 
     async def read(self) -> bytes:
         try:
@@ -148,12 +152,24 @@ class _RawStream:
 
     def write(self, data: bytes) -> bool:
         transport = self._writer.transport
-        if transport.is_closing() or transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
+        if transport.is_closing() or transport.get_write_buffer_size() + self._pending > SEND_BUFFER_LIMIT:
             return False
-        self._writer.write(data)
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(data)
+        self._pending += len(data)
         return True
 
+    def _flush(self) -> None:
+        data = b"".join(self._out)
+        self._out.clear()
+        self._pending = 0
+        if not self._writer.transport.is_closing():
+            self._writer.write(data)
+
     def close(self) -> None:
+        if self._out:
+            self._flush()
         self._writer.close()
 
 
@@ -415,7 +431,7 @@ class RegionConnection:
         self.sent = 0
         self.received = 0
         self.dropped = 0
-        self.last_used = self.clock.monotonic()
+        self.used = False  # traffic since the idle check last looked
         self.connected = asyncio.Event()
         self._proto: derp.ClientProtocol | None = None
         self._stream: Stream | None = None
@@ -433,9 +449,9 @@ class RegionConnection:
 
     def send(self, dst: bytes, payload: bytes) -> bool:
         """Send one packet (never blocks). False when it was dropped."""
-        self.last_used = self.clock.monotonic()
-        proto, stream = self._proto, self._stream
-        if proto is None or stream is None or not proto.can_send:
+        self.used = True
+        proto, stream = self._proto, self._stream  # both set only while logged in
+        if proto is None or stream is None:
             if len(self._pending) >= MAX_PENDING or self._closing:
                 self.dropped += 1
                 return False
@@ -622,7 +638,7 @@ class RegionConnection:
         for ev in events:
             if isinstance(ev, derp.RecvPacket):
                 self.received += 1
-                self.last_used = self.clock.monotonic()
+                self.used = True
                 self._on_packet(self.region_id, ev.src, ev.data)
             elif isinstance(ev, derp.PeerGone):
                 if self._on_peer_gone is not None:
@@ -766,11 +782,11 @@ class DerpManager:
             conn = self.regions.get(rid)
             if conn is None or rid == self.home:
                 return
-            idle_for = self.clock.monotonic() - conn.last_used
-            if idle_for >= IDLE_REGION_TIMEOUT:
+            if conn.used:
+                conn.used = False
+                self._idle[rid] = loop.call_later(IDLE_REGION_TIMEOUT, check)
+            else:
                 self.log.info("closing idle DERP connection", region=rid)
                 self._drop(rid)
-            else:
-                self._idle[rid] = loop.call_later(IDLE_REGION_TIMEOUT - idle_for, check)
 
         self._idle[rid] = loop.call_later(IDLE_REGION_TIMEOUT, check)
