@@ -88,8 +88,8 @@ async def _raw_rate(seconds: float, size: int, window: int) -> float:
 
     fwd_server = await asyncio.start_server(on_forward, "127.0.0.1", 0)
     sink_server = await asyncio.start_server(sink, "127.0.0.1", 0)
-    _sr, sw = await asyncio.open_connection("127.0.0.1", sink_server.sockets[0].getsockname()[1])
-    fr, fw = await asyncio.open_connection("127.0.0.1", fwd_server.sockets[0].getsockname()[1])
+    sink_r, sw = await asyncio.open_connection("127.0.0.1", sink_server.sockets[0].getsockname()[1])
+    _fr, fw = await asyncio.open_connection("127.0.0.1", fwd_server.sockets[0].getsockname()[1])
     await sink_ready
     received_bytes = 0
     sent = 0
@@ -97,7 +97,7 @@ async def _raw_rate(seconds: float, size: int, window: int) -> float:
 
     async def count() -> None:
         nonlocal received_bytes
-        while data := await _sr.read(256 << 10):
+        while data := await sink_r.read(256 << 10):
             received_bytes += len(data)
             more.set()
 

@@ -233,3 +233,68 @@ async def test_server_keepalives_are_read(devserver: DevServer, peers: list[Peer
     # The relay writes KeepAlive frames; the client reads them and stays connected.
     await asyncio.sleep(0.3)
     assert a.conn.state == "connected" and a.conn.connections == 1
+
+
+async def test_extra_region_on_demand_and_idle_close(devserver: DevServer) -> None:
+    async with DevServer() as other:
+        both = DerpMap({**_map(devserver.url).regions,
+                        7: DerpRegion(7, region_code="eu", nodes=(DerpNode(name="7a", region_id=7, host_name="127.0.0.1",
+                                                                           derp_port=other.port, force_http=True),))})
+        a = DerpManager(os.urandom(32), DialOptions(), lambda r, s, p: got_a.put_nowait((r, s, p)), policy=FAST,
+                        idle_timeout=0.3)
+        b_priv = os.urandom(32)
+        got_a: asyncio.Queue[tuple[int, bytes, bytes]] = asyncio.Queue()
+        got_b: asyncio.Queue[tuple[int, bytes, bytes]] = asyncio.Queue()
+        b = DerpManager(b_priv, DialOptions(), lambda r, s, p: got_b.put_nowait((r, s, p)), policy=FAST)
+        try:
+            for m in (a, b):
+                m.set_map(both)
+            a.set_home(999)
+            b.set_home(7)
+            await asyncio.wait_for(b.regions[7].connected.wait(), t(10))
+            b_pub = derp.public_key(b_priv)
+            assert a.send(7, b_pub, b"to your home")  # queued until the extra connection logs in
+            r, src, data = await asyncio.wait_for(got_b.get(), t(10))
+            assert (r, data) == (7, b"to your home")
+            assert sorted(a.regions) == [7, 999] and a.regions[7].preferred is False
+            assert a.regions[999].preferred is True
+            assert b.send(0, src, b"reply")  # B answers through its home, where A now is too
+            assert await asyncio.wait_for(got_a.get(), t(10)) == (7, b_pub, b"reply")
+            assert not any(k == src for k, _ in relay(other).preferred_notes)  # no NotePreferred off home
+            await apoll(lambda: 7 not in a.regions, timeout=10)  # idle: closed
+            await apoll(lambda: src not in relay(other).clients, timeout=10)
+            assert 999 in a.regions and a.home == 999
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_health_and_home_change(devserver: DevServer, peers: list[Peer]) -> None:
+    a, _b, r = await _pair(devserver, peers)
+    with capture_logs() as logs:
+        r.send_health(a.pub, "duplicate client")
+        await apoll(lambda: a.conn.health == "duplicate client")
+        r.send_health(a.pub, "")
+        await apoll(lambda: a.conn.health == "")
+    assert [e["event"] for e in logs] == ["DERP server reports a problem", "DERP server reports healthy again"]
+    a.mgr.set_home(0)  # the old home gets NotePreferred(0)
+    await apoll(lambda: (a.pub, False) in r.preferred_notes)
+
+
+async def test_devserver_flag_refuses_the_raw_upgrade(peers: list[Peer]) -> None:
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "coder_agent.devserver", "--derp-refuse-upgrade"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = json.loads(await asyncio.to_thread(proc.stdout.readline))["url"]
+        p = Peer(url, DialOptions())
+        peers.append(p)
+        await p.start()
+        assert p.conn.transport_name == "websocket"
+    finally:
+        proc.terminate()
+        proc.wait(t(10))

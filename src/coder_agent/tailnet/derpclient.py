@@ -31,8 +31,9 @@ The protocol is :mod:`.derp` (sans-I/O); the map and choices are :mod:`.derpmap`
   (re)connecting up to 32 packets wait (Go's ``bufferedDerpWritesBeforeDrop``), beyond that, or
   when the socket's send buffer is over 4 MiB, packets are dropped and counted.
 * :class:`DerpManager` keeps the home connection and opens others on demand for peers whose
-  home region differs; those are closed after 60 s without traffic (Go's
-  ``derpInactiveCleanupTime``).
+  home region differs; those are closed once a 60 s check finds no traffic since the previous
+  check (so 60–120 s after the last packet; Go's ``derpInactiveCleanupTime`` is 60 s). The check
+  timer exists only while such a connection does.
 * One log line per state change (connected, lost, upgrade refused, server health, restarting),
   repeated failures collapsed; never per packet; keys and header values are never logged.
 """
@@ -669,13 +670,15 @@ class DerpManager:
 
     def __init__(self, private_key: bytes, opts: DialOptions, on_packet: PacketHandler, *,
                  on_peer_gone: PeerGoneHandler | None = None, clock: Clock | None = None,
-                 seed: int | None = None, policy: RetryPolicy = CONNECT) -> None:
+                 seed: int | None = None, policy: RetryPolicy = CONNECT,
+                 idle_timeout: float = IDLE_REGION_TIMEOUT) -> None:
         self._private = private_key
         self.opts = opts
         self._on_packet = on_packet
         self._on_peer_gone = on_peer_gone
         self.clock = clock or SystemClock()
         self.policy = policy
+        self.idle_timeout = idle_timeout
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "big")
         self.derp_map = DerpMap()
         self.home = 0
@@ -784,9 +787,9 @@ class DerpManager:
                 return
             if conn.used:
                 conn.used = False
-                self._idle[rid] = loop.call_later(IDLE_REGION_TIMEOUT, check)
+                self._idle[rid] = loop.call_later(self.idle_timeout, check)
             else:
                 self.log.info("closing idle DERP connection", region=rid)
                 self._drop(rid)
 
-        self._idle[rid] = loop.call_later(IDLE_REGION_TIMEOUT, check)
+        self._idle[rid] = loop.call_later(self.idle_timeout, check)
