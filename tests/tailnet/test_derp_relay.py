@@ -237,9 +237,8 @@ async def test_server_keepalives_are_read(devserver: DevServer, peers: list[Peer
 
 async def test_extra_region_on_demand_and_idle_close(devserver: DevServer) -> None:
     async with DevServer() as other:
-        both = DerpMap({**_map(devserver.url).regions,
-                        7: DerpRegion(7, region_code="eu", nodes=(DerpNode(name="7a", region_id=7, host_name="127.0.0.1",
-                                                                           derp_port=other.port, force_http=True),))})
+        node7 = DerpNode(name="7a", region_id=7, host_name="127.0.0.1", derp_port=other.port, force_http=True)
+        both = DerpMap({**_map(devserver.url).regions, 7: DerpRegion(7, region_code="eu", nodes=(node7,))})
         a = DerpManager(os.urandom(32), DialOptions(), lambda r, s, p: got_a.put_nowait((r, s, p)), policy=FAST,
                         idle_timeout=0.3)
         b_priv = os.urandom(32)
