@@ -174,14 +174,27 @@ async def test_home_from_latency_and_status(devserver: DevServer, peers: list[Pe
     assert devserver.requests_to("/derp/latency-check")
 
 
-async def test_connect_proxy(devserver: DevServer, peers: list[Peer]) -> None:
-    seen: list[bytes] = []
+class ConnectProxy:
+    """A tiny HTTP CONNECT proxy on loopback that records each request head."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> ConnectProxy:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        seen.append(head)
-        target = head.split(b" ")[1].decode()
-        host, port = target.rsplit(":", 1)
+        self.seen.append(head)
+        host, port = head.split(b" ")[1].decode().rsplit(":", 1)
         ur, uw = await asyncio.open_connection(host, int(port))
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
 
@@ -194,22 +207,49 @@ async def test_connect_proxy(devserver: DevServer, peers: list[Peer]) -> None:
 
         await asyncio.gather(pipe(reader, uw), pipe(ur, writer), return_exceptions=True)
 
-    proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = proxy.sockets[0].getsockname()[1]
-    try:
-        opts = DialOptions(proxies={"http": f"http://user:pa%40ss@127.0.0.1:{port}"})
+
+async def test_connect_proxy(devserver: DevServer, peers: list[Peer]) -> None:
+    async with ConnectProxy() as proxy:
+        opts = DialOptions(proxies={"http": f"http://user:pa%40ss@127.0.0.1:{proxy.port}"})
         a, b, _ = await _pair(devserver, peers, opts)
-        assert len(seen) == 2
-        assert seen[0].startswith(f"CONNECT 127.0.0.1:{devserver.port} HTTP/1.1\r\n".encode())
-        assert b"Proxy-Authorization: Basic dXNlcjpwYUBzcw==\r\n" in seen[0]  # user:pa@ss
+        assert len(proxy.seen) == 2
+        assert proxy.seen[0].startswith(f"CONNECT 127.0.0.1:{devserver.port} HTTP/1.1\r\n".encode())
+        assert b"Proxy-Authorization: Basic dXNlcjpwYUBzcw==\r\n" in proxy.seen[0]  # user:pa@ss
         assert a.mgr.send(999, b.pub, b"via proxy")
         assert await b.recv() == (999, a.pub, b"via proxy")
-        bypass = Peer(devserver.url, DialOptions(proxies={"http": f"http://127.0.0.1:{port}", "no": "127.0.0.1"}))
+        bypass = Peer(devserver.url, DialOptions(proxies={"http": f"http://127.0.0.1:{proxy.port}", "no": "127.0.0.1"}))
         peers.append(bypass)
         await bypass.start()
-        assert len(seen) == 2  # NO_PROXY honoured
-    finally:
-        proxy.close()
+        assert len(proxy.seen) == 2  # NO_PROXY honoured
+
+
+async def test_connect_proxy_then_tls(short_tmp: Path) -> None:
+    cert, key = _self_signed(short_tmp)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    async with DevServer(ssl_context=ctx) as ds, ConnectProxy() as proxy:
+        made: list[Peer] = []
+        try:
+            opts = DialOptions(tls_ca_file=str(cert), proxies={"https": f"http://127.0.0.1:{proxy.port}"})
+            a, b, _ = await _pair(ds, made, opts)  # TLS to the relay inside the CONNECT tunnel
+            assert len(proxy.seen) == 2 and a.conn.transport_name == "upgrade"
+            assert a.mgr.send(999, b.pub, b"tls via proxy")
+            assert await b.recv() == (999, a.pub, b"tls via proxy")
+        finally:
+            for p in made:
+                await p.mgr.close()
+
+
+def test_dial_options_from_settings(tmp_path: Path) -> None:
+    from coder_agent.config import load_settings
+
+    s = load_settings({}, env={"CODER_AGENT_URL": "https://coder.example.com", "CODER_AGENT_TOKEN": "t",
+                               "CODER_AGENT_LOG_DIR": str(tmp_path), "CODER_AGENT_STATE_DIR": str(tmp_path),
+                               "CODER_AGENT_HEADER": "X-Corp=secret", "CODER_AGENT_TLS_CA_FILE": "/etc/ca.pem",
+                               "CODER_AGENT_TLS_INSECURE": "true"})
+    o = DialOptions.from_settings(s, force_websockets=True)
+    assert o == DialOptions(headers={"X-Corp": "secret"}, tls_ca_file="/etc/ca.pem", tls_insecure=True,
+                            force_websockets=True)
 
 
 async def test_relay_http_rules(devserver: DevServer) -> None:
@@ -306,3 +346,12 @@ async def test_packets_sent_before_login_wait_for_it(devserver: DevServer, peers
     for i in range(derpclient.MAX_PENDING):
         assert await b.recv() == (999, c.pub, b"early %d" % i)
     assert c.conn.dropped == 5
+
+
+async def test_disco_to_an_unknown_peer_gets_peer_gone_not_here(devserver: DevServer, peers: list[Peer]) -> None:
+    a, _b, r = await _pair(devserver, peers)
+    nobody = os.urandom(32)
+    assert a.mgr.send(999, nobody, b"\x01\x00\x00\x00 wireguard")  # not disco: silently dropped
+    assert a.mgr.send(999, nobody, "TS💬".encode() + os.urandom(60))
+    assert await asyncio.wait_for(a.gone.get(), t(10)) == (999, nobody, derp.PeerGoneReason.NOT_HERE)
+    assert r.dropped == 2 and a.gone.empty()

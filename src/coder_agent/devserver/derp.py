@@ -13,8 +13,9 @@ does, kept here (coder-tailnet.md §4):
 * Login: ServerKey; ClientInfo within 10 s (opened with our key, else the connection is
   closed); ServerInfo ``{"version":2}``. One server key per relay (one per devserver).
 * SendPacket → RecvPacket (src key + packet) to the client logged in with that key (the newest
-  connection of a key wins); unknown destinations are dropped. When a client leaves, every
-  peer it sent to gets PeerGone (reason 0). Ping → Pong. KeepAlive every
+  connection of a key wins); unknown destinations are dropped, and a disco message (``TS💬``…)
+  to one is answered with PeerGone (reason 1, not here; Go also rate-limits these). When a
+  client leaves, every peer it sent to gets PeerGone (reason 0). Ping → Pong. KeepAlive every
   :attr:`DerpRelay.keepalive` s (60) plus ≤5 s jitter.
 * :meth:`DerpRelay.restart` sends Restarting (reconnect-in, try-for) and cuts every client, as a
   derper going down gracefully does; :meth:`DerpRelay.ping` pings a client and waits for its Pong.
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["DerpRelay", "install", "relay"]
 
 LOGIN_TIMEOUT = 10.0
+DISCO_MAGIC = "TS💬".encode()
 WRITE_BUFFER_LIMIT = 4 << 20  # a client this far behind is cut, as Go's write timeout would
 
 
@@ -188,6 +190,8 @@ class DerpRelay:
         dst = self.clients.get(dst_key)
         if dst is None or len(packet) > derp.MAX_PACKET_SIZE:
             self.dropped += 1
+            if dst is None and packet.startswith(DISCO_MAGIC):  # Go answers only disco this way
+                src.write(derp.encode_frame(FrameType.PEER_GONE, dst_key + bytes([derp.PeerGoneReason.NOT_HERE])))
             return
         self._sent_to.setdefault(src.key, {})[dst_key] = dst
         self.packets += 1
