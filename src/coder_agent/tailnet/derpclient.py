@@ -457,7 +457,8 @@ class RegionConnection:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     def send(self, dst: bytes, payload: bytes) -> bool:
-        """Send one packet (never blocks). False when it was dropped."""
+        """Send one packet (never blocks). False when it was dropped. ValueError if ``dst`` is not
+        32 bytes or ``payload`` is over 64 KiB."""
         self.used = True
         proto, stream = self._proto, self._stream  # both set only while logged in
         if proto is None or stream is None:
@@ -551,6 +552,8 @@ class RegionConnection:
         self._set_state("failing")
         if was == "connected":
             self._collapse = Collapse(self.log)
+            if self._restart is not None:
+                return  # "DERP server restarting" already said why the connection ends
         self._collapse.error("DERP connection failed; retrying", text, error=text, url=self.url)
 
     async def _session(self, node: DerpNode) -> None:
@@ -594,11 +597,12 @@ class RegionConnection:
         out = proto.data_to_send()
         if out:
             stream.write(out)
+        failures = self.backoff.attempts
         self._set_state("connected")
         self.backoff.success(self.clock.monotonic())
-        self._collapse.ok("DERP connection recovered", url=self.url)
+        self._collapse = Collapse(self.log)
         self.log.info("DERP connected", url=self.url, transport=self.transport_name, home=self.preferred,
-                      connection=self.connections)
+                      connection=self.connections, after_failures=failures)
 
     async def _read_loop(self, proto: derp.ClientProtocol, stream: Stream) -> None:
         loop = asyncio.get_running_loop()
