@@ -266,13 +266,24 @@ async def test_relay_http_rules(devserver: DevServer) -> None:
         assert (await c.post("/devserver/derp", json={"keepalive": -1})).status_code == 400
 
 
-async def test_server_keepalives_are_read(devserver: DevServer, peers: list[Peer]) -> None:
+async def test_server_keepalives_keep_the_connection_and_silence_ends_it(devserver: DevServer) -> None:
     r = relay(devserver)
-    r.keepalive, r.keepalive_jitter = 0.05, 0.0
-    a, _b, _ = await _pair(devserver, peers)
-    # The relay writes KeepAlive frames; the client reads them and stays connected.
-    await asyncio.sleep(0.3)
-    assert a.conn.state == "connected" and a.conn.connections == 1
+    r.keepalive, r.keepalive_jitter = 0.1, 0.0
+    got: list[bytes] = []
+    m = DerpManager(os.urandom(32), DialOptions(), lambda *_: got.append(b""), policy=FAST, read_timeout=0.6)
+    try:
+        m.set_map(_map(devserver.url))
+        m.set_home(999)
+        conn = m.regions[999]
+        await asyncio.wait_for(conn.connected.wait(), t(10))
+        await asyncio.sleep(1.5)  # 2.5 read deadlines: only the relay's KeepAlives arrive, and suffice
+        assert conn.state == "connected" and conn.connections == 1
+        r.keepalive = 1e6  # the relay goes silent (the next keepalive is already scheduled)
+        with capture_logs() as logs:
+            await apoll(lambda: conn.connections == 3, timeout=15)
+        assert any("nothing from the DERP server for 0.6 s" in str(e.get("error")) for e in logs), logs
+    finally:
+        await m.close()
 
 
 async def test_extra_region_on_demand_and_idle_close(devserver: DevServer) -> None:

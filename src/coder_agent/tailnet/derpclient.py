@@ -22,8 +22,10 @@ The protocol is :mod:`.derp` (sans-I/O); the map and choices are :mod:`.derpmap`
 * Dial + upgrade + login must finish within ``DialOptions.timeout`` (10 s, as Go).
 * A connection logs in with the node key; the home connection sends NotePreferred(1) after
   every login. Pings from the server are answered by the core. Server KeepAlives are only read:
-  the client sends nothing on its own and sets no periodic timer; a connection that receives
-  nothing for 120 s (two missed server keepalives) is considered dead, as Go's read deadline.
+  the client sends nothing on its own. Its one timer is Go's 120 s read deadline (two missed
+  server keepalives → the connection is dead), re-armed lazily from the time of the last read,
+  so an idle connection wakes the loop at most once per 120 s and a busy one pays nothing per
+  packet.
 * Failures reconnect with :data:`~coder_agent.retry.CONNECT` backoff. Restarting(reconnect-in,
   try-for) from the server: the schedule is reset, the first redial waits reconnect-in, and
   redials inside the try-for window start again from the policy's shortest delay. (Go's
@@ -418,8 +420,10 @@ class RegionConnection:
 
     def __init__(self, region_id: int, get_region: Callable[[], DerpRegion | None], private_key: bytes,
                  opts: DialOptions, on_packet: PacketHandler, *, on_peer_gone: PeerGoneHandler | None = None,
-                 preferred: bool = False, clock: Clock | None = None, policy: RetryPolicy = CONNECT) -> None:
+                 preferred: bool = False, clock: Clock | None = None, policy: RetryPolicy = CONNECT,
+                 read_timeout: float = READ_IDLE_TIMEOUT) -> None:
         self.region_id = region_id
+        self.read_timeout = read_timeout
         self._get_region = get_region
         self._private = private_key
         self.opts = opts
@@ -613,19 +617,19 @@ class RegionConnection:
 
         def watchdog() -> None:
             nonlocal handle
-            due = last_read + READ_IDLE_TIMEOUT
+            due = last_read + self.read_timeout
             if loop.time() >= due:
                 if not dead.done():
                     dead.set_result(None)
             else:
                 handle = loop.call_at(due, watchdog)
 
-        handle = loop.call_at(last_read + READ_IDLE_TIMEOUT, watchdog)
+        handle = loop.call_at(last_read + self.read_timeout, watchdog)
         try:
             while True:
                 done, _ = await asyncio.wait({reader, dead}, return_when=asyncio.FIRST_COMPLETED)
                 if dead in done:
-                    raise TransportError("read", f"nothing from the DERP server for {READ_IDLE_TIMEOUT:g} s",
+                    raise TransportError("read", f"nothing from the DERP server for {self.read_timeout:g} s",
                                          url=self.url)
                 data = reader.result()
                 if not data:
@@ -683,7 +687,7 @@ class DerpManager:
     def __init__(self, private_key: bytes, opts: DialOptions, on_packet: PacketHandler, *,
                  on_peer_gone: PeerGoneHandler | None = None, clock: Clock | None = None,
                  seed: int | None = None, policy: RetryPolicy = CONNECT,
-                 idle_timeout: float = IDLE_REGION_TIMEOUT) -> None:
+                 idle_timeout: float = IDLE_REGION_TIMEOUT, read_timeout: float = READ_IDLE_TIMEOUT) -> None:
         self._private = private_key
         self.opts = opts
         self._on_packet = on_packet
@@ -691,6 +695,7 @@ class DerpManager:
         self.clock = clock or SystemClock()
         self.policy = policy
         self.idle_timeout = idle_timeout
+        self.read_timeout = read_timeout
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "big")
         self.derp_map = DerpMap()
         self.home = 0
@@ -774,7 +779,8 @@ class DerpManager:
         if conn is None:
             conn = RegionConnection(rid, lambda: self.derp_map.regions.get(rid), self._private, self.opts,
                                     self._on_packet, on_peer_gone=self._on_peer_gone,
-                                    preferred=rid == self.home, clock=self.clock, policy=self.policy)
+                                    preferred=rid == self.home, clock=self.clock, policy=self.policy,
+                                    read_timeout=self.read_timeout)
             self.regions[rid] = conn
             conn.start()
         return conn
