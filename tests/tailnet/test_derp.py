@@ -128,6 +128,11 @@ def test_login_errors() -> None:
     c = derp.ClientProtocol(CPRIV)
     c.receive_data(derp.encode_frame(FrameType.SERVER_KEY, derp.MAGIC + SPUB + b"future"))
     assert c.server_key == SPUB and c.can_send and not c.logged_in
+    # Before ServerInfo, other frames are handled as usual (Go does not insist on the order).
+    assert c.receive_data(derp.encode_frame(FrameType.KEEP_ALIVE)) == [derp.KeepAlive()]
+    assert not c.logged_in
+    with pytest.raises(derp.DerpProtocolError, match="box"):  # a ServerInfo that does not open
+        c.receive_data(derp.encode_frame(FrameType.SERVER_INFO, b"\x00" * 40))
 
 
 def test_oversized_frames() -> None:

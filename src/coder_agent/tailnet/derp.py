@@ -334,8 +334,8 @@ class _State(enum.Enum):
     BROKEN = "broken"
 
 
-# Which frames each state accepts; anything else known is ignored (as Go's client does) or,
-# before login, a protocol error.
+# The login: ServerKey must come first (else a protocol error); ServerInfo completes it. Other
+# frames arriving before ServerInfo are handled as usual, as Go's client does.
 _TRANSITIONS: Final = {
     _State.AWAIT_SERVER_KEY: {FrameType.SERVER_KEY: _State.AWAIT_SERVER_INFO},
     _State.AWAIT_SERVER_INFO: {FrameType.SERVER_INFO: _State.READY},
@@ -429,6 +429,8 @@ class ClientProtocol:
         if expect is not None:
             nxt = expect.get(FrameType(ftype))
             if nxt is None:
+                if self._state is _State.AWAIT_SERVER_INFO:
+                    return self._steady(ftype, payload)  # Go's client does not insist on the order either
                 raise DerpProtocolError(f"unexpected frame 0x{ftype:02x} in state {self._state.value}")
             if ftype == FrameType.SERVER_KEY:
                 self.server_key = parse_server_key(payload)

@@ -576,7 +576,7 @@ class RegionConnection:
                         stream.write(out)
                     if proto.logged_in:
                         self._logged_in(proto, stream)
-                        self._handle(events)
+                    self._handle(events)
             except BaseException:
                 stream.close()
                 raise
