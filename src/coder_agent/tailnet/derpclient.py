@@ -109,7 +109,8 @@ class DialOptions:
 
 
 def ssl_context(opts: DialOptions, *, insecure: bool = False) -> ssl.SSLContext:
-    """A client context verifying as the rest of the agent does; HTTP/1.1 only (h2 breaks Upgrade)."""
+    """A client context verifying as the agent RPC connection does (``tls_ca_file`` loaded,
+    ``tls_insecure`` turns verification off); HTTP/1.1 only (h2 would break the Upgrade)."""
     ctx = ssl.create_default_context(cafile=opts.tls_ca_file)
     if opts.tls_insecure or insecure:
         ctx.check_hostname = False

@@ -13,8 +13,10 @@ Rules (coder-tailnet.md §4; coder/coder ``tailnet/derp.go``; coder/tailscale
   http). Nothing else changes (``ipv4`` stays).
 * URL: ``https`` (``http`` if ``force_http``) ``://`` + (``ipv4`` or else ``host_name``) +
   ``:derp_port`` unless 0 or the scheme's default + ``/derp``. The TCP dial goes to ``ipv4``
-  (else ``host_name``) on ``derp_port`` or 443; TLS names ``host_name``. A region's node is its
-  first non-STUN-only node.
+  (else ``host_name``) on ``derp_port`` or 443 (80 with ``force_http``); TLS names
+  ``host_name``. (Go sends ``host_name`` as SNI and checks the certificate against ``cert_name``
+  when set; Python's ssl uses one name for both, so a set ``cert_name`` is used for both. coderd
+  never sets it.) A region's node is its first non-STUN-only node.
 * Home region (:func:`choose_home`): latency × ``home_params.region_score`` (when > 0); regions
   marked ``avoid``, STUN-only regions and regions not in the map are skipped; the lowest wins, but
   the current home is kept while it still answers and the winner is less than 10 ms or a third
