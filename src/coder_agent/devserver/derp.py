@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import os
 import random
+import struct
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ __all__ = ["DerpRelay", "install", "relay"]
 
 LOGIN_TIMEOUT = 10.0
 DISCO_MAGIC = "TS💬".encode()
+_RECV_HEADER = struct.Struct(">BI")
 WRITE_BUFFER_LIMIT = 4 << 20  # a client this far behind is cut, as Go's write timeout would
 
 
@@ -195,7 +197,7 @@ class DerpRelay:
             return
         self._sent_to.setdefault(src.key, {})[dst_key] = dst
         self.packets += 1
-        dst.write(derp.encode_frame(FrameType.RECV_PACKET, src.key + packet))
+        dst.write(b"".join((_RECV_HEADER.pack(FrameType.RECV_PACKET, derp.KEY_LEN + len(packet)), src.key, packet)))
 
     def _notify(self) -> None:
         self.changed.set()

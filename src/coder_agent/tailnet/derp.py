@@ -134,17 +134,23 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
-        view = memoryview(data)
         if self._skip:
-            n = min(self._skip, len(view))
+            n = min(self._skip, len(data))
             self._skip -= n
-            view = view[n:]
+            data = data[n:]
         buf = self._buf
-        buf += view
+        # Whole frames usually arrive whole: parse straight from ``data`` (one copy per payload)
+        # and keep only an incomplete tail.
+        src: bytes | bytearray
+        if buf:
+            buf += data
+            src = buf
+        else:
+            src = data
         pos = 0
-        end = len(buf)
+        end = len(src)
         while end - pos >= HEADER_LEN:
-            ftype, length = _HEADER.unpack_from(buf, pos)
+            ftype, length = _HEADER.unpack_from(src, pos)
             if ftype not in _KNOWN:
                 if length > self.max_skip:
                     raise DerpProtocolError(f"unexpectedly large frame (type 0x{ftype:02x}) of {length} bytes")
@@ -160,10 +166,13 @@ class FrameReader:
             if end - pos - HEADER_LEN < length:
                 break
             start = pos + HEADER_LEN
-            out.append((ftype, bytes(buf[start:start + length])))
+            out.append((ftype, bytes(src[start:start + length])))
             pos = start + length
-        if pos:
-            del buf[:pos]
+        if src is buf:
+            if pos:
+                del buf[:pos]
+        elif pos < end:
+            buf += memoryview(data)[pos:]
         return out
 
 
