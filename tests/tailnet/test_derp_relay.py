@@ -8,6 +8,7 @@ import os
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from structlog.testing import capture_logs
@@ -178,10 +179,13 @@ async def test_home_from_latency_and_status(devserver: DevServer, peers: list[Pe
 
 
 class ConnectProxy:
-    """A tiny HTTP CONNECT proxy on loopback that records each request head."""
+    """A tiny HTTP proxy on loopback (CONNECT, and absolute-form requests for http:// URLs as httpx
+    sends them) that records each request head."""
 
     def __init__(self) -> None:
         self.seen: list[bytes] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -193,13 +197,27 @@ class ConnectProxy:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+        for w in self.writers:  # the pipes end by themselves (no task is cancelled)
+            w.close()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=5)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        self.writers.append(writer)
         head = await reader.readuntil(b"\r\n\r\n")
         self.seen.append(head)
-        host, port = head.split(b" ")[1].decode().rsplit(":", 1)
-        ur, uw = await asyncio.open_connection(host, int(port))
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        method, target, rest = head.split(b" ", 2)
+        if method == b"CONNECT":
+            host, port = target.decode().rsplit(":", 1)
+            ur, uw = await asyncio.open_connection(host, int(port))
+            self.writers.append(uw)
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:  # GET http://host:port/path: forward in origin form
+            u = urlsplit(target.decode())
+            ur, uw = await asyncio.open_connection(u.hostname, u.port or 80)
+            self.writers.append(uw)
+            uw.write(method + b" " + (u.path or "/").encode() + b" " + rest)
 
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             try:
@@ -369,3 +387,25 @@ async def test_disco_to_an_unknown_peer_gets_peer_gone_not_here(devserver: DevSe
     assert a.mgr.send(999, nobody, "TS💬".encode() + os.urandom(60))
     assert await asyncio.wait_for(a.gone.get(), t(10)) == (999, nobody, derp.PeerGoneReason.NOT_HERE)
     assert r.dropped == 2 and a.gone.empty()
+
+
+async def test_environment_proxy_for_every_path(devserver: DevServer, peers: list[Peer],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY from the environment, as httpx and websockets read it: the raw upgrade, the
+    WebSocket dial and the latency check all go through the proxy; NO_PROXY turns it off."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with ConnectProxy() as proxy:
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
+        await _pair(devserver, peers, DialOptions())
+        await _pair(devserver, peers, DialOptions(force_websockets=True))
+        assert len(proxy.seen) == 4 and all(h.startswith(b"CONNECT 127.0.0.1:") for h in proxy.seen)
+        assert [p.conn.transport_name for p in peers] == ["upgrade"] * 2 + ["websocket"] * 2
+        assert await derpclient.measure_latency(_map(devserver.url).regions[999].nodes[0], DialOptions()) > 0
+        assert len(proxy.seen) == 5  # httpx: absolute-form GETs on one kept-alive proxy connection
+        assert proxy.seen[4].startswith(f"GET {devserver.url}/derp/latency-check HTTP/1.1".encode())
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        await _pair(devserver, peers, DialOptions())
+        await _pair(devserver, peers, DialOptions(force_websockets=True))
+        assert len(proxy.seen) == 5
