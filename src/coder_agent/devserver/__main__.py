@@ -12,15 +12,17 @@ import contextlib
 import json
 import signal
 
+from . import derp
 from .app import DevServer
 from .state import DevAgent
 
 
-async def _main(host: str, port: int, token: str | None) -> None:
+async def _main(host: str, port: int, token: str | None, derp_refuse_upgrade: bool = False) -> None:
     agent = DevAgent(apps=[{"slug": "claude-code"}])
     if token:
         agent.token = token
     async with DevServer(host, port, agents=[agent]) as ds:
+        derp.relay(ds).refuse_raw = derp_refuse_upgrade
         print(json.dumps({"url": ds.url, "token": agent.token, "agent_id": agent.id}), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -35,8 +37,10 @@ def main() -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--token", default=None, help="the agent token to accept (default: a random UUID)")
+    p.add_argument("--derp-refuse-upgrade", action="store_true",
+                   help="answer /derp's 'Upgrade: DERP' with 426 so DERP clients fall back to WebSocket")
     a = p.parse_args()
-    asyncio.run(_main(a.host, a.port, a.token))
+    asyncio.run(_main(a.host, a.port, a.token, a.derp_refuse_upgrade))
 
 
 if __name__ == "__main__":

@@ -386,6 +386,6 @@ Extension = Callable[[web.Application, DevServer], None]
 
 def _installers() -> list[Extension]:
     """Each capability's server side: a module with ``install(app, devserver)``. Add yours here."""
-    from . import gitauth, identity, reinit, rpc
+    from . import derp, gitauth, identity, reinit, rpc
 
-    return [identity.install, gitauth.install, reinit.install, rpc.install]
+    return [identity.install, gitauth.install, reinit.install, rpc.install, derp.install]
