@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..typed import parse_time
 from .status import Event, Refused, Status, next_status, observation
 
 __all__ = [
@@ -58,7 +57,7 @@ def parse_docker_time(s: str | None) -> dt.datetime:
     """RFC 3339 with up to nanoseconds (the engine's format) → aware UTC datetime (µs precision);
     the epoch when missing or unreadable."""
     try:
-        t = parse_time(s or "")
+        t = dt.datetime.fromisoformat((s or "").strip())  # Python >= 3.11 reads Go's nanoseconds
         return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
     except (ValueError, OverflowError):  # OverflowError: 0001-01-01 with a positive offset has no UTC time
         return _EPOCH
