@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from ..coderapi.models import AppStatusState, LogLevel
 
@@ -75,18 +75,38 @@ class Status(BaseModel):
     log_dir: str
 
 
+def _rfc3339(v: Any) -> Any:
+    """A log line's ``created_at``: absent, null or "" means "when received"; otherwise RFC 3339
+    text with a timezone that has a UTC equivalent (the file stores UTC)."""
+    if v is None or v == "":
+        return None
+    if not isinstance(v, str):
+        raise ValueError("must be an RFC 3339 string")
+    try:
+        t = dt.datetime.fromisoformat(v.strip())
+    except ValueError:
+        raise ValueError(f"{v!r} is not an RFC 3339 time") from None
+    if t.tzinfo is None:
+        raise ValueError("needs a timezone (Z or +hh:mm)")
+    try:
+        t.astimezone(dt.UTC)  # 0001-01-01T00:00+01:00 has no UTC time (was a 500)
+    except OverflowError:
+        raise ValueError(f"{v!r} is out of range in UTC") from None
+    return t
+
+
 class LogSourceRef(BaseModel):
     """The source the lines go under: found (or created) by ``display_name``, or by ``id``."""
 
-    display_name: str = Field(min_length=1)
+    display_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
     icon: str | None = None
     id: uuid.UUID | None = None
 
 
 class LogLine(BaseModel):
     output: str
-    level: LogLevel | None = None
-    created_at: dt.datetime | None = None  # RFC 3339 with a timezone; absent: when received
+    level: Annotated[LogLevel | None, BeforeValidator(lambda v: v or None)] = None  # empty: info
+    created_at: Annotated[dt.datetime | None, BeforeValidator(_rfc3339)] = None  # absent: when received
 
 
 class LogsRequest(BaseModel):
