@@ -45,7 +45,7 @@ AuthMethod = Literal["token", "aws-instance-identity", "azure-instance-identity"
 class ScriptConfig(BaseModel):
     """A script, named after codersdk.WorkspaceAgentScript's fields."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # CLI helpers never validate
     display_name: str = Field(min_length=1)
     script: str
     run_on_start: bool = True
@@ -60,7 +60,7 @@ class ScriptConfig(BaseModel):
 class LogSourceConfig(BaseModel):
     """A file to follow and ship under ``display_name``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # CLI helpers never validate
     display_name: str = Field(min_length=1)
     path: str = Field(min_length=1)
     icon: str = ""
@@ -77,7 +77,7 @@ Duration = Annotated[float, BeforeValidator(_duration), Field(allow_inf_nan=Fals
 class Settings(BaseModel):
     """The effective configuration of ``coder-agent run``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # CLI helpers never validate
 
     url: str
     auth: AuthMethod = "token"
