@@ -163,9 +163,9 @@ async def _wait_exit(d) -> int:  # type: ignore[no-untyped-def]
 
 def test_daemon_process_skips_optional_imports_it_never_uses() -> None:
     """What `run` blocks (rich, click, charset_normalizer...) stays out of a fresh interpreter that
-    loads everything the daemon loads, so does pydantic (settings and wire models are dataclasses:
-    coder_agent.typed), no warning escapes, and requests (under the docker SDK)
-    still decodes the engine's JSON and text bodies."""
+    loads everything the daemon loads (pydantic, prometheus_client and httpx_sse included: the daemon
+    uses them), no warning escapes, and requests (under the docker SDK) still decodes the engine's
+    JSON and text bodies."""
     import subprocess
     import sys
 
@@ -174,7 +174,9 @@ import sys
 from coder_agent.cli.run import _UNUSED_OPTIONAL, _block_unused_optional
 _block_unused_optional()
 import coder_agent.daemon, coder_agent.agentrpc, coder_agent.devcontainers.engine  # noqa
-import docker, httpx, requests, structlog, websockets.asyncio.client  # noqa
+import coder_agent.config, coder_agent.coderapi.models, coder_agent.localapi.openapi  # noqa
+coder_agent.localapi.openapi.document()  # pydantic's JSON Schema generator too
+import docker, httpx, httpx_sse, prometheus_client, pydantic, requests, structlog, websockets.asyncio.client  # noqa
 r = requests.Response()
 r.status_code, r._content = 200, b'{"Id": "abc", "Name": "/caf\\xc3\\xa9"}'
 r.headers["Content-Type"] = "application/json"
@@ -183,7 +185,6 @@ r2 = requests.Response()
 r2._content = "caf\\u00e9".encode()
 assert r2.apparent_encoding == "utf-8" and r2.text == "caf\\u00e9", r2.text
 print(sorted(n for n in _UNUSED_OPTIONAL if sys.modules.get(n) is not None))
-assert not [n for n in sys.modules if n.split(".")[0] in ("pydantic", "pydantic_core")], "pydantic loaded"
 """
     out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

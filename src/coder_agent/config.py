@@ -7,7 +7,10 @@ Rules:
 * Precedence: flag > environment > file (``--config`` / ``CODER_AGENT_CONFIG``) > default.
 * Validation errors name the setting and where its value came from, as one line
   (:class:`~coder_agent.errors.ConfigError`; the CLI exits 78).
-* Secrets (tokens, header values) are :class:`~coder_agent.typed.Secret` and print as ``[REDACTED]``.
+* Secrets (tokens, header values) are pydantic ``SecretStr``; :func:`redacted_view` shows them as
+  ``[REDACTED]``.
+* The models are pydantic; the loader (not pydantic-settings) merges the sources because it
+  must remember where each value came from for the error line.
 * Lists that only make sense in a file (``[[scripts]]``, ``[[log_sources]]``) have no flag.
 """
 
@@ -17,12 +20,13 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
-from .errors import ConfigError
-from .typed import REDACTED, Invalid, Secret, decode, encode, parse_bool, rules
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .errors import REDACTED, ConfigError
 
 __all__ = [
     "SETTINGS",
@@ -38,68 +42,49 @@ __all__ = [
 AuthMethod = Literal["token", "aws-instance-identity", "azure-instance-identity", "google-instance-identity"]
 
 
-@dataclass(frozen=True, kw_only=True)
-class ScriptConfig:
+class ScriptConfig(BaseModel):
     """A script, named after codersdk.WorkspaceAgentScript's fields."""
 
-    FORBID_EXTRA: ClassVar[bool] = True
-    display_name: str = field(metadata=rules(min_length=1))
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # CLI helpers never validate
+    display_name: str = Field(min_length=1)
     script: str
     run_on_start: bool = True
     run_on_stop: bool = False
     start_blocks_login: bool = False
-    timeout: float = field(default=0.0, metadata=rules(ge=0))
+    timeout: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     cron: str = ""
     log_path: str = ""
     icon: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class LogSourceConfig:
+class LogSourceConfig(BaseModel):
     """A file to follow and ship under ``display_name``."""
 
-    FORBID_EXTRA: ClassVar[bool] = True
-    display_name: str = field(metadata=rules(min_length=1))
-    path: str = field(metadata=rules(min_length=1))
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # CLI helpers never validate
+    display_name: str = Field(min_length=1)
+    path: str = Field(min_length=1)
     icon: str = ""
-
-
-def _url(v: str) -> str:
-    v = v.strip()
-    if not v:
-        raise ValueError("CODER_AGENT_URL must be set")
-    if not (v.startswith("http://") or v.startswith("https://")):
-        raise ValueError(f"must start with http:// or https://, got {v!r}")
-    return v.rstrip("/")
-
-
-def _level(v: Any) -> Any:
-    return v.lower().replace("warn", "warning").replace("warninging", "warning") if isinstance(v, str) else v
 
 
 def _duration(v: Any) -> Any:
     return parse_duration(v) if isinstance(v, str) else v
 
 
-def _ports(v: list[int]) -> list[int]:
-    for p in v:
-        if not 0 < p < 65536:
-            raise ValueError(f"port {p} out of range 1-65535")
-    return v
+Seconds = Annotated[float, Field(allow_inf_nan=False)]
+Duration = Annotated[float, BeforeValidator(_duration), Field(allow_inf_nan=False)]  # "7d", "24h", "90m", "3600"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
+class Settings(BaseModel):
     """The effective configuration of ``coder-agent run``."""
 
-    FORBID_EXTRA: ClassVar[bool] = True
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # CLI helpers never validate
 
-    url: str = field(metadata=rules(after=_url))
+    url: str
     auth: AuthMethod = "token"
-    token: Secret | None = None
+    token: SecretStr | None = None
     token_file: Path | None = None
     agent_name: str | None = None
-    headers: dict[str, Secret] = field(default_factory=dict)
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
     api_address: str = ""
     api_allow_remote: bool = False
     log_dir: Path
@@ -108,26 +93,47 @@ class Settings:
     devcontainers_enable: bool = True
     devcontainers_discovery: bool = True
     log_format: Literal["console", "json"] = "console"
-    log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata=rules(before=_level))
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     tls_ca_file: Path | None = None
     tls_insecure: bool = False
     aws_metadata_endpoint: str = "http://169.254.169.254"
     gce_metadata_host: str = "169.254.169.254"
     azure_metadata_url: str = "http://169.254.169.254"
     directory: str = ""
-    ports_ignore: list[int] = field(default_factory=list, metadata=rules(after=_ports))
-    shutdown_timeout: float = field(default=60.0, metadata=rules(gt=0))
-    scripts: list[ScriptConfig] = field(default_factory=list)
-    log_sources: list[LogSourceConfig] = field(default_factory=list)
+    ports_ignore: list[int] = Field(default_factory=list)
+    shutdown_timeout: Seconds = Field(default=60.0, gt=0)
+    scripts: list[ScriptConfig] = Field(default_factory=list)
+    log_sources: list[LogSourceConfig] = Field(default_factory=list)
     # For tests of the watchdog only: stall the event loop this many seconds after start.
-    debug_stall_loop: float = field(default=0.0, metadata=rules(ge=0))
+    debug_stall_loop: Seconds = Field(default=0.0, ge=0)
     devcontainers_cli: str = ""
-    # seconds; "7d", "24h", "90m", "3600s" accepted
-    log_retention: float = field(default=7 * 86400.0, metadata=rules(gt=0, before=_duration))
-    reinit_ping_interval: float = field(default=15.0, metadata=rules(gt=0))
-    request_timeout: float = field(default=30.0, metadata=rules(gt=0))
-    # seconds (durations accepted); 0 = never
-    auth_exit_after: float = field(default=0.0, metadata=rules(ge=0, before=_duration))
+    log_retention: Duration = Field(default=7 * 86400.0, gt=0)
+    reinit_ping_interval: Seconds = Field(default=15.0, gt=0)
+    request_timeout: Seconds = Field(default=30.0, gt=0)
+    auth_exit_after: Duration = Field(default=0.0, ge=0)  # 0 = never
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("CODER_AGENT_URL must be set")
+        if not (v.startswith("http://") or v.startswith("https://")):
+            raise ValueError(f"must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, v: Any) -> Any:
+        return v.lower().replace("warn", "warning").replace("warninging", "warning") if isinstance(v, str) else v
+
+    @field_validator("ports_ignore")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        for p in v:
+            if not 0 < p < 65536:
+                raise ValueError(f"port {p} out of range 1-65535")
+        return v
 
     def secret_values(self) -> list[str]:
         """Every secret string in this config, for the log redactor."""
@@ -279,8 +285,17 @@ def _toml_get(doc: Mapping[str, Any], dotted: str) -> Any:
 _MISSING: Any = object()
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})  # an empty variable or flag means false
+
+
 def _parse_bool(s: str) -> bool:
-    return False if not s.strip() else parse_bool(s)  # an empty variable or flag means false
+    v = s.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, got {s!r}")
 
 
 def _parse_map(items: Sequence[str]) -> dict[str, str]:
@@ -385,19 +400,32 @@ def load_settings(
         raise ConfigError("CODER_AGENT_URL", "must be set (flag --agent-url, or key url in the config file)")
 
     try:
-        settings = decode(Settings, raw)
-    except Invalid as e:
-        loc = [str(p) for p in e.loc]
+        settings = Settings.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors(include_url=False, include_input=False)[0]
+        loc = [str(p) for p in err["loc"]]
         field = loc[0] if loc else "?"
         row = _BY_FIELD.get(field)
         name = (row.env or row.key or field) if row else field
         if len(loc) > 1:
             name = f"{row.key if row and row.key else field}.{'.'.join(loc[1:])}"
-        raise ConfigError(name, e.msg, origin.get(field)) from None
+        raise ConfigError(name, error_text(err, secret=bool(row and row.secret)), origin.get(field)) from None
 
     _check_auth(settings, origin)
     _check_address(settings, origin)
     return settings
+
+
+_PLAIN = {"missing": "required", "extra_forbidden": "unknown key", "finite_number": "expected a finite number"}
+
+
+def error_text(err: Mapping[str, Any], *, secret: bool = False) -> str:
+    """One pydantic error as one line that never echoes the value: pydantic's own words (our
+    validators' messages without the ``Value error,`` prefix), plainer for the common cases."""
+    msg = _PLAIN.get(err["type"]) or str(err["msg"]).removeprefix("Value error, ")
+    if secret:
+        msg = msg.split(",")[0]  # a validator may quote the input; a secret's never is
+    return " ".join(msg.split())
 
 
 def _check_auth(s: Settings, origin: Mapping[str, str]) -> None:
@@ -449,7 +477,7 @@ def _check_address(s: Settings, origin: Mapping[str, str]) -> None:
 
 def redacted_view(s: Settings) -> dict[str, Any]:
     """The effective config as plain data with every secret replaced, for ``config check``."""
-    data: dict[str, Any] = encode(s)
+    data = s.model_dump(mode="json")
     if s.token is not None:
         data["token"] = REDACTED
     data["headers"] = {k: REDACTED for k in s.headers}

@@ -44,6 +44,7 @@ from .lifecycle import Lifecycle
 from .localapi import LocalAPI, json_response
 from .log import Redactor, get_logger
 from .logsink import LogSink, MemoryLogSink
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .netwatch import NetWatch
 from .sdnotify import Notifier
@@ -107,7 +108,7 @@ class Daemon:
             headers={k: v.get_secret_value() for k, v in settings.headers.items()},
             transport=transport, verify=verify, timeout=settings.request_timeout,
         )
-        self.local_api = LocalAPI(settings.api_address)
+        self.local_api = LocalAPI(settings.api_address, metrics=self.metrics)
         self.services = ServiceGroup("daemon", self.clock)
         # Shared with capabilities (set by whoever owns them):
         self.status_extras: dict[str, Callable[[], Any]] = {}  # extra keys of /api/v0/status
@@ -229,7 +230,7 @@ class Daemon:
         return json_response({"message": "Retrying the control-plane connection now."}, status=202)
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _start_metrics(self) -> None:
         addr = self.settings.prometheus_address.strip()

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "REDACTED",
     "ApiError",
     "AuthError",
     "CoderAgentError",
@@ -30,6 +31,8 @@ __all__ = [
     "ProtocolError",
     "TransportError",
 ]
+
+REDACTED = "[REDACTED]"  # what a secret prints as, everywhere (settings, logs, manifests)
 
 
 class CoderAgentError(Exception):

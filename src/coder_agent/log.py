@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from .typed import REDACTED
+from .errors import REDACTED
 
 __all__ = ["Collapse", "Redactor", "configure_logging", "get_logger"]
 

@@ -1,58 +1,76 @@
-"""Prometheus metrics in the text exposition format, without a client library.
+"""Prometheus metrics: a small facade over prometheus_client with one registry per daemon.
 
-Rules: counters and gauges only, registered by name on a :class:`Metrics` instance that the
-daemon passes to whoever needs it (no global registry); label values are escaped.
+Rules:
+
+* No global registry: each :class:`Metrics` owns a ``CollectorRegistry``; the daemon passes its
+  instance to whoever records (tests can run several daemons in one process).
+* Series are declared on first use, by name without the ``coder_agent_`` prefix: ``inc`` makes a
+  counter, ``set``/``gauge_fn`` a gauge, ``observe`` a histogram (latencies, in seconds). A name
+  keeps the label names of its first use.
+* The registry also holds the library's process collector (CPU, memory, file descriptors of
+  this process) and platform collector (the Python version).
+* ``render()`` is the text exposition (``generate_latest``). A gauge callback that raises reads
+  as NaN: a broken gauge must not break the scrape.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["Metrics"]
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "Metrics"]
 
-def _esc(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Seconds: a loopback round-trip is ~1 ms, a slow coderd answer several seconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Metrics:
     def __init__(self, prefix: str = "coder_agent") -> None:
         self.prefix = prefix
-        self._help: dict[str, tuple[str, str]] = {}
-        self._values: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-        self._callbacks: dict[str, Callable[[], float]] = {}
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self._series: dict[str, Any] = {}
 
-    def _declare(self, name: str, kind: str, help_text: str) -> str:
-        full = f"{self.prefix}_{name}"
-        self._help.setdefault(full, (kind, help_text))
-        self._values.setdefault(full, {})
-        return full
+    def _get(self, kind: type[Any], name: str, help_text: str, labels: dict[str, str], **kw: Any) -> Any:
+        metric = self._series.get(name)
+        if metric is None:
+            metric = kind(name, help_text or name.replace("_", " "), labelnames=sorted(labels),
+                          namespace=self.prefix, registry=self.registry, **kw)
+            self._series[name] = metric
+        return metric.labels(**labels) if labels else metric
 
     def inc(self, name: str, amount: float = 1.0, help_text: str = "", **labels: str) -> None:
-        full = self._declare(name, "counter", help_text)
-        key = tuple(sorted(labels.items()))
-        self._values[full][key] = self._values[full].get(key, 0.0) + amount
+        self._get(Counter, name, help_text, labels).inc(amount)
 
     def set(self, name: str, value: float, help_text: str = "", **labels: str) -> None:
-        full = self._declare(name, "gauge", help_text)
-        self._values[full][tuple(sorted(labels.items()))] = value
+        self._get(Gauge, name, help_text, labels).set(value)
 
     def gauge_fn(self, name: str, fn: Callable[[], float], help_text: str = "") -> None:
-        full = self._declare(name, "gauge", help_text)
-        self._callbacks[full] = fn
+        def read() -> float:
+            try:
+                return float(fn())
+            except Exception:
+                return math.nan
 
-    def render(self) -> str:
-        lines: list[str] = []
-        for full, (kind, help_text) in sorted(self._help.items()):
-            if help_text:
-                lines.append(f"# HELP {full} {help_text}")
-            lines.append(f"# TYPE {full} {kind}")
-            if full in self._callbacks:
-                try:
-                    lines.append(f"{full} {self._callbacks[full]()}")
-                except Exception:  # a broken gauge must not break the scrape
-                    continue
-            for key, v in sorted(self._values[full].items()):
-                lbl = ",".join(f'{k}="{_esc(x)}"' for k, x in key)
-                lines.append(f"{full}{{{lbl}}} {v}" if lbl else f"{full} {v}")
-        return "\n".join(lines) + "\n"
+        self._get(Gauge, name, help_text, {}).set_function(read)
+
+    def observe(self, name: str, seconds: float, help_text: str = "", **labels: str) -> None:
+        """A latency in seconds, into the histogram ``name`` (buckets: :data:`LATENCY_BUCKETS`)."""
+        self._get(Histogram, name, help_text, labels, buckets=LATENCY_BUCKETS).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

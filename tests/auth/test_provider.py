@@ -25,7 +25,6 @@ from coder_agent.devserver.metadata import MetadataServer
 from coder_agent.errors import ApiError, AuthError, MetadataError
 from coder_agent.log import Redactor
 from coder_agent.retry import Decision, classify
-from coder_agent.typed import decode
 
 from ..conftest import t
 
@@ -50,8 +49,7 @@ def agent(ds: DevServer, name: str) -> DevAgent:
 
 
 def logs(text: str) -> models.PatchLogs:
-    return decode(
-        models.PatchLogs,
+    return models.PatchLogs.model_validate(
         {"log_source_id": models.EXTERNAL_LOG_SOURCE_ID,
          "logs": [{"created_at": "2026-01-01T00:00:00Z", "output": text, "level": "info"}]})
 

@@ -10,7 +10,6 @@ import pytest
 from coder_agent.coderapi import CoderClient, FixedToken, TokenFile
 from coder_agent.coderapi.models import PatchLogs
 from coder_agent.errors import ApiError, AuthError, ProtocolError, TransportError
-from coder_agent.typed import decode
 
 T1 = "11111111-1111-4111-8111-111111111111"
 T2 = "22222222-2222-4222-8222-222222222222"
@@ -30,9 +29,9 @@ async def test_headers_and_401_refresh_retry_once(tmp_path: Path) -> None:
 
     c = CoderClient("http://coder.test/", TokenFile(tok), headers={"X-Extra": "1"},
                     transport=httpx.MockTransport(handler))
-    await c.patch_logs(decode(PatchLogs, {"log_source_id": T1, "logs": [
+    await c.patch_logs(PatchLogs.model_validate({"log_source_id": T1, "logs": [
         {"created_at": "2026-01-01T00:00:00Z", "output": "x"}]}))
-    await c.patch_logs(decode(PatchLogs, {"log_source_id": T1, "logs": [
+    await c.patch_logs(PatchLogs.model_validate({"log_source_id": T1, "logs": [
         {"created_at": "2026-01-01T00:00:00Z", "output": "y"}]}))
     assert [s[1] for s in seen] == [T1, T2, T2]
     assert all(s[2] == "1" for s in seen)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from coder_agent.errors import ConfigError
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 FIELD_NAMES = (
     {part for s in SETTINGS if s.key for part in s.key.split(".")}
-    | {f.name for f in fields(ScriptConfig)} | {f.name for f in fields(LogSourceConfig)}
+    | set(ScriptConfig.model_fields) | set(LogSourceConfig.model_fields)
 )
 KEY_LINE = re.compile(r"^# ([a-z_]+) = \S")
 TABLE_LINE = re.compile(r"^# (\[\[?[a-z_.]+\]\]?)\s*$")
@@ -63,8 +62,8 @@ def test_every_setting_is_documented_with_a_valid_value(tmp_path: Path) -> None:
         value = lookup(doc, s.key)
         if s.kind == "table":
             assert isinstance(value, list) and len(value) == 1, s.key
-    assert set(doc["scripts"][0]) == {f.name for f in fields(ScriptConfig)}
-    assert set(doc["log_sources"][0]) == {f.name for f in fields(LogSourceConfig)}
+    assert set(doc["scripts"][0]) == set(ScriptConfig.model_fields)
+    assert set(doc["log_sources"][0]) == set(LogSourceConfig.model_fields)
     # Every value shown is one the daemon accepts.
     path = tmp_path / "full.toml"
     path.write_text(full)

@@ -18,7 +18,6 @@ from coder_agent.devcontainers.model import (
     port_warnings,
 )
 from coder_agent.devcontainers.status import Status
-from coder_agent.typed import decode
 
 
 def inspect(cid: str = "a" * 64, name: str = "/c1", running: bool = True,
@@ -39,7 +38,7 @@ def test_container_fields_match_the_schema() -> None:
                                                            {"HostIp": "::", "HostPort": "32768"}],
                                               "9000/tcp": None}))
     assert c.name == "c1"
-    m = decode(WorkspaceAgentContainer, c.api)
+    m = WorkspaceAgentContainer.model_validate(c.api)
     assert m.ports[0].port == 8080 and m.ports[0].host_port == 32768 and len(m.ports) == 1
     assert m.volumes == {"/home/u/p": "/workspaces/p"}
     assert m.created_at == dt.datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC)
@@ -110,8 +109,7 @@ def test_discovered_and_labelled_merge_and_manifest_id_wins() -> None:
     devs, _ = assemble([c], srcs, {}, {}, exists=lambda p: True)
     assert [(d.id, d.name, d.status.value) for d in devs] == [
         ("mid", "main", "running"), (devcontainer_id("/w/q", "/w/q/.devcontainer.json"), "q", "stopped")]
-    decode(
-        WorkspaceAgentListContainersResponse,
+    WorkspaceAgentListContainersResponse.model_validate(
         {"containers": [c.api], "devcontainers": [d.api() for d in devs], "warnings": []})
 
 

@@ -23,7 +23,6 @@ from coder_agent.daemon import Daemon
 from coder_agent.devserver import DevServer
 from coder_agent.devserver.reinit import ReinitHub
 from coder_agent.lifecycle import State
-from coder_agent.typed import decode
 
 from ..conftest import apoll, t
 from .conftest import PING
@@ -87,7 +86,7 @@ async def run_daemon(
             "reinit_ping_interval": PING, "shutdown_timeout": 5.0,
         }
         fields.update(over)
-        d = Daemon(decode(Settings, fields))
+        d = Daemon(Settings.model_validate(fields))
 
         def hooks(daemon: Daemon) -> list[Any]:  # after every real capability, like the RPC session
             daemon.session_runner = session.run  # type: ignore[method-assign,assignment]

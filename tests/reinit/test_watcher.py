@@ -231,6 +231,23 @@ async def test_silent_stream_is_treated_as_dropped(
     assert h.watcher.health.state in ("degraded", "ok")
 
 
+async def test_bytes_that_never_complete_an_event_are_a_dropped_stream(
+    make_watcher: Callable[..., Awaitable[Harness]], reinit_hub: ReinitHub
+) -> None:
+    """Keep-alive is an event, not a byte: a line that never ends (httpx-sse buffers it) is
+    dropped after three ping intervals like silence, so it cannot grow memory for ever."""
+    await make_watcher()
+    await apoll(lambda: reinit_hub.streams)
+    reinit_hub.silent = True
+    reinit_hub.send_raw(b"data: ")
+    t0 = asyncio.get_running_loop().time()
+    while reinit_hub.connections < 2:
+        reinit_hub.send_raw(b"x" * 1024)  # bytes keep flowing, no line ends
+        await asyncio.sleep(PING / 4)
+        assert asyncio.get_running_loop().time() - t0 < t(30), "the stream was never dropped"
+    assert asyncio.get_running_loop().time() - t0 >= 3 * PING * 0.9
+
+
 async def test_pings_keep_a_quiet_stream_alive(
     make_watcher: Callable[..., Awaitable[Harness]], reinit_hub: ReinitHub
 ) -> None:

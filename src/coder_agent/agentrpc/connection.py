@@ -30,6 +30,7 @@ import asyncio
 import json
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -47,6 +48,7 @@ from ..tasks import reap
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
+    from ..metrics import Metrics
 
 __all__ = ["DIAL_VERSIONS", "RPC_PATH", "ConnectionLoop", "DeadPeerError", "RpcClient", "rpc_url"]
 
@@ -78,8 +80,10 @@ class RpcClient:
     :class:`TransportError` when the connection fails, TimeoutError after ``timeout``.
     """
 
-    def __init__(self, conn: YamuxConnection, version: str, said_unavailable: set[str]) -> None:
+    def __init__(self, conn: YamuxConnection, version: str, said_unavailable: set[str],
+                 metrics: Metrics | None = None) -> None:
         self.conn = conn
+        self.metrics = metrics
         self.version = version
         self.unavailable: set[str] = set()
         self._said = said_unavailable
@@ -92,6 +96,7 @@ class RpcClient:
     async def call(self, method: str, request: Message, response_type: type[M], timeout: float = 30.0) -> M:
         if method in self.unavailable:
             raise FeatureUnavailable(f"{method} is not offered by this coderd")
+        t0 = time.perf_counter()
         try:
             raw = await unary_call(self.conn, SERVICE + method, request.SerializeToString(), timeout)
         except drpc.RpcUnimplemented as e:
@@ -105,6 +110,9 @@ class RpcClient:
             raise TransportError("session", str(e)) from None
         except drpc.DrpcProtocolError as e:
             raise ProtocolError(f"{method}: {e}") from None
+        if self.metrics is not None:
+            self.metrics.observe("rpc_call_seconds", time.perf_counter() - t0,
+                                 "agent RPC unary calls answered by coderd: round-trip time", method=method)
         resp = response_type()
         try:
             resp.ParseFromString(raw)
@@ -330,7 +338,7 @@ class ConnectionLoop:
     async def _serve(self, conn: YamuxConnection) -> None:
         d = self.daemon
         self.connections += 1
-        client = RpcClient(conn, self.version, self._said_unavailable)
+        client = RpcClient(conn, self.version, self._said_unavailable, metrics=d.metrics)
         self.client = client
         d.controlplane.set(ConnState.CONNECTED)
         self.backoff.success(d.clock.monotonic())

@@ -26,9 +26,8 @@ from typing import Any
 
 from google.protobuf import duration_pb2
 
-from ..errors import ProtocolError
+from ..errors import REDACTED, ProtocolError
 from ..rpc.proto import agent_pb2
-from ..typed import REDACTED
 
 __all__ = [
     "HEALTH_NAMES",

@@ -16,7 +16,6 @@ from typing import Protocol
 
 from ..coderapi import models
 from ..coderapi.client import CoderClient
-from ..typed import decode
 from .core import AppStatus
 
 __all__ = ["AppStatusTransport", "RestTransport"]
@@ -37,4 +36,4 @@ class RestTransport:
         self._client = client
 
     async def update_app_status(self, status: AppStatus) -> None:
-        await self._client.patch_app_status(decode(models.PatchAppStatus, status.as_dict()))
+        await self._client.patch_app_status(models.PatchAppStatus.model_validate(status.as_dict()))

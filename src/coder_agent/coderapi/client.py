@@ -30,19 +30,19 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from .. import __version__
 from ..clock import Clock, SystemClock
 from ..config import read_token_file
 from ..errors import ApiError, AuthError, ConfigError, ProtocolError, TransportError
-from ..typed import Invalid, decode, encode
 from . import models
 
 __all__ = ["SESSION_TOKEN_HEADER", "CoderClient", "FixedToken", "TokenFile", "TokenProvider", "transport_error"]
 
 SESSION_TOKEN_HEADER = "Coder-Session-Token"
 ME = "/api/v2/workspaceagents/me"
-T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class TokenProvider(Protocol):
@@ -240,14 +240,14 @@ class CoderClient:
     # Agent endpoints -------------------------------------------------------------------
 
     async def post_log_source(self, req: models.PostLogSourceRequest) -> models.WorkspaceAgentLogSource:
-        resp = await self.request("POST", f"{ME}/log-source", json_body=encode(req), ok=(201,))
+        resp = await self.request("POST", f"{ME}/log-source", json_body=req.model_dump(mode="json"), ok=(201,))
         return _read(models.WorkspaceAgentLogSource, resp)
 
     async def patch_logs(self, req: models.PatchLogs) -> None:
-        await self.request("PATCH", f"{ME}/logs", json_body=encode(req))
+        await self.request("PATCH", f"{ME}/logs", json_body=req.model_dump(mode="json"))
 
     async def patch_app_status(self, req: models.PatchAppStatus) -> None:
-        await self.request("PATCH", f"{ME}/app-status", json_body=encode(req))
+        await self.request("PATCH", f"{ME}/app-status", json_body=req.model_dump(mode="json"))
 
     async def external_auth(
         self, *, match: str | None = None, provider_id: str | None = None, listen: bool = False,
@@ -271,13 +271,13 @@ class CoderClient:
         return data if isinstance(data, dict) else {}
 
 
-def _read(cls: type[T], resp: httpx.Response) -> T:
+def _read(cls: type[M], resp: httpx.Response) -> M:
     """coderd's answer as ``cls``; ProtocolError (once, no value echoed) when it does not fit."""
     try:
-        return decode(cls, resp.json())
-    except (ValueError, Invalid) as e:
+        return cls.model_validate_json(resp.content)
+    except ValidationError as e:
         raise ProtocolError(f"{resp.request.method} {resp.request.url.path} answered {resp.status_code} "
-                            f"with a body that is not a {cls.__name__}: {e}") from None
+                            f"with a body that is not a {cls.__name__}: {models.explain(e)}") from None
 
 
 __all__ += ["ME", "AuthError"]

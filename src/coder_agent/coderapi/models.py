@@ -3,18 +3,18 @@
 Rules: field names and JSON shapes are a contract with coderd and with the Go agent's local
 API; they follow ../shared/protocol/agent-schemas.json plus the newer Go fields noted there
 (``agent_name`` on identity tokens, ``workspace_id``/``owner_id`` on reinit events,
-``expires_at`` on external auth). They are plain dataclasses checked by
-:mod:`coder_agent.typed`: ``decode(Model, data)`` reads one (unknown keys ignored, as Go does),
-``encode(model)`` writes one.
+``expires_at`` on external auth). They are pydantic models: ``Model.model_validate(data)``
+reads one (unknown keys ignored, as Go does; Go's camel-case aliases accepted where coderd
+used them), ``model.model_dump(mode="json")`` writes one. :func:`explain` turns a
+``ValidationError`` into one line that names the field and never echoes the value.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..typed import rules
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 LogLevel = Literal["trace", "debug", "info", "warn", "error"]
 AppStatusState = Literal["working", "idle", "complete", "failure"]
@@ -25,14 +25,23 @@ APP_STATUS_STATES: tuple[str, ...] = ("working", "idle", "complete", "failure")
 EXTERNAL_LOG_SOURCE_ID = "3b579bf4-1ed8-4b99-87a8-e9a1e3410410"
 
 
-@dataclass(kw_only=True)
-class ValidationErrorModel:
+def explain(e: ValidationError) -> str:
+    """The first error of ``e`` as ``path: message``, one line, without the input value."""
+    err = e.errors(include_url=False, include_input=False, include_context=False)[0]
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    return " ".join(f"{where}: {err['msg']}".split())
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class ValidationErrorModel(_Model):
     field: str
     detail: str
 
 
-@dataclass(kw_only=True)
-class Response:
+class Response(_Model):
     """codersdk.Response: every error body, from coderd and from our local API."""
 
     message: str
@@ -40,53 +49,45 @@ class Response:
     validations: list[ValidationErrorModel] | None = None
 
 
-@dataclass(kw_only=True)
-class AuthenticateResponse:
+class AuthenticateResponse(_Model):
     session_token: str
 
 
-@dataclass(kw_only=True)
-class AWSInstanceIdentityToken:
+class AWSInstanceIdentityToken(_Model):
     signature: str
     document: str
     agent_name: str | None = None
 
 
-@dataclass(kw_only=True)
-class AzureInstanceIdentityToken:
+class AzureInstanceIdentityToken(_Model):
     signature: str
     encoding: str
     agent_name: str | None = None
 
 
-@dataclass(kw_only=True)
-class GoogleInstanceIdentityToken:
+class GoogleInstanceIdentityToken(_Model):
     json_web_token: str
     agent_name: str | None = None
 
 
-@dataclass(kw_only=True)
-class Log:
+class Log(_Model):
     created_at: dt.datetime
     output: str
     level: LogLevel = "info"
 
 
-@dataclass(kw_only=True)
-class PatchLogs:
+class PatchLogs(_Model):
     log_source_id: str
     logs: list[Log]
 
 
-@dataclass(kw_only=True)
-class PostLogSourceRequest:
+class PostLogSourceRequest(_Model):
     id: str
     display_name: str
     icon: str = ""
 
 
-@dataclass(kw_only=True)
-class WorkspaceAgentLogSource:
+class WorkspaceAgentLogSource(_Model):
     workspace_agent_id: str = ""
     id: str
     created_at: dt.datetime | None = None
@@ -94,8 +95,7 @@ class WorkspaceAgentLogSource:
     icon: str = ""
 
 
-@dataclass(kw_only=True)
-class PatchAppStatus:
+class PatchAppStatus(_Model):
     app_slug: str
     state: AppStatusState
     message: str = ""
@@ -104,8 +104,7 @@ class PatchAppStatus:
     needs_user_attention: bool = False
 
 
-@dataclass(kw_only=True)
-class ExternalAuthResponse:
+class ExternalAuthResponse(_Model):
     access_token: str = ""
     token_extra: dict[str, Any] | None = None
     type: str = ""
@@ -115,41 +114,35 @@ class ExternalAuthResponse:
     expires_at: dt.datetime | None = None
 
 
-@dataclass(kw_only=True)
-class GitSSHKey:
+class GitSSHKey(_Model):
     public_key: str
     private_key: str
 
 
-@dataclass(kw_only=True)
-class ReinitializationEvent:
-    workspace_id: str = field(metadata=rules(aliases=("workspaceID",)))
+class ReinitializationEvent(_Model):
+    workspace_id: str = Field(validation_alias=AliasChoices("workspace_id", "workspaceID"))
     reason: str
     owner_id: str | None = None
 
 
-@dataclass(kw_only=True)
-class WorkspaceAgentListeningPort:
+class WorkspaceAgentListeningPort(_Model):
     process_name: str
     network: str = "tcp"
     port: int
 
 
-@dataclass(kw_only=True)
-class WorkspaceAgentListeningPortsResponse:
+class WorkspaceAgentListeningPortsResponse(_Model):
     ports: list[WorkspaceAgentListeningPort]
 
 
-@dataclass(kw_only=True)
-class WorkspaceAgentContainerPort:
+class WorkspaceAgentContainerPort(_Model):
     port: int
     network: str
     host_ip: str = ""
     host_port: int = 0
 
 
-@dataclass(kw_only=True)
-class WorkspaceAgentContainer:
+class WorkspaceAgentContainer(_Model):
     created_at: dt.datetime
     id: str
     name: str
@@ -161,15 +154,13 @@ class WorkspaceAgentContainer:
     volumes: dict[str, str]
 
 
-@dataclass(kw_only=True)
-class WorkspaceAgentDevcontainerAgent:
+class WorkspaceAgentDevcontainerAgent(_Model):
     id: str
     name: str
     directory: str
 
 
-@dataclass(kw_only=True)
-class WorkspaceAgentDevcontainer:
+class WorkspaceAgentDevcontainer(_Model):
     id: str
     name: str
     workspace_folder: str
@@ -181,8 +172,7 @@ class WorkspaceAgentDevcontainer:
     error: str = ""
 
 
-@dataclass(kw_only=True)
-class WorkspaceAgentListContainersResponse:
+class WorkspaceAgentListContainersResponse(_Model):
     containers: list[WorkspaceAgentContainer]
-    devcontainers: list[WorkspaceAgentDevcontainer] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    devcontainers: list[WorkspaceAgentDevcontainer] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)

@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..typed import parse_time
+from pydantic import TypeAdapter
+
 from .status import Event, Refused, Status, next_status, observation
 
 __all__ = [
@@ -54,11 +55,14 @@ _NS = uuid.UUID("0b7d1a44-5f0e-4c62-9a0e-6d2f4e1f7c31")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+_TIME = TypeAdapter(dt.datetime)  # the reader the wire models use: RFC 3339, Go's nanoseconds cut to µs
+
+
 def parse_docker_time(s: str | None) -> dt.datetime:
     """RFC 3339 with up to nanoseconds (the engine's format) → aware UTC datetime (µs precision);
     the epoch when missing or unreadable."""
     try:
-        t = parse_time(s or "")
+        t = _TIME.validate_strings((s or "").strip())
         return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
     except (ValueError, OverflowError):  # OverflowError: 0001-01-01 with a positive offset has no UTC time
         return _EPOCH

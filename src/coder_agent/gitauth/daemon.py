@@ -41,7 +41,6 @@ from ..localapi import json_response
 from ..localapi.server import HTTPResponseError
 from ..log import get_logger
 from ..service import FnService, Service
-from ..typed import encode
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -204,7 +203,7 @@ class GitAuth:
             self.daemon.redactor.add(secret)
         self.log.info("external auth served", match=match or None, provider_id=provider_id or None,
                       linked=bool(resp.access_token), type=resp.type or None)
-        return json_response(encode(resp))
+        return json_response(resp.model_dump(mode="json"))
 
     async def gitsshkey(self, request: web.Request) -> web.Response:
         self._require_unix_peer(request)

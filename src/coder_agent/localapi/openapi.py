@@ -5,11 +5,12 @@ Rules:
 * It describes every route the daemon registers (a test compares it with the router), whether
   or not the capability is enabled: a disabled capability answers its routes with a documented
   codersdk.Response error (403 for containers), never an undocumented shape.
-* Schemas come from the wire models in :mod:`coder_agent.coderapi.models` (described by
-  :mod:`coder_agent.typed`) where one exists (codersdk JSON); the local API's own shapes
-  (``POST /api/v0/logs``, the app-status answers, ``/api/v0/status``) are written here.
-  Request schemas describe what the daemon *accepts*; response schemas what it *sends*; every
-  4xx/5xx body is a ``Response`` (codersdk.Response: ``message`` required, ``detail`` and ``validations`` optional).
+* Schemas are the pydantic models' ``model_json_schema``: the codersdk wire models in
+  :mod:`coder_agent.coderapi.models` where one exists, the local API's own shapes
+  (``POST /api/v0/logs``, the app-status answers, ``/api/v0/status``...) in
+  :mod:`coder_agent.localapi.models`. Request schemas describe what the daemon *accepts*
+  (validation mode); response schemas what it *sends* (serialization mode); every 4xx/5xx body is
+  a ``Response`` (codersdk.Response: ``message`` required, ``detail`` and ``validations`` optional).
 * The two ``/watch`` routes are websockets (marked ``x-websocket: true``): a plain GET without the
   upgrade headers gets 400 with a codersdk.Response; after the upgrade every text frame is the
   list route's JSON.
@@ -49,11 +50,24 @@ def _errors(**codes: str) -> dict[str, Any]:
 
 
 def _model_schemas() -> dict[str, Any]:
-    from ..coderapi import models as m
-    from ..typed import json_schema
+    from pydantic.json_schema import models_json_schema
 
-    defs = json_schema([m.Response, m.ExternalAuthResponse, m.WorkspaceAgentListeningPortsResponse,
-                        m.WorkspaceAgentListContainersResponse, m.PatchAppStatus], ref_template=_REF)
+    from ..coderapi import models as m
+    from . import models as local
+
+    pairs: list[tuple[type[Any], Any]] = [
+        (m.Response, "serialization"),
+        (m.ExternalAuthResponse, "serialization"),
+        (m.WorkspaceAgentListeningPortsResponse, "serialization"),
+        (m.WorkspaceAgentListContainersResponse, "serialization"),
+        (m.PatchAppStatus, "validation"),
+        (local.LogsRequest, "validation"),
+        *((cls, "serialization") for cls in (local.Hello, local.Status, local.LogsAccepted, local.AppStatusAccepted,
+                                             local.AppStatusList, local.AppStatusOutcome, local.GitSSHKeyLocal,
+                                             local.Env)),
+    ]
+    _, top = models_json_schema(pairs, ref_template=_REF)
+    defs: dict[str, Any] = dict(top.get("$defs", {}))
     # The local API never sends null for these Go omitempty fields: it leaves the key out.
     resp = defs["Response"]["properties"]
     resp["detail"] = {"type": "string", "title": "Detail"}
@@ -62,90 +76,6 @@ def _model_schemas() -> dict[str, Any]:
 
 
 _STRING = {"type": "string"}
-_TIME = {"type": "string", "format": "date-time"}
-_NULLABLE_TIME = {"anyOf": [_TIME, {"type": "null"}]}
-_NULLABLE_STRING = {"anyOf": [_STRING, {"type": "null"}]}
-
-_LOCAL_SCHEMAS: dict[str, Any] = {
-    "Hello": {"type": "object", "required": ["message"], "properties": {"message": _STRING}},
-    "Status": {
-        "type": "object",
-        "description": "The daemon's own state. Capabilities add keys (logs, app_status, gitauth, "
-                       "devcontainers, ...); the keys listed here are always present.",
-        "required": ["version", "pid", "started_at", "uptime_seconds", "agent_url", "auth", "control_plane",
-                     "lifecycle", "services", "local_api", "log_dir"],
-        "properties": {
-            "version": _STRING,
-            "pid": {"type": "integer"},
-            "started_at": _TIME,
-            "uptime_seconds": {"type": "number"},
-            "agent_url": _STRING,
-            "auth": {"type": "object", "required": ["method"], "properties": {
-                "method": _STRING, "token_obtained_at": _NULLABLE_TIME, "last_error": _NULLABLE_STRING}},
-            "control_plane": {"type": "object", "required": ["state"], "properties": {
-                "state": {"enum": ["disconnected", "connecting", "connected", "failing"]},
-                "since": _NULLABLE_TIME, "transport": _NULLABLE_STRING, "connected_at": _NULLABLE_TIME,
-                "attempts": {"type": "integer"}, "last_error": _NULLABLE_STRING,
-                "last_error_at": _NULLABLE_TIME}},
-            "lifecycle": _STRING,
-            "services": {"type": "object", "additionalProperties": {"type": "object"}},
-            "local_api": _STRING,
-            "log_dir": _STRING,
-        },
-    },
-    "LogsRequest": {
-        "type": "object",
-        "required": ["source", "logs"],
-        "properties": {
-            "source": {"type": "object", "required": ["display_name"], "properties": {
-                "display_name": {"type": "string", "minLength": 1},
-                "icon": _NULLABLE_STRING,
-                "id": {"anyOf": [{"type": "string", "format": "uuid"}, {"type": "null"}]}}},
-            "logs": {"type": "array", "minItems": 1, "items": {
-                "type": "object", "required": ["output"], "properties": {
-                    "output": _STRING,
-                    "level": {"anyOf": [{"enum": ["trace", "debug", "info", "warn", "error"]}, {"type": "null"}]},
-                    "created_at": {"anyOf": [_TIME, {"type": "null"}]}}}},
-        },
-    },
-    "LogsAccepted": {
-        "type": "object", "required": ["accepted", "source_id", "file"],
-        "properties": {"accepted": {"type": "integer", "minimum": 1}, "source_id": _STRING,
-                       "file": _NULLABLE_STRING},
-    },
-    "AppStatusAccepted": {
-        "type": "object",
-        "description": "The status as queued and its ticket: ``id`` names the entry that carries it "
-                       "(an existing one when merged), ``durable`` whether it reached the state dir.",
-        "required": ["app_slug", "state", "message", "uri", "id", "delivery", "coalesced", "duplicate",
-                     "durable"],
-        "properties": {
-            "app_slug": _STRING, "state": {"enum": ["working", "idle", "complete", "failure"]},
-            "message": _STRING, "uri": _STRING, "id": _STRING,
-            "delivery": {"enum": ["pending", "delivered", "failed", "dropped"]},
-            "coalesced": {"type": "boolean"}, "duplicate": {"type": "boolean"}, "durable": {"type": "boolean"},
-        },
-    },
-    "AppStatusList": {
-        "type": "object", "required": ["statuses", "pending", "transport"],
-        "properties": {"statuses": {"type": "array", "items": {"type": "object"}},
-                       "pending": {"type": "integer"}, "transport": _STRING},
-    },
-    "AppStatusOutcome": {
-        "type": "object", "required": ["id", "delivery"],
-        "properties": {"id": _STRING, "delivery": {"enum": ["pending", "delivered", "failed", "dropped"]},
-                       "error": _STRING, "carried_by": _NULLABLE_STRING,
-                       "status": {"anyOf": [{"type": "object"}, {"type": "null"}]}},
-    },
-    "GitSSHKeyLocal": {
-        "type": "object", "required": ["public_key", "private_key", "settings_url"],
-        "properties": {"public_key": _STRING, "private_key": _STRING, "settings_url": _STRING},
-    },
-    "Env": {
-        "type": "object", "required": ["env"],
-        "properties": {"env": {"type": "object", "additionalProperties": _STRING}},
-    },
-}
 
 _CONTAINERS_OFF = "403: the Dev Container feature is disabled, or not supported inside a sub-agent."
 _WS = ("A websocket. Without the upgrade headers the answer is 400 (codersdk.Response). After the upgrade "
@@ -311,7 +241,7 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "paths": paths,
-        "components": {"schemas": {**_model_schemas(), **_LOCAL_SCHEMAS}},
+        "components": {"schemas": _model_schemas()},
     }
 
 

@@ -10,6 +10,9 @@ Rules:
   wrong methods, bad JSON and handler crashes included. No handler exception reaches the client
   as a traceback.
 * Capabilities add their routes with :meth:`LocalAPI.route` before :meth:`start`.
+* With a :class:`~coder_agent.metrics.Metrics`, every answered request is timed into the
+  ``local_api_request_seconds`` histogram by method and route pattern (websockets are not: they
+  last as long as the client stays).
 """
 
 from __future__ import annotations
@@ -19,17 +22,22 @@ import os
 import socket
 import stat
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ..log import get_logger
 from . import openapi
 
+if TYPE_CHECKING:
+    from ..metrics import Metrics
+
 __all__ = ["LocalAPI", "bad_request", "json_response", "read_json"]
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -89,9 +97,10 @@ def _peer_uid(request: web.Request) -> int | None:
 
 
 class LocalAPI:
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, metrics: Metrics | None = None) -> None:
         self.address = address
-        self.app = web.Application(middlewares=[self._errors], client_max_size=2 << 20)
+        self.metrics = metrics
+        self.app = web.Application(middlewares=[self._timed, self._errors], client_max_size=2 << 20)
         self._runner: web.AppRunner | None = None
         self._log = get_logger("localapi")
         self.bound_port: int | None = None
@@ -103,6 +112,18 @@ class LocalAPI:
 
     async def _hello(self, request: web.Request) -> web.Response:
         return json_response({"message": "Hello from the agent!"})
+
+    @web.middleware
+    async def _timed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        resp = await handler(request)
+        if self.metrics is not None and not isinstance(resp, web.WebSocketResponse):
+            resource = request.match_info.route.resource
+            method = request.method if request.method in _METHODS else "other"
+            self.metrics.observe("local_api_request_seconds", time.perf_counter() - t0,
+                                 "local API requests: time to the answer", method=method,
+                                 route=resource.canonical if resource is not None else "unmatched")
+        return resp
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:

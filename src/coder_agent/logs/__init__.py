@@ -53,7 +53,7 @@ def setup(daemon: Daemon) -> list[Service]:
 
     pipeline = LogPipeline(log_dir=daemon.settings.log_dir, store=daemon.store,
                            transport=RestTransport(daemon.client), clock=daemon.clock,
-                           retention=Retention(max_age=daemon.settings.log_retention))
+                           retention=Retention(max_age=daemon.settings.log_retention), metrics=daemon.metrics)
     daemon.log_sink = pipeline
     api = LogsAPI(pipeline)
     daemon.local_api.route("POST", "/api/v0/logs", api.post_logs)

@@ -2,42 +2,40 @@
 
 Body: ``{"source": {"display_name": str, "icon": str?, "id": uuid?},
 "logs": [{"output": str, "level": "trace|debug|info|warn|error"?, "created_at": RFC 3339?}]}``.
-Answers 202 once every line is in the source's local file and queued for Coder; 400 with a
-codersdk.Response naming the bad field otherwise (nothing is written then).
+The body is validated as :class:`~coder_agent.localapi.models.LogsRequest` (pydantic) before
+anything is written. Answers 202 once every line is in the source's local file and queued for
+Coder; 400 with a codersdk.Response naming the bad field otherwise (nothing is written then).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from ..localapi import json_response
-from ..localapi.server import bad_request, read_json
+from ..localapi.models import LogsRequest
+from ..localapi.server import HTTPResponseError, bad_request, read_json
 from .pipeline import LogPipeline
-from .text import LEVELS
 
 __all__ = ["LogsAPI"]
 
 MAX_BODY = 2 << 20
+_MESSAGES = {"level": "Invalid log level provided.", "created_at": "Invalid created_at."}
 
 
-def _parse_time(v: Any, field: str) -> dt.datetime:
-    if not isinstance(v, str):
-        raise bad_request("Invalid created_at.", field, "must be an RFC 3339 string")
-    try:
-        t = dt.datetime.fromisoformat(v.strip())
-    except ValueError:
-        raise bad_request("Invalid created_at.", field, f"{v!r} is not an RFC 3339 time") from None
-    if t.tzinfo is None:
-        raise bad_request("Invalid created_at.", field, "needs a timezone (Z or +hh:mm)")
-    try:
-        t.astimezone(dt.UTC)  # stored in UTC: 0001-01-01T00:00+01:00 has no UTC time (was a 500)
-    except OverflowError:
-        raise bad_request("Invalid created_at.", field, f"{v!r} is out of range in UTC") from None
-    return t
+def _refusal(e: ValidationError) -> HTTPResponseError:
+    """The first error as a 400 naming its field the way the Go agent does (``logs[0].level``)."""
+    err = e.errors(include_url=False, include_input=False, include_context=False)[0]
+    loc: tuple[Any, ...] = err["loc"]
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
+    detail = "required" if err["type"] == "missing" else str(err["msg"]).removeprefix("Value error, ")
+    if loc == ("logs",):
+        message = "No logs provided."
+    else:
+        message = _MESSAGES.get(str(loc[-1]), "Validation failed.") if loc else "Validation failed."
+    return bad_request(message, field, " ".join(detail.split()))
 
 
 class LogsAPI:
@@ -48,44 +46,14 @@ class LogsAPI:
         body = await read_json(request, MAX_BODY)
         if not isinstance(body, dict):
             raise bad_request("Request body must be a JSON object.")
-        source = body.get("source")
-        if not isinstance(source, dict):
-            raise bad_request("Validation failed.", "source", "required: an object with display_name")
-        name = source.get("display_name")
-        if not isinstance(name, str) or not name.strip():
-            raise bad_request("Validation failed.", "source.display_name", "required: a non-empty string")
-        icon = source.get("icon", "")
-        if icon is None:
-            icon = ""
-        if not isinstance(icon, str):
-            raise bad_request("Validation failed.", "source.icon", "must be a string")
-        sid = source.get("id")
-        if sid is not None:
-            try:
-                sid = str(uuid.UUID(str(sid)))
-            except ValueError:
-                raise bad_request("Validation failed.", "source.id", "must be a UUID") from None
-        logs = body.get("logs")
-        if not isinstance(logs, list) or not logs:
-            raise bad_request("No logs provided.", "logs", "required: a non-empty array")
-        parsed: list[tuple[str, str, dt.datetime | None]] = []
-        for i, item in enumerate(logs):
-            where = f"logs[{i}]"
-            if not isinstance(item, dict):
-                raise bad_request("Validation failed.", where, "must be an object")
-            output = item.get("output")
-            if not isinstance(output, str):
-                raise bad_request("Validation failed.", f"{where}.output", "required: a string")
-            level = item.get("level") or "info"
-            if level not in LEVELS:
-                raise bad_request("Invalid log level provided.", f"{where}.level",
-                                  f"{level!r} is not one of {', '.join(LEVELS)}")
-            created = item.get("created_at")
-            parsed.append((output, str(level), None if created in (None, "") else
-                           _parse_time(created, f"{where}.created_at")))
-        src = self.pipeline.source(name.strip(), icon, sid)
-        for output, level, created in parsed:
-            self.pipeline.write(src, output, level, created)
+        try:
+            req = LogsRequest.model_validate(body)
+        except ValidationError as e:
+            raise _refusal(e) from None
+        sid = str(req.source.id) if req.source.id is not None else None
+        src = self.pipeline.source(req.source.display_name, req.source.icon or "", sid)
+        for line in req.logs:
+            self.pipeline.write(src, line.output, line.level or "info", line.created_at)
         path = self.pipeline.file_of(src)
-        return json_response({"accepted": len(parsed), "source_id": src.id,
+        return json_response({"accepted": len(req.logs), "source_id": src.id,
                               "file": str(path) if path else None}, 202)

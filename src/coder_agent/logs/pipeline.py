@@ -45,10 +45,11 @@ import contextlib
 import datetime as dt
 import os
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock, SystemClock
 from ..errors import CoderAgentError
@@ -63,6 +64,9 @@ from .retention import Retention
 from .tail import TailCount, TailPlanner, tail_notice_text
 from .text import DEFAULT_MAX_LINE, LEVELS, format_entry, format_time, parse_entry, sanitize, split_text
 from .transport import Entry, LogTransport, SendResult
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 __all__ = ["LogPipeline"]
 
@@ -130,8 +134,10 @@ class LogPipeline:
         batch_lines: int = 100,
         batch_bytes: int = 256 * 1024,
         interval: float = 0.25,
+        metrics: Metrics | None = None,
     ) -> None:
         self.log_dir = log_dir
+        self.metrics = metrics
         self.store = store
         self.transport = transport
         self.clock = clock or SystemClock()
@@ -457,7 +463,14 @@ class LogPipeline:
             send = entries[:n]
             if notice:
                 send = [*send, self._notice(s, sum(sizes[:n]))]
-        result = await self.transport.send(s.src.id, send) if send else SendResult.ACCEPTED
+        if send:
+            t0 = time.perf_counter()
+            result = await self.transport.send(s.src.id, send)
+            if self.metrics is not None:
+                self.metrics.observe("log_batch_ack_seconds", time.perf_counter() - t0,
+                                     "log batches: time until coderd acknowledged them")
+        else:
+            result = SendResult.ACCEPTED
         if result is SendResult.LIMIT_EXCEEDED:
             self._refused()
             return

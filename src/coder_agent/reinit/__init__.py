@@ -1,9 +1,8 @@
 """Prebuild reinit: when coderd says a prebuilt workspace was claimed, start the agent session
 over in place, exactly once per claim.
 
-* :mod:`.sse` — the server-sent-events parser (sans I/O).
 * :mod:`.claim` — the event payload and the exactly-once decision (pure).
-* :mod:`.watcher` — the service that holds GET /me/reinit?wait=true open and calls
+* :mod:`.watcher` — the service that holds GET /me/reinit?wait=true open (read with httpx-sse) and calls
   :meth:`coder_agent.daemon.Daemon.reinitialize`.
 """
 

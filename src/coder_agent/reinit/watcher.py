@@ -3,9 +3,10 @@
 Rules (coder-agent-http.md §3; USER-PAIN 8, 9, 10, 24):
 
 * One watcher for the whole process; it survives reinits (it is what triggers them).
-* ``ping`` events only prove the stream alive. A stream with no bytes for 3 ping intervals is
-  treated as dropped. ``error`` events and undecodable ``data`` → reconnect with backoff. Other
-  event types and unknown reasons are said once and ignored.
+* The stream is read by httpx-sse. ``ping`` events only prove the stream alive. A stream with no
+  event for 3 ping intervals is treated as dropped (which also bounds a line that never ends).
+  ``error`` events, undecodable ``data`` and a body that is not ``text/event-stream`` →
+  reconnect with backoff. Other event types and unknown reasons are said once and ignored.
 * Level-triggered: coderd pre-seeds the claim on every connection once the workspace is claimed,
   so the same claim arrives again and again. Dedupe is durable (:mod:`.claim`): the record is
   written to the state dir *before* acting; a duplicate is skipped and the stream kept open (no
@@ -24,6 +25,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from httpx_sse import EventSource, ServerSentEvent, SSEError
+
 from ..clock import Clock, SystemClock
 from ..coderapi.client import ME, CoderClient
 from ..errors import ApiError, CoderAgentError, ProtocolError, TransportError
@@ -32,7 +35,6 @@ from ..retry import CONNECT, Backoff, Decision, RetryPolicy, classify
 from ..service import Health
 from ..state import StateStore
 from .claim import STATE_KEY, Claim, Verdict, decide, parse_claim
-from .sse import SSEEvent, SSEParser
 
 __all__ = ["REINIT_PATH", "SLOW", "ReinitWatcher"]
 
@@ -153,37 +155,38 @@ class ReinitWatcher:
             self.health.set("ok", "watching for a prebuild claim")
             self._collapse.ok("reinit stream connected")
             backoff.success(self._clock.monotonic())
-            parser = SSEParser()
-            chunks = resp.aiter_bytes()
+            events = EventSource(resp).aiter_sse()
             try:
                 while True:
                     try:
                         async with asyncio.timeout(self.silence_timeout):
-                            chunk = await anext(chunks)
+                            ev = await anext(events)
                     except StopAsyncIteration:
                         raise TransportError("read", "the server ended the reinit stream") from None
                     except TimeoutError:
                         raise TransportError(
                             "timeout", f"no keep-alive for {self.silence_timeout:g} s; treating the stream as dropped"
                         ) from None
+                    except SSEError as e:  # not an event stream
+                        raise ProtocolError(f"reinit stream: {e}") from None
                     backoff.success(self._clock.monotonic())
-                    for ev in parser.feed(chunk):
-                        claim = self._on_event(ev)
-                        if claim is not None:
-                            return claim
+                    claim = self._on_event(ev)
+                    if claim is not None:
+                        return claim
             finally:
-                aclose = getattr(chunks, "aclose", None)  # an async generator: finish it now, not in GC
-                if aclose is not None:
-                    with contextlib.suppress(Exception):
-                        await aclose()
+                with contextlib.suppress(Exception):
+                    await events.aclose()  # finish the generator now, not in GC
 
-    def _on_event(self, ev: SSEEvent) -> Claim | None:
+    def _on_event(self, ev: ServerSentEvent) -> Claim | None:
+        if not ev.event and not ev.data:
+            return None  # only id/retry lines: nothing to act on
         if ev.event == "ping":
             return None
         if ev.event == "error":
             raise ProtocolError(f"the server sent an error event: {ev.data[:200]}")
         if ev.event != "data":
-            self._say_once(f"type:{ev.event}", "unknown reinit event type ignored", event_type=ev.event[:64])
+            kind = ev.event or "message"
+            self._say_once(f"type:{kind}", "unknown reinit event type ignored", event_type=kind[:64])
             return None
         claim = parse_claim(ev.data)
         verdict = decide(claim, self._handled(), self._workspace_id())
