@@ -49,7 +49,7 @@ class _Shipper:
 def setup(daemon: Daemon) -> list[Service]:
     from .api import LogsAPI
     from .follow import FileFollower
-    from .retention import Retention
+    from ..retention import Retention
 
     pipeline = LogPipeline(log_dir=daemon.settings.log_dir, store=daemon.store,
                            transport=RestTransport(daemon.client), clock=daemon.clock,

@@ -59,7 +59,7 @@ from ..service import Health
 from ..state import StateStore
 from .batch import MAX_LOGS_LENGTH, Batcher, CapAccountant
 from .files import Reader, SourceFile, read_region
-from .retention import Retention
+from ..retention import Retention
 from .tail import TailCount, TailPlanner, tail_notice_text
 from .text import DEFAULT_MAX_LINE, LEVELS, format_entry, format_time, parse_entry, sanitize, split_text
 from .transport import Entry, LogTransport, SendResult
