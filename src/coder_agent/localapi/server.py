@@ -21,16 +21,22 @@ import stat
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from ..log import get_logger
 from . import openapi
 
-__all__ = ["LocalAPI", "bad_request", "json_response", "read_json"]
+__all__ = ["Handler", "LocalAPI", "Routes", "bad_request", "json_response", "read_json"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Routes(Protocol):
+    """Where a capability registers its local API routes (the :class:`LocalAPI`, before it starts)."""
+
+    def route(self, method: str, path: str, handler: Handler) -> None: ...
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
