@@ -2,7 +2,8 @@
 
 :mod:`.spec` (neutral script description and result), :mod:`.runner` (one run: shell, process
 group, timeout, output lines, flush before the result), :mod:`.cron` (pure matcher),
-:mod:`.session` (start/stop/cron phases for config scripts, set as the daemon's session hooks).
+:mod:`.session` (start/stop/cron phases for config scripts; :func:`setup` makes them the
+session's driver until the agent RPC session takes over, see :mod:`coder_agent.sessionowner`).
 """
 
 from __future__ import annotations
