@@ -6,7 +6,7 @@ top-level unit (``coder_agent.logs.pipeline`` → ``logs``; ``coder_agent.log`` 
 
 * no circle of imports may span more than one top-level unit (a circle inside one package is
   that package's own business);
-* only the CLI may import the composition root ``coder_agent.daemon``;
+* only the CLI may import the composition root ``coder_agent.daemon`` (and the devserver);
 * a capability imports another capability only through the interface modules listed in
   :data:`INTERFACES`;
 * the Daemon has no ``Any``-typed attribute (shared state is typed).
@@ -166,6 +166,13 @@ def test_only_the_cli_imports_the_composition_root() -> None:
     offenders = sorted(m for m, deps in g.items()
                        if "coder_agent.daemon" in deps and not m.startswith("coder_agent.cli"))
     assert not offenders, f"only coder_agent.cli may import coder_agent.daemon: {offenders}"
+
+
+def test_the_daemon_never_imports_the_devserver() -> None:
+    g = graph()
+    offenders = sorted(m for m, deps in g.items() if unit(m) not in ("cli", "devserver")
+                       and any(unit(d) == "devserver" for d in deps))
+    assert not offenders, f"only the CLI (demo) may import coder_agent.devserver: {offenders}"
 
 
 def test_capabilities_meet_only_through_interfaces() -> None:
