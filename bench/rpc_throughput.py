@@ -68,7 +68,7 @@ async def main(seconds: float, manifest_mib: float) -> None:
         manifest_bytes = build_manifest(agent).SerializeToString()
         settings = load_settings({}, env={"CODER_AGENT_URL": ds.url, "CODER_AGENT_TOKEN": agent.token,
                                           "CODER_AGENT_LOG_DIR": "/tmp", "CODER_AGENT_STATE_DIR": "/tmp"})
-        loop = ConnectionLoop(Daemon(settings), lambda c: asyncio.sleep(0))
+        loop = ConnectionLoop(Daemon(settings).agent_parts(), lambda c: asyncio.sleep(0))
         conn = await loop.dial(agent.token)
         client = RpcClient(conn, loop.version, set())
         stats = agent_pb2.UpdateStatsRequest()

@@ -1,4 +1,4 @@
-"""The daemon: wires settings, the Coder client, the local API and the capability services.
+"""The composition root: builds the process-lifetime parts and hands each capability what it uses.
 
 Rules:
 
@@ -7,16 +7,17 @@ Rules:
   place (prebuild reinit) without the process exiting.
 * READY=1 goes to systemd once the local API listens; WATCHDOG=1 comes from the event loop
   itself, so a stalled loop stops the pings and systemd restarts us.
-* Reinit (prebuild claim, :mod:`coder_agent.reinit`): :meth:`Daemon.reinitialize` runs the
-  session's graceful shutdown, keeps the process, the local API and metrics up (status
-  ``phase`` is "reinitializing"), refreshes the token, and starts a fresh session with a fresh
-  :class:`Lifecycle`. One reinit at a time; none once a stop was requested.
+* The agent session has one owner, :class:`~coder_agent.sessionowner.SessionOwner` (its state
+  table: start, stop, reinit). Reinit (prebuild claim, :mod:`coder_agent.reinit`) keeps the
+  process, the local API and metrics up (status ``phase`` is "reinitializing").
 * Stop is two-phase: the first SIGTERM/SIGINT runs the graceful stop (session shutdown: stop
   scripts, final lifecycle, log flush; then services drain) within ``shutdown_timeout``; a
   second signal cancels everything at once (and ends the process within HARD_STOP_GRACE even if
   something is stuck). SIGHUP retries the control-plane connection now.
-* Capabilities plug in through :data:`CAPABILITIES`: each is ``setup(daemon) -> list[Service]``
-  and may add local API routes before the API starts.
+* :meth:`Daemon.compose` is the only place that knows every capability: each is
+  ``setup(<its parts>) -> list[Service]`` with typed parameters (settings, store, clock, the
+  route registrar, the status registry, the log sink, the manifest feed, the session owner...),
+  called before the local API starts. No capability imports this module (ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from aiohttp import web
@@ -39,7 +39,8 @@ from .clock import Clock, SystemClock
 from .coderapi.client import CoderClient, FixedToken, TokenFile, TokenProvider
 from .config import Settings
 from .controlplane import ConnState, ControlPlane
-from .errors import CoderAgentError, ConfigError
+from .errors import ConfigError
+from .feed import Feed
 from .lifecycle import Lifecycle
 from .localapi import LocalAPI, json_response
 from .log import Redactor, get_logger
@@ -49,8 +50,13 @@ from .metrics import Metrics
 from .netwatch import NetWatch
 from .sdnotify import Notifier
 from .service import FnService, Service, ServiceGroup
+from .sessionowner import SessionDriver, SessionOwner
 from .state import StateStore
-from .tasks import reap
+from .status import StatusRegistry
+
+if TYPE_CHECKING:
+    from .agentrpc.parts import AgentParts, AppStatusSwitch
+    from .manifest import Manifest
 
 __all__ = ["EXIT_AUTH", "EXIT_CONFIG", "EXIT_OK", "Daemon"]
 
@@ -59,21 +65,6 @@ EXIT_CONFIG = 78
 EXIT_AUTH = 77  # EX_NOPERM: coderd refused our credentials for auth_exit_after (a restart may bring new ones)
 EXIT_HARD_STOP = 130
 HARD_STOP_GRACE = 5.0  # a second stop signal ends the process within this, whatever is stuck
-
-Capability = Callable[["Daemon"], list[Service]]
-
-
-def _capabilities() -> list[Capability]:
-    """Each capability's ``setup(daemon) -> list[Service]``; imported here so start-up stays lazy."""
-    # logs first: it installs the real log sink that the others write to
-    from . import agentrpc, appstatus, logs, reinit, scripts
-    from .devcontainers import setup as devcontainers
-    from .gitauth import setup as gitauth
-    from .ports import setup as ports_setup
-
-    # agentrpc after the others: it takes over the session hooks and the control-plane state.
-    return [logs.setup, scripts.setup, appstatus.setup, gitauth, ports_setup, devcontainers, agentrpc.setup,
-            reinit.setup]
 
 
 class Daemon:
@@ -86,6 +77,7 @@ class Daemon:
         redactor: Redactor | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         owns_process: bool = False,
+        session_driver: SessionDriver | None = None,
     ) -> None:
         self.settings = settings
         self.owns_process = owns_process  # True when the process exits with us (coder-agent run)
@@ -98,7 +90,6 @@ class Daemon:
         self.store = StateStore(settings.state_dir)
         self.metrics = Metrics()
         self.controlplane = ControlPlane(self.clock)
-        self.lifecycle = Lifecycle()
         self.tokens = self._token_provider()
         verify: bool | str = not settings.tls_insecure
         if settings.tls_ca_file is not None:
@@ -110,25 +101,30 @@ class Daemon:
         )
         self.local_api = LocalAPI(settings.api_address, metrics=self.metrics)
         self.services = ServiceGroup("daemon", self.clock)
-        # Shared with capabilities (set by whoever owns them):
-        self.status_extras: dict[str, Callable[[], Any]] = {}  # extra keys of /api/v0/status
-        self.own_ports: set[int] = set()  # ports the daemon itself listens on (never "listening ports")
-        self.log_sink: LogSink = MemoryLogSink()  # replaced by the real pipeline (coder_agent.logs)
-        self.child_env: dict[str, str] = {}  # added to the environment of every script we run
-        self.child_priority = procprio.from_process()  # oom_score_adj / nice of every child we start
-        self.manifest: dict[str, Any] | None = None  # the manifest as JSON-like data once known
-        self.agent_session: Any = None  # the live agentrpc.AgentSession; reinit shuts it down and replaces it
         self._stop = asyncio.Event()
         self._hard = asyncio.Event()
         self._retry_now = asyncio.Event()
+        # The parts capabilities receive (compose() hands each one what it uses):
+        self.status_keys = StatusRegistry()  # extra keys of /api/v0/status
+        self.own_ports: set[int] = set()  # ports the daemon itself listens on (never "listening ports")
+        # The log sink every capability writes to: the log pipeline once composed (coder_agent.logs).
+        self.log_sink: LogSink = MemoryLogSink()
+        self.child_env: dict[str, str] = {}  # added to the environment of every script we run
+        self.child_priority = procprio.from_process()  # oom_score_adj / nice of every child we start
+        self.manifests: Feed[Manifest] = Feed("manifest")  # published by the agent session (coder_agent.agentrpc)
+        self.session = SessionOwner(shutdown_timeout=settings.shutdown_timeout, refresh_token=self.tokens.refresh,
+                                    retry_now=self._retry_now.set, scrub=self.redactor.scrub)
+        self._session_driver = session_driver  # tests: replaces the agent RPC session
         self._metrics_runner: web.AppRunner | None = None
         self.exit_code = EXIT_OK
-        self.phase = "starting"  # starting | running | reinitializing | stopping
-        self.session_generation = 0  # how many sessions were started (1 + reinits)
-        self._session: asyncio.Future[None] | None = None
-        self._session_lock = asyncio.Lock()  # one session start/stop at a time
-        self._stopping = False
-        self._session_live = False  # started and not yet stopped: the stopper runs once per session
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return self.session.lifecycle
+
+    @property
+    def phase(self) -> str:
+        return self.session.phase
 
     # auth --------------------------------------------------------------------------------
 
@@ -157,7 +153,7 @@ class Daemon:
             self._stop.set()
 
     def _network_changed(self) -> None:
-        if self.controlplane.state in (ConnState.FAILING, ConnState.CONNECTING) and not self._stopping:
+        if self.controlplane.state in (ConnState.FAILING, ConnState.CONNECTING) and not self._stop.is_set():
             self.log.info("network changed while coderd is unreachable")
             self.retry_now()
 
@@ -210,14 +206,14 @@ class Daemon:
             },
             "control_plane": self.controlplane.as_dict(),
             "lifecycle": self.lifecycle.state.api_name,
-            "phase": self.phase,
-            "session_generation": self.session_generation,
+            "phase": self.session.phase,
+            "session_generation": self.session.generation,
             "services": self.services.health(),
             "local_api": self.local_api.display_address,
             "log_dir": str(self.settings.log_dir),
         }
-        for key, fn in self.status_extras.items():
-            data[key] = fn()
+        for key, value in self.status_keys.collect():
+            data[key] = value
         # For leak checks (tests, operators): live asyncio tasks and threads in this process.
         data["debug"] = {"tasks": len(asyncio.all_tasks()), "threads": threading.active_count()}
         return data
@@ -270,10 +266,64 @@ class Daemon:
         self.log.warning("debug: stalling the event loop", seconds=self.settings.debug_stall_loop)
         time.sleep(self.settings.debug_stall_loop)
 
-    # run ---------------------------------------------------------------------------------
+    # composition -------------------------------------------------------------------------
 
-    session_runner: Callable[[Daemon], Awaitable[None]] | None = None
-    session_stopper: Callable[[Daemon], Awaitable[None]] | None = None
+    def agent_parts(self, app_status: AppStatusSwitch | None = None) -> AgentParts:
+        """What the agent RPC capability uses (also how tests build an AgentSession)."""
+        from .agentrpc.parts import AgentParts
+
+        return AgentParts(
+            settings=self.settings, clock=self.clock, tokens=self.tokens, redactor=self.redactor,
+            controlplane=self.controlplane, owner=self.session, manifests=self.manifests, sink=self.log_sink,
+            status=self.status_keys, child_env=self.child_env, priority=self.child_priority,
+            wait_retry_now=self.wait_retry_now,
+            auth_refused=lambda reason: self.exit_with(EXIT_AUTH, reason), app_status=app_status,
+            metrics=self.metrics,
+        )
+
+    def compose(self) -> None:
+        """Register the daemon's own routes and every capability's; add their services.
+
+        Imports each capability here, so start-up stays lazy. Order matters only where one
+        capability offers another something: the log pipeline first (everyone writes to it),
+        the app-status service before the agent session (which switches its transport)."""
+        from . import agentrpc, appstatus, devcontainers, gitauth, logs, ports, reinit, scripts
+
+        s, api, status = self.settings, self.local_api, self.status_keys
+        api.route("GET", "/api/v0/status", self._status_handler)
+        api.route("POST", "/api/v0/retry", self._retry_handler)
+        self.services.add(FnService("watchdog", self._watchdog))
+        self.services.add(NetWatch(self._network_changed))
+
+        pipeline = logs.make_pipeline(settings=s, store=self.store, client=self.client, clock=self.clock,
+                                      metrics=self.metrics)
+        self.log_sink = pipeline
+        self.session.on_new_session(pipeline.new_session)  # log sources are registered again by the new session
+        app_status = appstatus.make_service(client=self.client, store=self.store, clock=self.clock,
+                                            scrub=self.redactor.scrub, metrics=self.metrics, manifests=self.manifests)
+        groups: list[list[Service]] = [
+            logs.setup(pipeline, settings=s, store=self.store, routes=api, status=status),
+            scripts.setup(settings=s, clock=self.clock, sink=pipeline, child_env=self.child_env,
+                          priority=self.child_priority, owner=self.session, status=status),
+            appstatus.setup(app_status, routes=api, status=status),
+            gitauth.setup(settings=s, client=self.client, redactor=self.redactor, child_env=self.child_env,
+                          api_address=lambda: api.display_address, routes=api, status=status),
+            ports.setup(settings=s, clock=self.clock, metrics=self.metrics, own_ports=self.own_ports, routes=api),
+            devcontainers.setup(settings=s, store=self.store, sink=pipeline, manifests=self.manifests,
+                                child_env=self.child_env, priority=self.child_priority, routes=api, status=status),
+            # the agent session takes over the session and the control-plane state
+            agentrpc.setup(self.agent_parts(app_status=app_status), routes=api),
+            reinit.setup(settings=s, client=self.client, store=self.store, clock=self.clock,
+                         manifests=self.manifests, reinitialize=self.session.reinitialize,
+                         refresh_token=self.tokens.refresh, scrub=self.redactor.scrub, status=status),
+        ]
+        if self._session_driver is not None:
+            self.session.drive(self._session_driver)
+        for group in groups:
+            for svc in group:
+                self.services.add(svc)
+
+    # run ---------------------------------------------------------------------------------
 
     async def run(self) -> int:
         """Run until stopped. Returns the exit code (0, or 78 for a configuration fault)."""
@@ -285,13 +335,7 @@ class Daemon:
                 raise ConfigError("CODER_AGENT_LOG_DIR" if d == s.log_dir else "CODER_AGENT_STATE_DIR",
                                   f"cannot create {d}: {e.strerror or e}") from None
         self._install_signals()
-        self.local_api.route("GET", "/api/v0/status", self._status_handler)
-        self.local_api.route("POST", "/api/v0/retry", self._retry_handler)
-        self.services.add(FnService("watchdog", self._watchdog))
-        self.services.add(NetWatch(self._network_changed))
-        for setup in _capabilities():
-            for svc in setup(self):
-                self.services.add(svc)
+        self.compose()
         try:
             await self.local_api.start()
         except OSError as e:
@@ -310,8 +354,7 @@ class Daemon:
 
         fatal = asyncio.create_task(self.services.wait_fatal())
         stop = asyncio.create_task(self._stop.wait())
-        self._start_session()
-        self.phase = "running"
+        self.session.start()
         waiters: set[asyncio.Future[Any]] = {fatal, stop}
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         if fatal in done:
@@ -323,62 +366,12 @@ class Daemon:
         await self._shutdown()
         return self.exit_code
 
-    # session -----------------------------------------------------------------------------
-
-    def _start_session(self) -> None:
-        self.session_generation += 1
-        self._session_live = True
-        if self.session_runner is not None:
-            self._session = asyncio.ensure_future(self.session_runner(self))
-
-    async def _stop_session(self, budget: float) -> None:
-        """The session's graceful shutdown (within ``budget``), then cancel what is left of it."""
-        live, self._session_live = self._session_live, False
-        if live and self.session_stopper is not None:
-            try:
-                async with asyncio.timeout(budget):
-                    await self.session_stopper(self)
-            except TimeoutError:
-                self.log.warning("session shutdown timed out", timeout=budget)
-            except Exception:
-                self.log.exception("session shutdown failed")
-        session, self._session = self._session, None
-        await reap(session)
-
     async def reinitialize(self, reason: str) -> None:
-        """Start the agent session over in place (prebuild claim): shut the session down
-        gracefully, re-authenticate, start a fresh session. The process, the local API, metrics
-        and the capability services stay up. Does nothing once a stop was requested."""
-        async with self._session_lock:
-            if self._stopping:
-                return
-            self.phase = "reinitializing"
-            self.log.info("agent received instruction to reinitialize", reason=reason)
-            try:
-                await self._stop_session(self.settings.shutdown_timeout)
-                if self._stopping:
-                    return
-                self.manifest = None
-                self.lifecycle = Lifecycle()
-                new_session = getattr(self.log_sink, "new_session", None)  # the log pipeline
-                if callable(new_session):
-                    new_session()  # log sources are registered again by the new session
-                try:
-                    await self.tokens.refresh()  # instance identity: a new token; token file: re-read
-                except CoderAgentError as e:
-                    # The new session's connection loop retries with its own backoff.
-                    self.log.warning("re-authentication failed; the session will retry",
-                                     error=self.redactor.scrub(str(e)))
-                self._retry_now.set()  # the agent RPC loop redials now (wait_retry_now)
-                self._start_session()
-                self.log.info("agent reinitialized", reason=reason, session=self.session_generation)
-            finally:
-                if not self._stopping:
-                    self.phase = "running"
+        """Start the agent session over in place (see :meth:`SessionOwner.reinitialize`)."""
+        await self.session.reinitialize(reason)
 
     async def _shutdown(self) -> None:
-        self._stopping = True
-        self.phase = "stopping"
+        self.session.stopping()
         self.notifier.stopping()
         hard = asyncio.create_task(self._hard.wait())
         graceful = asyncio.create_task(self._graceful())
@@ -391,8 +384,7 @@ class Daemon:
             await asyncio.wait({graceful}, timeout=HARD_STOP_GRACE)
         else:
             hard.cancel()
-        session, self._session = self._session, None
-        await reap(session)
+        await self.session.cancel()
         await self.services.stop(0)
         await self.local_api.stop()
         if self._metrics_runner is not None:
@@ -430,6 +422,5 @@ class Daemon:
 
     async def _graceful(self) -> None:
         budget = self.settings.shutdown_timeout
-        async with self._session_lock:  # a reinit in progress finishes its stop first
-            await self._stop_session(budget)
+        await self.session.shutdown(budget)  # a reinit in progress finishes its stop first
         await self.services.stop(min(10.0, budget))

@@ -8,7 +8,7 @@ Rules:
   reaches stderr, the file or a test's captured output.
 * :class:`Collapse` says a repeated error once, then once when it changes or recovers.
 * The file (``coder-agent.log``) rotates at ``max_bytes``; backups are kept by age as well as
-  by size (:mod:`coder_agent.logs.retention`: at least ``backups``, more while younger than
+  by size (:mod:`coder_agent.retention`: at least ``backups``, more while younger than
   ``retention`` seconds and within 256 MiB), so a chatty day still leaves 24 h and more to debug.
   Each process first writes a "coder-agent process <pid> started" record: the restart marker.
 """
@@ -115,7 +115,7 @@ def configure_logging(
     root.addHandler(handler)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        from .logs.retention import DEFAULT_MAX_AGE, Retention
+        from .retention import DEFAULT_MAX_AGE, Retention
 
         keep = Retention(min_backups=backups, max_age=DEFAULT_MAX_AGE if retention is None else retention)
         fh = RetainingFileHandler(log_file, maxBytes=max_bytes, retention=keep, encoding="utf-8")
@@ -164,17 +164,17 @@ class _FileHandler(logging.handlers.RotatingFileHandler):
 
 
 class RetainingFileHandler(_FileHandler):
-    """A size-rotated file whose backups are kept by :class:`~coder_agent.logs.retention.Retention`."""
+    """A size-rotated file whose backups are kept by :class:`~coder_agent.retention.Retention`."""
 
     def __init__(self, filename: Path, *, maxBytes: int, retention: Any, encoding: str = "utf-8") -> None:
-        from .logs.retention import prune_set
+        from .retention import prune_set
 
         super().__init__(filename, maxBytes=maxBytes, backupCount=1, encoding=encoding)
         self.retention = retention
         self._kept = prune_set(Path(self.baseFilename), retention, time.time())
 
     def doRollover(self) -> None:
-        from .logs.retention import prune_set, rotate_set
+        from .retention import prune_set, rotate_set
 
         if self.stream:
             self.stream.close()

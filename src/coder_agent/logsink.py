@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-__all__ = ["LateBoundSink", "LogLine", "LogSink", "LogSource", "MemoryLogSink", "source_id_for"]
+__all__ = ["LogLine", "LogSink", "LogSource", "MemoryLogSink", "source_id_for"]
 
 _NAMESPACE = uuid.UUID("6f1c1f3e-3c1b-4d0e-9a57-5d2c8f0a9e11")
 
@@ -67,28 +66,3 @@ class MemoryLogSink:
 
     async def flush(self, source: LogSource | None = None, timeout: float | None = None) -> None:
         return None
-
-
-class LateBoundSink:
-    """Forwards every call to the sink ``current()`` returns at that moment.
-
-    Capabilities set up before the log pipeline replaces ``daemon.log_sink`` hold one of these
-    (``LateBoundSink(lambda: daemon.log_sink)``), so set-up order never matters. Attributes beyond
-    the LogSink protocol (the pipeline's ``finish``, ``write_lines`` …) are forwarded too.
-    """
-
-    def __init__(self, current: Callable[[], LogSink]) -> None:
-        self._current = current
-
-    def source(self, display_name: str, icon: str = "", id: str | None = None) -> LogSource:
-        return self._current().source(display_name, icon, id)
-
-    def write(self, source: LogSource, output: str, level: str = "info",
-              created_at: dt.datetime | None = None) -> None:
-        self._current().write(source, output, level, created_at)
-
-    async def flush(self, source: LogSource | None = None, timeout: float | None = None) -> None:
-        await self._current().flush(source, timeout)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._current(), name)

@@ -62,7 +62,7 @@ async def start_session(make_daemon: Callable[..., Daemon]) -> AsyncIterator[Cal
     async def start(server: DevServer, toml: str = "", **kw: Any) -> tuple[Daemon, AgentSession]:
         daemon = make_daemon(server, toml)
         kw.setdefault("tick", 0.2)
-        session = new_session(daemon, **kw)
+        session = new_session(daemon.agent_parts(), **kw)
         sessions.append(session)
         await session.start()
         return daemon, session

@@ -96,8 +96,8 @@ async def test_06_large_manifest_received_intact(ds: DevServer, start_session: A
     big = os.urandom(900_000).hex()  # 1.8 MB: many 64 KiB dRPC frames, several 256 KiB windows
     ds.agent.environment = {"BIG": big}
     daemon, _ = await start_session(ds)
-    await apoll(lambda: daemon.manifest is not None, timeout=15)
-    assert daemon.manifest["environment"]["BIG"] == big
+    await apoll(lambda: daemon.manifests.latest is not None, timeout=15)
+    assert daemon.manifests.latest.environment["BIG"] == big
 
 
 async def test_07_unary_call_packets(ds: DevServer, start_session: Any) -> None:
@@ -297,8 +297,8 @@ async def test_session_can_be_replaced(ds: DevServer, start_session: Any, make_d
     await first.shutdown()
     ds.agent.lifecycle.clear()
     rec_of(ds).lifecycle_raw.clear()
-    second = new_session(daemon, tick=0.2)
-    assert daemon.agent_session is second and second.reporter.state is State.CREATED
+    second = new_session(daemon.agent_parts(), tick=0.2)
+    assert second.reporter.state is State.CREATED and second.reporter.lifecycle is daemon.lifecycle
     await second.start()
     try:
         await apoll(lambda: "ready" in lifecycle_states(ds))
@@ -309,10 +309,10 @@ async def test_session_can_be_replaced(ds: DevServer, start_session: Any, make_d
 
 async def test_manifest_ids_are_uuids(ds: DevServer, start_session: Any) -> None:
     daemon, _ = await start_session(ds)
-    await apoll(lambda: daemon.manifest is not None)
-    m = daemon.manifest
-    assert uuid.UUID(m["agent_id"]) == uuid.UUID(ds.agent.id)
-    assert m["apps"][0]["slug"] == "claude-code" and m["apps"][0]["health"] == "disabled"
+    await apoll(lambda: daemon.manifests.latest is not None)
+    m = daemon.manifests.latest
+    assert uuid.UUID(m.agent_id) == uuid.UUID(ds.agent.id)
+    assert m.apps[0].slug == "claude-code" and m.apps[0].health == "disabled"
 
 
 async def test_a_failing_routine_is_diagnosed_by_its_own_error(ds: DevServer, start_session: Any) -> None:

@@ -38,10 +38,14 @@ async def piped(ds: DevServer, make_daemon: Any) -> AsyncIterator[Any]:
 
     async def start(toml: str = "") -> tuple[Daemon, Any]:
         daemon = make_daemon(ds, toml)
-        for svc in logs_capability.setup(daemon):
+        pipeline = logs_capability.make_pipeline(settings=daemon.settings, store=daemon.store, client=daemon.client,
+                                                 clock=daemon.clock)
+        daemon.log_sink = pipeline
+        for svc in logs_capability.setup(pipeline, settings=daemon.settings, store=daemon.store,
+                                         routes=daemon.local_api, status=daemon.status_keys):
             daemon.services.add(svc)
             tasks.append(asyncio.create_task(svc.run()))
-        session = new_session(daemon, tick=0.2)
+        session = new_session(daemon.agent_parts(), tick=0.2)
         sessions.append(session)
         await session.start()
         return daemon, session

@@ -10,6 +10,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from coder_agent.devserver import Fault
+from coder_agent.manifest import Manifest
 
 from ..conftest import apoll, t
 from .conftest import Running
@@ -144,7 +145,8 @@ async def test_server_refusal_is_reported_and_not_retried(running: Running) -> N
 
 
 async def test_known_manifest_refuses_unknown_slugs_locally(running: Running) -> None:
-    running.daemon.manifest = {"apps": [{"slug": "claude-code", "display_name": "Claude"}]}
+    running.daemon.manifests.publish(Manifest.model_validate({"apps": [{"slug": "claude-code",
+                                                                        "display_name": "Claude"}]}))
     r = await running.post(slug="aider")
     assert r.status_code == 400
     assert r.json()["message"] == "Failed to get workspace app."

@@ -15,7 +15,7 @@ from coder_agent.config import load_settings
 from coder_agent.errors import ConfigError
 from coder_agent.log import configure_logging, get_logger
 from coder_agent.logs.files import Reader, SourceFile
-from coder_agent.logs.retention import Retention
+from coder_agent.retention import Retention
 
 DAY = 86400.0
 NOW = 1_000_000_000.0

@@ -1,8 +1,8 @@
 """Daemon.reinitialize driven by the watcher, in-process against the devserver: the session hooks
 are re-run exactly once per claim, the local API stays up, the token is re-read.
 
-The session hooks here stand in for the agent session (scripts, RPC) that other capabilities
-plug into ``Daemon.session_runner``/``session_stopper``; they record what the daemon asks of them.
+The session driver here stands in for the agent session (scripts, RPC) that other capabilities
+plug into the daemon's ``SessionOwner``; it records what the daemon asks of it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 
-from coder_agent import daemon as daemon_mod
 from coder_agent.config import Settings
 from coder_agent.daemon import Daemon
 from coder_agent.devserver import DevServer
@@ -73,10 +72,9 @@ class Running:
 
 @pytest.fixture
 async def run_daemon(
-    prebuild_ds: DevServer, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+    prebuild_ds: DevServer, short_tmp: Path
 ) -> AsyncIterator[Callable[..., Any]]:
     running: list[Running] = []
-    real = daemon_mod._capabilities
 
     async def start(session: FakeSession, **over: Any) -> Running:
         fields: dict[str, Any] = {
@@ -86,14 +84,17 @@ async def run_daemon(
             "reinit_ping_interval": PING, "shutdown_timeout": 5.0,
         }
         fields.update(over)
-        d = Daemon(Settings.model_validate(fields))
+        made: list[Daemon] = []
 
-        def hooks(daemon: Daemon) -> list[Any]:  # after every real capability, like the RPC session
-            daemon.session_runner = session.run  # type: ignore[method-assign,assignment]
-            daemon.session_stopper = session.stop  # type: ignore[method-assign,assignment]
-            return []
+        class Driver:  # installed after every real capability, in place of the RPC session
+            async def run(self) -> None:
+                await session.run(made[0])
 
-        monkeypatch.setattr(daemon_mod, "_capabilities", lambda: [*real(), hooks])
+            async def stop(self) -> None:
+                await session.stop(made[0])
+
+        d = Daemon(Settings.model_validate(fields), session_driver=Driver())
+        made.append(d)
         task = asyncio.create_task(d.run())
         r = Running(d, session, task, short_tmp / "api.sock")
         running.append(r)

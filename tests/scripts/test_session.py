@@ -69,7 +69,7 @@ async def test_start_outcome_is_published_only_after_the_scripts_lines_reached_c
                         script=f"for i in $(seq 1 250); do echo {n}-$i; done; exit {rc}", run_on_start=True)
              for n, rc in (("one", 0), ("two", 3))]
     session = ConfigSession(runner, specs)
-    task = asyncio.create_task(session.start(None))  # type: ignore[arg-type] - start() does not use the daemon
+    task = asyncio.create_task(session.start())
     await asyncio.wait_for(session.start_done.wait(), t(60))
     snapshot = {n: outputs(devserver, source_id_for(n)) for n in ("one", "two")}
     assert session.start_state == "failed"

@@ -1,7 +1,7 @@
 """The Docker engine is never exposed through the local API beyond the documented operations.
 
 The routes are enumerated from a real in-process Daemon (every capability's setup run, as
-``Daemon.run`` does) through aiohttp's router: the container routes are exactly the documented
+``Daemon.compose`` does for ``Daemon.run``) through aiohttp's router: the container routes are exactly the documented
 set, no route proxies arbitrary paths, and nothing looks like the Docker API.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from coder_agent import daemon as daemon_mod
 from coder_agent.config import load_settings
 from coder_agent.daemon import Daemon
 
@@ -27,6 +26,7 @@ DOCUMENTED_CONTAINER_ROUTES = {
 OTHER_ROUTES = {
     ("GET", "/"),
     ("GET", "/api/v0/status"),
+    ("POST", "/api/v0/retry"),  # the daemon serves it too (Daemon.compose registers it; this list missed it)
     ("GET", "/api/v0/manifest"),
     ("GET", "/api/v0/openapi.json"),
     ("POST", "/api/v0/logs"),
@@ -50,9 +50,7 @@ def _routes(tmp: Path, devcontainers: bool) -> set[tuple[str, str]]:
         "CODER_AGENT_DEVCONTAINERS_ENABLE": str(devcontainers).lower(),
     })
     d = Daemon(settings)
-    d.local_api.route("GET", "/api/v0/status", d._status_handler)  # what Daemon.run adds itself
-    for setup in daemon_mod._capabilities():
-        setup(d)
+    d.compose()  # the daemon's own routes and every capability's
     out = set()
     for route in d.local_api.app.router.routes():
         if route.method == "HEAD":  # aiohttp adds HEAD for every GET

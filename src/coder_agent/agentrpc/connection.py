@@ -16,10 +16,10 @@ Rules (coder-agent-rpc.md §1, §2.4, §6.17, §6.18):
   (coderd answers 401 until the build finishes). The token is refreshed (file re-read, instance
   identity re-exchanged) before the dial that follows a 401/403 and before every redial after a
   session ended; dns/connect/5xx failures keep it, so an outage does not hammer a cloud metadata
-  service. SIGHUP (``daemon.retry_now``) skips the wait.
+  service. SIGHUP (``wait_retry_now``) skips the wait.
 * Liveness: the transport answers the server's yamux pings itself; we ping too, every
   ``ping_interval`` s, and a missing answer within ``ping_timeout`` s ends the connection.
-* ``daemon.controlplane`` (transport "rpc") always says where we are; failures carry a staged
+* ``controlplane`` (transport "rpc") always says where we are; failures carry a staged
   diagnosis ``"<stage>: <reason>"`` with the stage one of auth, dns, connect, tls, timeout,
   http (coderd's own message), websocket, session.
 """
@@ -47,8 +47,8 @@ from ..rpc.transport import ConnectionClosedError, StreamResetError, YamuxConnec
 from ..tasks import reap
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
     from ..metrics import Metrics
+    from .parts import AgentParts
 
 __all__ = ["DIAL_VERSIONS", "RPC_PATH", "ConnectionLoop", "DeadPeerError", "RpcClient", "rpc_url"]
 
@@ -121,8 +121,8 @@ class RpcClient:
         return resp
 
 
-def _ssl_context(daemon: Daemon) -> ssl.SSLContext:
-    s = daemon.settings
+def _ssl_context(parts: AgentParts) -> ssl.SSLContext:
+    s = parts.settings
     ctx = ssl.create_default_context(cafile=str(s.tls_ca_file) if s.tls_ca_file else None)
     if s.tls_insecure:
         ctx.check_hostname = False
@@ -165,14 +165,14 @@ class ConnectionLoop:
 
     def __init__(
         self,
-        daemon: Daemon,
+        parts: AgentParts,
         on_connect: Callable[[RpcClient], Awaitable[None]],
         *,
         ping_interval: float = 15.0,
         ping_timeout: float = 10.0,
         open_timeout: float = 20.0,
     ) -> None:
-        self.daemon = daemon
+        self.parts = parts
         self.on_connect = on_connect
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -202,13 +202,13 @@ class ConnectionLoop:
         import websockets
         from websockets.asyncio.client import connect
 
-        s = self.daemon.settings
+        s = self.parts.settings
         url = rpc_url(s.url, self.version)
         headers = {k: v.get_secret_value() for k, v in s.headers.items()}
         headers["Coder-Session-Token"] = token
         kwargs: dict[str, Any] = {}
         if url.startswith("wss:"):
-            kwargs["ssl"] = _ssl_context(self.daemon)
+            kwargs["ssl"] = _ssl_context(self.parts)
         try:
             ws = await connect(
                 url, additional_headers=headers, compression=None, subprotocols=None, origin=None,
@@ -234,7 +234,7 @@ class ConnectionLoop:
 
     async def run(self) -> None:
         """Connect, serve, redial — until :meth:`close`. Never raises (but CancelledError)."""
-        d = self.daemon
+        d = self.parts
         d.controlplane.transport = "rpc"
         refresh = False
         self.log.info("connecting to coderd", url=d.settings.url)  # progress a person at a terminal sees
@@ -269,7 +269,7 @@ class ConnectionLoop:
         d.controlplane.set(ConnState.DISCONNECTED)
 
     async def _connect(self, refresh: bool) -> YamuxConnection:
-        tokens = self.daemon.tokens
+        tokens = self.parts.tokens
         return await self.dial(await (tokens.refresh() if refresh else tokens.token()))
 
     async def _unless_closed(self, attempt: Awaitable[YamuxConnection]) -> YamuxConnection | None:
@@ -299,36 +299,34 @@ class ConnectionLoop:
         old = self.version
         self._version_index += 1
         self.log.info("coderd refused our API version; dialing an older one", refused=old, next=self.version,
-                      error=self.daemon.redactor.scrub(str(e)))
+                      error=self.parts.redactor.scrub(str(e)))
         return True
 
     def _refused_too_long(self) -> bool:
         """Credentials refused: start (or check) the clock of auth_exit_after; True once it ran out
         and the daemon was told to exit (77) — a supervisor may restart it with fresh credentials."""
-        d = self.daemon
+        d = self.parts
         now = d.clock.monotonic()
         if self._refused_since is None:
             self._refused_since = now
         limit = d.settings.auth_exit_after
         if not limit or now - self._refused_since < limit:
             return False
-        from ..daemon import EXIT_AUTH
-
         d.controlplane.set(ConnState.FAILING, "credentials refused; exiting")
-        d.exit_with(EXIT_AUTH, f"coderd has refused the agent's credentials for {now - self._refused_since:.0f} s "
+        d.auth_refused(f"coderd has refused the agent's credentials for {now - self._refused_since:.0f} s "
                                f"(CODER_AGENT_AUTH_EXIT_AFTER)")
         return True
 
     async def _failed(self, e: BaseException, event: str) -> None:
-        text = self.daemon.redactor.scrub(diagnosis(e))
-        self.daemon.controlplane.set(ConnState.FAILING, text)
-        self._collapse.error(event, text, error=text, url=self.daemon.settings.url)
+        text = self.parts.redactor.scrub(diagnosis(e))
+        self.parts.controlplane.set(ConnState.FAILING, text)
+        self._collapse.error(event, text, error=text, url=self.parts.settings.url)
         await self._wait(self.backoff.next_delay())
 
     async def _wait(self, delay: float) -> None:
         if self._closing:
             return
-        sleep = asyncio.ensure_future(self.daemon.wait_retry_now(delay))
+        sleep = asyncio.ensure_future(self.parts.wait_retry_now(delay))
         closed = asyncio.ensure_future(self._closed.wait())
         try:
             await asyncio.wait({sleep, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -336,7 +334,7 @@ class ConnectionLoop:
             await reap(sleep, closed)
 
     async def _serve(self, conn: YamuxConnection) -> None:
-        d = self.daemon
+        d = self.parts
         self.connections += 1
         client = RpcClient(conn, self.version, self._said_unavailable, metrics=d.metrics)
         self.client = client

@@ -23,7 +23,7 @@ from ..scripts import ScriptResult, ScriptRunner, ScriptSpec, Stage
 from .manifest import uuid_bytes
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .parts import AgentParts
 
 __all__ = ["ReportingRunner", "make_runner", "phase_specs", "timing"]
 
@@ -40,14 +40,11 @@ class ReportingRunner(ScriptRunner):
         return result
 
 
-def make_runner(daemon: Daemon) -> ReportingRunner:
-    from ..logsink import LateBoundSink
-
-    s = daemon.settings
-    # Whatever daemon.log_sink is when a line is written (the log pipeline may be installed later).
-    return ReportingRunner(LateBoundSink(lambda: daemon.log_sink), directory=s.directory, child_env=daemon.child_env,
-                           log_dir=s.log_dir, data_dir=s.state_dir, clock=daemon.clock,
-                           priority=daemon.child_priority)
+def make_runner(parts: AgentParts) -> ReportingRunner:
+    s = parts.settings
+    return ReportingRunner(parts.sink, directory=s.directory, child_env=parts.child_env,
+                           log_dir=s.log_dir, data_dir=s.state_dir, clock=parts.clock,
+                           priority=parts.priority)
 
 
 def phase_specs(manifest: Mapping[str, Any] | None, config_scripts: Sequence[Any]) -> list[ScriptSpec]:

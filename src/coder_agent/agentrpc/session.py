@@ -9,8 +9,8 @@ Rules (coder-agent-rpc.md §5.1–§5.12, §6.13–§6.16):
   that routine.
 * Process state lives here, outside the connection: the lifecycle queue (replayed in order
   after a reconnect), the ScriptCompleted queue, and "start scripts already ran" — the first
-  manifest of the session sets STARTING and runs start scripts once; later manifests only
-  refresh ``daemon.manifest``.
+  manifest of the session sets STARTING and runs start scripts once; every manifest (later
+  ones too) is published on the manifest feed (:class:`~coder_agent.feed.Feed`).
 * Scripts from our own config file are a local duty: they start with the session, whether or
   not coderd is reachable. Manifest scripts start with the first manifest. READY / START_TIMEOUT
   (any timed out) / START_ERROR (any failed) once both sets finished; logs are flushed before
@@ -36,7 +36,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from .. import __version__
 from ..errors import FeatureUnavailable
-from ..lifecycle import Lifecycle, State
+from ..lifecycle import State
 from ..log import get_logger
 from ..rpc.proto import agent_pb2
 from ..scripts import ConfigSession, ScriptResult
@@ -50,7 +50,7 @@ from .reporter import LifecycleReporter
 from .scripts import ReportingRunner, make_runner, phase_specs, timing
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .parts import AgentParts
 
 __all__ = ["AgentSession", "semver_version", "subsystems_from_env"]
 
@@ -91,7 +91,7 @@ class AgentSession:
 
     def __init__(
         self,
-        daemon: Daemon,
+        parts: AgentParts,
         *,
         runner: ReportingRunner | None = None,
         ping_interval: float = 15.0,
@@ -99,18 +99,16 @@ class AgentSession:
         tick: float = 1.0,
         final_wait: float = 5.0,
     ) -> None:
-        self.daemon = daemon
-        if daemon.lifecycle.state is not State.CREATED:
-            daemon.lifecycle = Lifecycle()  # a re-initialised agent starts over
-        self.reporter = LifecycleReporter(daemon.lifecycle)
-        self.runner = runner or make_runner(daemon)
+        self.parts = parts
+        self.reporter = LifecycleReporter(parts.owner.fresh_lifecycle())  # a re-initialised agent starts over
+        self.runner = runner or make_runner(parts)
         self.runner.on_result = self._on_script_result
         self.tick = tick
         self.final_wait = final_wait
         self.log = get_logger("agentrpc")
-        self.loop = ConnectionLoop(daemon, self._on_connect, ping_interval=ping_interval, ping_timeout=ping_timeout)
+        self.loop = ConnectionLoop(parts, self._on_connect, ping_interval=ping_interval, ping_timeout=ping_timeout)
         # The scripts part of GET /api/v0/status follows the scripts this session runs.
-        daemon.status_extras["scripts"] = self._scripts_status
+        parts.status.add("scripts", self._scripts_status)
         self.logs = RpcLogTransport()
         self.app_status = RpcAppStatusTransport()
         self._plug_transports()
@@ -118,7 +116,7 @@ class AgentSession:
         self.manifest_fetches = 0
         self.results: list[ScriptResult] = []
         # Start phase and cron: config-file scripts at once, manifest scripts with the first manifest.
-        self.local_scripts = ConfigSession(self.runner, phase_specs(None, daemon.settings.scripts))
+        self.local_scripts = ConfigSession(self.runner, phase_specs(None, parts.settings.scripts))
         self.scripts: ConfigSession | None = None
         self._stop_scripts: ConfigSession | None = None
         self._local_task: asyncio.Task[None] | None = None
@@ -135,21 +133,21 @@ class AgentSession:
         self._stopping = False
         self._http: httpx.AsyncClient | None = None
         # CODER_AGENT_DIRECTORY stands in for the home directory when the manifest names none.
-        d = daemon.settings.directory
+        d = parts.settings.directory
         self._home: str | None = os.path.expanduser(d) if d else None
 
     def _plug_transports(self) -> None:
         """Route log batches and app statuses over this session's connection (REST when it is down)."""
-        sink: Any = self.daemon.log_sink
+        sink: Any = self.parts.sink
         old = getattr(sink, "transport", None)
         if old is not None:
             self.logs.rest = getattr(old, "rest", old)
             sink.transport = self.logs
             self.logs.on_limit = getattr(sink, "limit_exceeded", None)
-        svc: Any = self.daemon.services.services.get("appstatus")
-        if svc is not None and hasattr(svc, "set_transport"):
-            old = getattr(svc, "transport", None)
-            self.app_status.rest = getattr(old, "rest", old)
+        svc = self.parts.app_status
+        if svc is not None:
+            current: Any = svc.transport
+            self.app_status.rest = getattr(current, "rest", current)
             svc.set_transport(self.app_status)
 
     # ---- public --------------------------------------------------------------------------
@@ -170,7 +168,7 @@ class AgentSession:
             await asyncio.shield(self._run)
 
     def set_lifecycle(self, state: State) -> bool:
-        if not self.reporter.set(state, self.daemon.clock.now()):
+        if not self.reporter.set(state, self.parts.clock.now()):
             self.log.debug("lifecycle transition dropped", state=state.api_name, current=self.reporter.state.api_name)
             return False
         self.log.info("lifecycle", state=state.api_name)
@@ -193,10 +191,10 @@ class AgentSession:
         await reap(self._stoppable, self._start_watch, self._start_task, self._local_task)
         # One stop phase for every known script (manifest's, if any, and ours): it stops what still
         # runs, then runs the run_on_stop scripts in parallel within the budget, then flushes logs.
-        stop = ConfigSession(self.runner, phase_specs(self.manifest, self.daemon.settings.scripts))
+        stop = ConfigSession(self.runner, phase_specs(self.manifest, self.parts.settings.scripts))
         self._stop_scripts = stop
         try:
-            await stop.stop(self.daemon)
+            await stop.stop(self.parts.owner.shutdown_timeout, self.parts.sink)
         except Exception as e:  # a broken runner must not keep the final state from coderd
             self.log.error("stop scripts failed to run", error=str(e))
             stop.stop_state = "failed"
@@ -267,8 +265,10 @@ class AgentSession:
         await client.call("UpdateStartup", agent_pb2.UpdateStartupRequest(startup=startup), agent_pb2.Startup)
         self.manifest = m
         self._manifest_script_ids = {s["id"] for s in m["scripts"] if s["id"]}
-        self.daemon.manifest = m
-        self.daemon.child_env.update(child_env(m, converted.secrets))
+        self.parts.child_env.update(child_env(m, converted.secrets))
+        from ..manifest import Manifest  # pydantic: loaded with the first manifest, not at start-up
+
+        self.parts.manifests.publish(Manifest.model_validate(m))
         self.log.info("manifest received", agent=m["agent_name"], scripts=len(m["scripts"]), apps=len(m["apps"]),
                       metadata=len(m["metadata"]), fetch=self.manifest_fetches)
 
@@ -288,7 +288,7 @@ class AgentSession:
 
     async def _run_scripts(self, scripts: ConfigSession) -> None:
         try:
-            await scripts.start(self.daemon)
+            await scripts.start()
         except Exception as e:  # a broken runner must not wedge the lifecycle
             self.log.error("start scripts failed to run", error=str(e))
             scripts.start_state = "failed"
@@ -310,11 +310,11 @@ class AgentSession:
         await self.scripts.start_done.wait()
         # Logs before the lifecycle change (USER-PAIN #2); the runner flushed each script already.
         with contextlib.suppress(Exception):
-            await self.daemon.log_sink.flush(timeout=5.0)
+            await self.parts.sink.flush(timeout=5.0)
         self.set_lifecycle(START_LIFECYCLE.get(self._start_state(), State.START_ERROR))
 
     def _scripts_status(self) -> dict[str, Any]:
-        view = ConfigSession(self.runner, phase_specs(self.manifest, self.daemon.settings.scripts))
+        view = ConfigSession(self.runner, phase_specs(self.manifest, self.parts.settings.scripts))
         st = view.status()
         st["start_scripts"] = self._start_state()
         st["stop_scripts"] = self._stop_scripts.stop_state if self._stop_scripts is not None else "pending"
@@ -371,7 +371,7 @@ class AgentSession:
         deadline = loop.time() + timeout
         soft = loop.time() + unconnected
         with contextlib.suppress(Exception):
-            await self.daemon.log_sink.flush(timeout=timeout)
+            await self.parts.sink.flush(timeout=timeout)
         while not (self.reporter.settled and not self._completions):
             left = deadline - loop.time()
             if self.loop.client is None:
@@ -391,13 +391,13 @@ class AgentSession:
         sched = metadata.MetadataScheduler(m.get("metadata", []), tick=self.tick)
         if not sched.keys:
             return
-        clock = self.daemon.clock
+        clock = self.parts.clock
         running: set[asyncio.Task[None]] = set()
 
         async def one(key: str) -> None:
             k = sched.keys[key]
-            result = await metadata.collect(k.script, sched.timeout_for(key), self.daemon.child_env,
-                                            m.get("directory"), self.daemon.child_priority)
+            result = await metadata.collect(k.script, sched.timeout_for(key), self.parts.child_env,
+                                            m.get("directory"), self.parts.priority)
             sched.finished(key, result)
 
         try:
@@ -469,4 +469,4 @@ def _interval(d: duration_pb2.Duration) -> float:
     return max(seconds, 0.1) if seconds > 0 else 30.0
 
 
-SessionFactory = Callable[["Daemon"], AgentSession]
+SessionFactory = Callable[["AgentParts"], AgentSession]

@@ -10,14 +10,23 @@ seam). ``GET /api/v0/app-status`` and ``coder-agent status`` show where each sta
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .core import MAX_MESSAGE_BYTES, STATES, AppStatus, AppStatusQueue, Invalid, Ticket, validate
 from .transport import AppStatusTransport, RestTransport
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from ..clock import Clock
+    from ..coderapi.client import CoderClient
+    from ..feed import Feed
+    from ..localapi import Routes
+    from ..manifest import Manifest
+    from ..metrics import Metrics
     from ..service import Service
+    from ..state import StateStore
+    from ..status import StatusRegistry
+    from .service import AppStatusService
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -28,30 +37,36 @@ __all__ = [
     "Invalid",
     "RestTransport",
     "Ticket",
+    "make_service",
     "manifest_app_slugs",
     "setup",
     "validate",
 ]
 
 
-def manifest_app_slugs(manifest: dict[str, Any] | None) -> list[str] | None:
+def manifest_app_slugs(manifest: Manifest | None) -> list[str] | None:
     """The slugs of the manifest's apps, or None while no manifest is known."""
-    if manifest is None:
-        return None
-    apps = manifest.get("apps") or []
-    return [str(a["slug"]) for a in apps if isinstance(a, dict) and a.get("slug")]
+    return None if manifest is None else manifest.app_slugs()
 
 
-def setup(daemon: Daemon) -> list[Service]:
-    """Register the local API routes and the status key; return the delivery service."""
+def make_service(*, client: CoderClient, store: StateStore, clock: Clock, scrub: Callable[[str], str],
+                 metrics: Metrics, manifests: Feed[Manifest]) -> AppStatusService:
+    """The delivery service (REST until the agent session switches its transport to dRPC)."""
     from .service import AppStatusService
 
-    svc = AppStatusService(
-        RestTransport(daemon.client), daemon.store, daemon.clock,
-        app_slugs=lambda: manifest_app_slugs(daemon.manifest),
-        scrub=daemon.redactor.scrub, metrics=daemon.metrics,
-    )
-    daemon.local_api.route("POST", "/api/v0/app-status", svc.handle_post)
-    daemon.local_api.route("GET", "/api/v0/app-status", svc.handle_get)
-    daemon.status_extras["app_status"] = svc.status_extra
+    slugs: list[list[str] | None] = [None]
+
+    def on_manifest(m: Manifest | None) -> None:
+        slugs[0] = manifest_app_slugs(m)
+
+    manifests.subscribe(on_manifest)
+    return AppStatusService(RestTransport(client), store, clock, app_slugs=lambda: slugs[0], scrub=scrub,
+                            metrics=metrics)
+
+
+def setup(svc: AppStatusService, *, routes: Routes, status: StatusRegistry) -> list[Service]:
+    """Register the local API routes and the status key; return the delivery service."""
+    routes.route("POST", "/api/v0/app-status", svc.handle_post)
+    routes.route("GET", "/api/v0/app-status", svc.handle_get)
+    status.add("app_status", svc.status_extra)
     return [svc]

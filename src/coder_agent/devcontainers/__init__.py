@@ -1,6 +1,6 @@
 """Devcontainers: containers and dev containers from the Docker engine, on the local API.
 
-Plug-in point: :func:`setup` (listed in ``daemon._capabilities()``). Modules:
+Plug-in point: :func:`setup` (called by the composition root, ``Daemon.compose``). Modules:
 
 * :mod:`.status`    the status state machine (pure table)
 * :mod:`.model`     inspect data → codersdk JSON; merging sources and containers (pure)
@@ -15,30 +15,43 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..logsink import LateBoundSink
-
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from ..config import Settings
+    from ..feed import Feed
+    from ..localapi import Routes
+    from ..logsink import LogSink
+    from ..manifest import Manifest
+    from ..procprio import ChildPriority
+    from ..service import Service
+    from ..state import StateStore
+    from ..status import StatusRegistry
 
 __all__ = ["setup"]
 
 
-def setup(daemon: Daemon) -> list[Any]:
+def setup(*, settings: Settings, store: StateStore, sink: LogSink, manifests: Feed[Manifest], child_env: dict[str, str],
+          priority: ChildPriority, routes: Routes, status: StatusRegistry) -> list[Service]:
     """Register the container routes; return the devcontainers service (none when disabled)."""
     from . import api
 
-    if not daemon.settings.devcontainers_enable:
+    if not settings.devcontainers_enable:
         for method, path, handler in api.disabled_routes():
-            daemon.local_api.route(method, path, handler)
-        daemon.status_extras["devcontainers"] = lambda: {"state": "disabled"}
+            routes.route(method, path, handler)
+        status.add("devcontainers", lambda: {"state": "disabled"})
         return []
     from .manager import DevcontainerManager
 
-    mgr = DevcontainerManager(daemon.settings, daemon.store, LateBoundSink(lambda: daemon.log_sink),
-                              manifest=lambda: daemon.manifest, child_env=daemon.child_env,
-                              priority=daemon.child_priority)
-    for method, path, handler in api.routes(mgr, lambda: daemon.manifest):
-        daemon.local_api.route(method, path, handler)
-    daemon.status_extras["devcontainers"] = mgr.status
+    # The manager and the routes read the manifest as JSON-like data (its devcontainers, parent_id).
+    latest: list[dict[str, Any] | None] = [None]
+
+    def on_manifest(m: Manifest | None) -> None:
+        latest[0] = None if m is None else m.model_dump()
+
+    manifests.subscribe(on_manifest)
+    mgr = DevcontainerManager(settings, store, sink, manifest=lambda: latest[0], child_env=child_env,
+                              priority=priority)
+    for method, path, handler in api.routes(mgr, lambda: latest[0]):
+        routes.route(method, path, handler)
+    status.add("devcontainers", mgr.status)
     return [mgr]
 

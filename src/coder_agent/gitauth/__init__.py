@@ -9,17 +9,24 @@ line); the daemon side is :mod:`.daemon`; the helper side is :mod:`.helper`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from ..coderapi.client import CoderClient
+    from ..config import Settings
+    from ..localapi import Routes
+    from ..log import Redactor
     from ..service import Service
+    from ..status import StatusRegistry
 
 __all__ = ["setup"]
 
 
-def setup(daemon: Daemon) -> list[Service]:
+def setup(*, settings: Settings, client: CoderClient, redactor: Redactor, child_env: dict[str, str],
+          api_address: Callable[[], str], routes: Routes, status: StatusRegistry) -> list[Service]:
     """The daemon capability (see :func:`coder_agent.gitauth.daemon.setup`)."""
+    from .daemon import GitAuthParts
     from .daemon import setup as _setup
 
-    return _setup(daemon)
+    return _setup(GitAuthParts(settings, client, redactor, child_env, api_address), routes=routes, status=status)

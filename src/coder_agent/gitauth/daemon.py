@@ -11,7 +11,7 @@ Rules:
   :data:`CLIENT_CHECK`; stopping the daemon ends them all at once (503).
 * ``GET /api/v0/gitsshkey`` → coderd's ``/me/gitsshkey`` plus ``settings_url`` (where the user
   manages the key in Coder).
-* ``GET /api/v0/env`` → ``{"env": daemon.child_env}`` for ``coder-agent env``.
+* ``GET /api/v0/env`` → ``{"env": <the children's environment>}`` for ``coder-agent env``.
 * coderd's errors pass through as codersdk.Responses with coderd's status (404 = no provider
   matches), except that coderd refusing the *agent's* token (401/403) becomes 502: the helper
   is not the one unauthorized. No answer from coderd → 502.
@@ -30,7 +30,8 @@ import os
 import shlex
 import socket
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,23 +44,37 @@ from ..log import get_logger
 from ..service import FnService, Service
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from ..coderapi.client import CoderClient
+    from ..config import Settings
+    from ..localapi import Routes
+    from ..log import Redactor
+    from ..status import StatusRegistry
 
-__all__ = ["LISTEN_CHUNK", "GitAuth", "setup"]
+__all__ = ["LISTEN_CHUNK", "GitAuth", "GitAuthParts", "setup"]
 
 LISTEN_CHUNK = 50.0  # seconds per upstream long-poll; below common proxy idle timeouts (60 s)
 CLIENT_CHECK = 0.5  # how often a waiting handler checks that its client is still there
 T = TypeVar("T")
 
 
-def setup(daemon: Daemon) -> list[Service]:
-    g = GitAuth(daemon)
-    api = daemon.local_api
-    api.route("GET", "/api/v0/external-auth", g.external_auth)
-    api.route("GET", "/api/v0/gitsshkey", g.gitsshkey)
-    api.route("GET", "/api/v0/env", g.env)
-    g.install(daemon.settings.api_address)
-    daemon.status_extras["gitauth"] = g.status
+@dataclass(frozen=True)
+class GitAuthParts:
+    """What the git credentials capability uses."""
+
+    settings: Settings
+    client: CoderClient
+    redactor: Redactor  # scrubs upstream errors; learns each token it hands out
+    child_env: dict[str, str]  # it exports GIT_ASKPASS / GIT_SSH_COMMAND there
+    api_address: Callable[[], str]  # the local API's address once it listens
+
+
+def setup(parts: GitAuthParts, *, routes: Routes, status: StatusRegistry) -> list[Service]:
+    g = GitAuth(parts)
+    routes.route("GET", "/api/v0/external-auth", g.external_auth)
+    routes.route("GET", "/api/v0/gitsshkey", g.gitsshkey)
+    routes.route("GET", "/api/v0/env", g.env)
+    g.install(parts.settings.api_address)
+    status.add("gitauth", g.status)
     return [g.service]
 
 
@@ -82,10 +97,10 @@ def _sh_default(value: str) -> str:
 
 
 class GitAuth:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, parts: GitAuthParts) -> None:
+        self.parts = parts
         self.log = get_logger("gitauth")
-        self.bin_dir = Path(daemon.settings.state_dir) / "bin"
+        self.bin_dir = Path(parts.settings.state_dir) / "bin"
         self.askpass = self.bin_dir / "git-askpass"
         self.agent = self.bin_dir / "coder-agent"
         self._written_for: str | None = None
@@ -109,14 +124,14 @@ class GitAuth:
                                  "are unavailable to scripts", dir=str(self.bin_dir), error=str(e))
                 return
             self._written_for = api_address
-        env = self.daemon.child_env
+        env = self.parts.child_env
         env["GIT_ASKPASS"] = str(self.askpass)
         env["GIT_SSH_COMMAND"] = shlex.join([str(self.agent), "gitssh", "--"])
         env["CODER_AGENT_API_ADDRESS"] = api_address
 
     async def run(self) -> None:
         # The local API is up now: a TCP port 0 has become a real port.
-        self.install(self.daemon.local_api.display_address)
+        self.install(self.parts.api_address())
         if self._written_for is None:
             self.service.health.set("degraded", f"cannot write the git helper wrappers in {self.bin_dir}")
         try:
@@ -146,7 +161,7 @@ class GitAuth:
 
     def status(self) -> dict[str, Any]:
         return {"git_askpass": str(self.askpass) if self._written_for else None,
-                "git_ssh_command": self.daemon.child_env.get("GIT_SSH_COMMAND"),
+                "git_ssh_command": self.parts.child_env.get("GIT_SSH_COMMAND"),
                 "waiting_requests": len(self._inflight)}
 
     # routes --------------------------------------------------------------------------
@@ -161,7 +176,7 @@ class GitAuth:
                 "set CODER_AGENT_API_ADDRESS=unix:PATH")
 
     def _upstream_error(self, e: Exception) -> HTTPResponseError:
-        scrub = self.daemon.redactor.scrub
+        scrub = self.parts.redactor.scrub
         if isinstance(e, AuthError):
             return HTTPResponseError(502, "coderd refused the agent's token.", scrub(str(e)))
         if isinstance(e, ApiError):
@@ -189,7 +204,7 @@ class GitAuth:
                 raise HTTPResponseError(400, "Invalid 'wait'.", "seconds, a number",
                                         [{"field": "wait", "detail": "must be a number"}]) from None
         try:
-            resp = await self._upstream(request, self.daemon.client.external_auth(
+            resp = await self._upstream(request, self.parts.client.external_auth(
                 match=match or None, provider_id=provider_id or None, listen=listen,
                 timeout=chunk if listen else None))
         except TransportError as e:
@@ -200,7 +215,7 @@ class GitAuth:
         except (ApiError, ProtocolError) as e:
             raise self._upstream_error(e) from None
         for secret in (resp.access_token, resp.password, resp.username):
-            self.daemon.redactor.add(secret)
+            self.parts.redactor.add(secret)
         self.log.info("external auth served", match=match or None, provider_id=provider_id or None,
                       linked=bool(resp.access_token), type=resp.type or None)
         return json_response(resp.model_dump(mode="json"))
@@ -208,10 +223,10 @@ class GitAuth:
     async def gitsshkey(self, request: web.Request) -> web.Response:
         self._require_unix_peer(request)
         try:
-            key = await self._upstream(request, self.daemon.client.gitsshkey())
+            key = await self._upstream(request, self.parts.client.gitsshkey())
         except (TransportError, ApiError, ProtocolError) as e:
             raise self._upstream_error(e) from None
-        red = self.daemon.redactor
+        red = self.parts.redactor
         red.add(key.private_key)
         for line in key.private_key.splitlines():
             if not line.startswith("-----"):
@@ -219,10 +234,10 @@ class GitAuth:
         self.log.info("git ssh key served")
         return json_response({
             "public_key": key.public_key, "private_key": key.private_key,
-            "settings_url": f"{self.daemon.settings.url.rstrip('/')}/settings/ssh-keys",
+            "settings_url": f"{self.parts.settings.url.rstrip('/')}/settings/ssh-keys",
         })
 
     async def env(self, request: web.Request) -> web.Response:
-        scrub = self.daemon.redactor.scrub  # other capabilities' values: never leak a secret
-        data: dict[str, Any] = {"env": {k: scrub(v) for k, v in sorted(self.daemon.child_env.items())}}
+        scrub = self.parts.redactor.scrub  # other capabilities' values: never leak a secret
+        data: dict[str, Any] = {"env": {k: scrub(v) for k, v in sorted(self.parts.child_env.items())}}
         return json_response(data)

@@ -25,7 +25,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -35,10 +35,16 @@ from . import openapi
 if TYPE_CHECKING:
     from ..metrics import Metrics
 
-__all__ = ["LocalAPI", "bad_request", "json_response", "read_json"]
+__all__ = ["Handler", "LocalAPI", "Routes", "bad_request", "json_response", "read_json"]
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Routes(Protocol):
+    """Where a capability registers its local API routes (the :class:`LocalAPI`, before it starts)."""
+
+    def route(self, method: str, path: str, handler: Handler) -> None: ...
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

@@ -6,7 +6,8 @@ The pieces: :mod:`.text` (pure: sanitise, split, file format), :mod:`.batch` (pu
 :mod:`.pipeline` (the daemon's LogSink and the shipper), :mod:`.follow` (``[[log_sources]]``
 files), :mod:`.api` (``POST /api/v0/logs``).
 
-``setup(daemon)`` replaces ``daemon.log_sink`` with the pipeline; to switch transports later set
+:func:`make_pipeline` builds the daemon's log sink (the composition root hands it to every
+capability that writes lines); :func:`setup` serves it. To switch transports later set
 ``pipeline.transport`` (it is read before every request).
 """
 
@@ -20,10 +21,16 @@ from .pipeline import LogPipeline
 from .transport import Entry, LogTransport, RestTransport, SendResult
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from ..clock import Clock
+    from ..coderapi.client import CoderClient
+    from ..config import Settings
+    from ..localapi import Routes
+    from ..metrics import Metrics
     from ..service import Service
+    from ..state import StateStore
+    from ..status import StatusRegistry
 
-__all__ = ["Entry", "LogPipeline", "LogTransport", "RestTransport", "SendResult", "setup"]
+__all__ = ["Entry", "LogPipeline", "LogTransport", "RestTransport", "SendResult", "make_pipeline", "setup"]
 
 
 class _Shipper:
@@ -46,26 +53,31 @@ class _Shipper:
         await self.pipeline.drain()
 
 
-def setup(daemon: Daemon) -> list[Service]:
+def make_pipeline(*, settings: Settings, store: StateStore, client: CoderClient, clock: Clock,
+                  metrics: Metrics | None = None) -> LogPipeline:
+    """The daemon's log sink: local files, shipped to Coder (REST until the agent session plugs in dRPC)."""
+    from ..retention import Retention
+
+    return LogPipeline(log_dir=settings.log_dir, store=store, transport=RestTransport(client), clock=clock,
+                       retention=Retention(max_age=settings.log_retention), metrics=metrics)
+
+
+def setup(pipeline: LogPipeline, *, settings: Settings, store: StateStore, routes: Routes,
+          status: StatusRegistry) -> list[Service]:
     from .api import LogsAPI
     from .follow import FileFollower
-    from .retention import Retention
 
-    pipeline = LogPipeline(log_dir=daemon.settings.log_dir, store=daemon.store,
-                           transport=RestTransport(daemon.client), clock=daemon.clock,
-                           retention=Retention(max_age=daemon.settings.log_retention), metrics=daemon.metrics)
-    daemon.log_sink = pipeline
     api = LogsAPI(pipeline)
-    daemon.local_api.route("POST", "/api/v0/logs", api.post_logs)
-    followers = [FileFollower(cfg, pipeline, daemon.store) for cfg in daemon.settings.log_sources]
+    routes.route("POST", "/api/v0/logs", api.post_logs)
+    followers = [FileFollower(cfg, pipeline, store) for cfg in settings.log_sources]
     for i, f in enumerate(followers):  # service names must be unique
         if any(g.name == f.name for g in followers[:i]):
             f.name = f"{f.name}#{i}"
 
-    def status() -> dict[str, Any]:
+    def logs_status() -> dict[str, Any]:
         st = pipeline.status()
         st["followed_files"] = {f.cfg.display_name: f.status() for f in followers}
         return st
 
-    daemon.status_extras["logs"] = status
+    status.add("logs", logs_status)
     return [_Shipper(pipeline), *followers]

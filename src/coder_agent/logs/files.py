@@ -5,7 +5,7 @@ Rules:
 * One file per source, ``<log_dir>/<name>.log``, one entry per line (format in
   :mod:`coder_agent.logs.text`). When it reaches ``max_bytes`` it is renamed ``<name>.log.1``
   (older ones shift up) and a new one starts, always at a line boundary. Which backups stay is
-  :class:`~coder_agent.logs.retention.Retention`'s rule (by age and total size; ``backups=n``
+  :class:`~coder_agent.retention.Retention`'s rule (by age and total size; ``backups=n``
   alone means exactly n), applied at every rotation and when the file is opened.
 * Reopening a non-empty file (a daemon restart) first writes a ``# <marker>`` line, so a reader
   sees where each process began.
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .retention import Retention, existing_backups, prune_set, rotate_set
+from ..retention import Retention, existing_backups, prune_set, rotate_set
 
 __all__ = ["Reader", "SourceFile", "read_region"]
 

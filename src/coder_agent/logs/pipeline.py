@@ -55,12 +55,12 @@ from ..clock import Clock, SystemClock
 from ..errors import CoderAgentError
 from ..log import Collapse, get_logger
 from ..logsink import LogSource, source_id_for
+from ..retention import Retention
 from ..retry import SHIP, Backoff, Decision, classify
 from ..service import Health
 from ..state import StateStore
 from .batch import MAX_LOGS_LENGTH, Batcher, CapAccountant
 from .files import Reader, SourceFile, read_region
-from .retention import Retention
 from .tail import TailCount, TailPlanner, tail_notice_text
 from .text import DEFAULT_MAX_LINE, LEVELS, format_entry, format_time, parse_entry, sanitize, split_text
 from .transport import Entry, LogTransport, SendResult

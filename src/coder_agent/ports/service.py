@@ -36,7 +36,9 @@ from .scan import ScanError, Scanner, default_scanner
 from .select import ListeningPort, PortSelector, to_wire
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from ..config import Settings
+    from ..localapi import Routes
+    from ..metrics import Metrics
 
 __all__ = ["SCAN_ERROR_MESSAGE", "PortsService", "setup"]
 
@@ -227,9 +229,9 @@ def _port_of(address: str) -> int | None:
     return n or None
 
 
-def setup(daemon: Daemon) -> list[Service]:
-    """The daemon capability: the service and its two local API routes."""
-    settings = daemon.settings
+def setup(*, settings: Settings, clock: Clock, metrics: Metrics, own_ports: set[int], routes: Routes) -> list[Service]:
+    """The daemon capability: the service and its two local API routes. ``own_ports`` fills in as the
+    daemon's own listeners bind; they are never "listening ports"."""
     fixed = set(settings.ports_ignore)
     prom = _port_of(settings.prometheus_address)
     if prom is not None:
@@ -237,9 +239,9 @@ def setup(daemon: Daemon) -> list[Service]:
 
     def exclude() -> set[int]:
         # own_ports fills in as the local API and metrics endpoint bind: read it at scan time
-        return fixed | daemon.own_ports
+        return fixed | own_ports
 
-    svc = PortsService(default_scanner(), exclude=exclude, clock=daemon.clock)
-    svc.install(daemon.local_api)
-    daemon.metrics.gauge_fn("listening_ports_scans", lambda: float(svc.scans), "listening-port scans done")
+    svc = PortsService(default_scanner(), exclude=exclude, clock=clock)
+    svc.install(routes)
+    metrics.gauge_fn("listening_ports_scans", lambda: float(svc.scans), "listening-port scans done")
     return [svc]

@@ -3,39 +3,46 @@ over in place, exactly once per claim.
 
 * :mod:`.claim` — the event payload and the exactly-once decision (pure).
 * :mod:`.watcher` — the service that holds GET /me/reinit?wait=true open (read with httpx-sse) and calls
-  :meth:`coder_agent.daemon.Daemon.reinitialize`.
+  ``reinitialize`` (:meth:`coder_agent.sessionowner.SessionOwner.reinitialize`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from ..service import Service
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from ..clock import Clock
+    from ..coderapi.client import CoderClient
+    from ..config import Settings
+    from ..feed import Feed
+    from ..manifest import Manifest
+    from ..state import StateStore
+    from ..status import StatusRegistry
 
 __all__ = ["setup"]
 
 
-def _manifest_workspace_id(daemon: Daemon) -> str | None:
-    m: Any = daemon.manifest
-    if isinstance(m, dict):
-        ws = m.get("workspace_id")
-        return ws if isinstance(ws, str) and ws else None
-    return None
-
-
-def setup(daemon: Daemon) -> list[Service]:
+def setup(*, settings: Settings, client: CoderClient, store: StateStore, clock: Clock, manifests: Feed[Manifest],
+          reinitialize: Callable[[str], Awaitable[None]], refresh_token: Callable[[], Awaitable[str]],
+          scrub: Callable[[str], str], status: StatusRegistry) -> list[Service]:
     from .watcher import ReinitWatcher
 
+    workspace: list[str | None] = [None]  # the workspace id of the latest manifest
+
+    def on_manifest(m: Manifest | None) -> None:
+        workspace[0] = (m.workspace_id or None) if m is not None else None
+
+    manifests.subscribe(on_manifest)
     watcher = ReinitWatcher(
-        daemon.client, daemon.store, daemon.reinitialize,
-        clock=daemon.clock,
-        ping_interval=daemon.settings.reinit_ping_interval,
-        workspace_id=lambda: _manifest_workspace_id(daemon),
-        refresh_token=daemon.tokens.refresh,
-        scrub=daemon.redactor.scrub,
+        client, store, reinitialize,
+        clock=clock,
+        ping_interval=settings.reinit_ping_interval,
+        workspace_id=lambda: workspace[0],
+        refresh_token=refresh_token,
+        scrub=scrub,
     )
-    daemon.status_extras["reinit"] = watcher.status
+    status.add("reinit", watcher.status)
     return [watcher]

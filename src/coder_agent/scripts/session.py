@@ -10,7 +10,7 @@ Rules (rpc.md §5.3-5.5, §5.12):
   ``run_on_stop`` script runs in parallel within the shutdown budget less a reserve for the final
   flush (outcome → OFF / SHUTDOWN_TIMEOUT / SHUTDOWN_ERROR via :data:`STOP_LIFECYCLE`); then the
   log pipeline is flushed with what is left of the budget.
-* This session does not move ``daemon.lifecycle``: the lifecycle (and reporting it to coderd)
+* This session does not move the session lifecycle: it (and reporting it to coderd)
   belongs to the agent RPC session, which wraps or replaces this one and reuses the runner; it
   can await :attr:`ConfigSession.start_done` and read ``start_state``/``stop_state``.
 """
@@ -29,7 +29,7 @@ from .runner import ScriptRunner
 from .spec import ScriptResult, ScriptSpec, Stage, Status
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from ..logsink import LogSink
 
 __all__ = ["START_LIFECYCLE", "STOP_LIFECYCLE", "ConfigSession", "phase_outcome"]
 
@@ -57,8 +57,8 @@ class ConfigSession:
         self._cron: list[asyncio.Task[None]] = []
         self._log = get_logger("scripts.session")
 
-    async def start(self, daemon: Daemon) -> None:
-        """``daemon.session_runner``: start scripts, then cron until cancelled.
+    async def start(self) -> None:
+        """Start scripts, then cron until cancelled.
 
         Runs again after a prebuild reinit: per-session state starts over here."""
         self.start_state = "running"
@@ -92,10 +92,9 @@ class ConfigSession:
                 continue
             await self.runner.run(spec, Stage.CRON)
 
-    async def stop(self, daemon: Daemon) -> None:
-        """``daemon.session_stopper``: stop scripts, then flush logs, within the shutdown budget."""
+    async def stop(self, budget: float, sink: LogSink) -> None:
+        """Stop scripts, then flush ``sink``, within ``budget`` seconds (the shutdown timeout)."""
         t0 = time.monotonic()
-        budget = daemon.settings.shutdown_timeout
         for task in self._cron:
             task.cancel()
         await asyncio.gather(*self._cron, return_exceptions=True)  # no cron task outlives its session
@@ -117,11 +116,11 @@ class ConfigSession:
         else:
             self.stop_state = "done"
         left = max(0.1, budget - (time.monotonic() - t0))
-        finish = getattr(daemon.log_sink, "finish", None)
+        finish = getattr(sink, "finish", None)
         if finish is not None:  # the pipeline: also the last lines of every source past Coder's limit
             await finish(None, timeout=left, final=True)
         else:
-            await daemon.log_sink.flush(timeout=left)
+            await sink.flush(timeout=left)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,58 @@
+"""What the agent RPC capability uses: one typed bundle the composition root fills in.
+
+The agent session is the capability that touches most: the connection (settings, tokens,
+redactor, control-plane state, SIGHUP), the session's life (the :class:`SessionOwner`), the
+manifest it publishes, the log sink and app-status service whose transports it switches to
+dRPC, the children's environment it fills from the manifest, the status keys it shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..appstatus.transport import AppStatusTransport
+    from ..clock import Clock
+    from ..coderapi.client import TokenProvider
+    from ..config import Settings
+    from ..controlplane import ControlPlane
+    from ..feed import Feed
+    from ..log import Redactor
+    from ..logsink import LogSink
+    from ..manifest import Manifest
+    from ..metrics import Metrics
+    from ..procprio import ChildPriority
+    from ..sessionowner import SessionOwner
+    from ..status import StatusRegistry
+
+__all__ = ["AgentParts", "AppStatusSwitch"]
+
+
+class AppStatusSwitch(Protocol):
+    """The app-status delivery service, whose transport the session switches to dRPC and back."""
+
+    @property
+    def transport(self) -> AppStatusTransport: ...
+
+    def set_transport(self, transport: AppStatusTransport) -> None: ...
+
+
+@dataclass(frozen=True)
+class AgentParts:
+    settings: Settings
+    clock: Clock
+    tokens: TokenProvider
+    redactor: Redactor
+    controlplane: ControlPlane  # the session's connection is its source (transport "rpc")
+    owner: SessionOwner  # whose session this is; gives each session a fresh lifecycle
+    manifests: Feed[Manifest]  # the session publishes every manifest here
+    sink: LogSink  # the log pipeline (its transport becomes dRPC while connected)
+    status: StatusRegistry
+    child_env: dict[str, str]  # filled from the manifest for every child
+    priority: ChildPriority
+    wait_retry_now: Callable[[float], Awaitable[None]]  # a sleep that SIGHUP cuts short
+    auth_refused: Callable[[str], None]  # credentials refused for auth_exit_after: the daemon exits (77)
+    metrics: Metrics | None = None  # RPC round-trip histogram
+    app_status: AppStatusSwitch | None = None
