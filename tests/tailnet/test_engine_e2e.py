@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 from websockets.asyncio.client import connect
 
 from coder_agent.agentrpc.connection import RpcClient, rpc_url
@@ -121,6 +122,17 @@ def counter(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 async def test_client_reaches_agent_through_derp(short_tmp: Path) -> None:
+    with capture_logs() as logs:
+        secrets = await client_reaches_agent_through_derp(short_tmp)
+    text = repr(logs)
+    for secret in secrets:
+        assert secret.hex() not in text
+    events = [e["event"] for e in logs if e.get("component") == "tailnet"]
+    assert events.count("tailnet peer added") == events.count("tailnet peer handshake complete") == 1
+    assert events.count("tailnet peer removed") == 1
+
+
+async def client_reaches_agent_through_derp(short_tmp: Path) -> list[bytes]:
     async with make_rig(short_tmp) as rig:
         engine, wg = rig.engine, rig.wg
         # The node as published through the coordinator.
@@ -156,8 +168,8 @@ async def test_client_reaches_agent_through_derp(short_tmp: Path) -> None:
         agent_disco = keys.disco_from_wire(node.disco)
         tx = os.urandom(12)
         cd = rig.client_disco
-        assert rig.bridge.send_derp(engine.device.public_key,
-                                    disco.seal_message(cd.private, cd.public, agent_disco, disco.Ping(tx, wg.public_key)))
+        ping = disco.seal_message(cd.private, cd.public, agent_disco, disco.Ping(tx, wg.public_key))
+        assert rig.bridge.send_derp(engine.device.public_key, ping)
         src_key, reply = await asyncio.wait_for(rig.bridge.disco.get(), t(10))
         assert src_key == engine.device.public_key
         opened = disco.open_message(cd.private, reply)
@@ -192,6 +204,8 @@ async def test_client_reaches_agent_through_derp(short_tmp: Path) -> None:
         forwarded = rig.bridge.to_derp
         assert not await rig.ping(count=2, wait=2)
         assert rig.bridge.to_derp > forwarded, "wireguard-go sent nothing: the test proves nothing"
+        assert engine.timer_deadline is None  # no peer left: the device timer is not armed
+        return [engine.device.public_key, wg.public_key, agent_disco, cd.public]
 
 
 async def test_websocket_derp_when_the_upgrade_is_refused(short_tmp: Path) -> None:

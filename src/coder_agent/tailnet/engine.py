@@ -371,6 +371,11 @@ class Tailnet:
 
     # ---- timers ------------------------------------------------------------------------------------
 
+    @property
+    def timer_deadline(self) -> float | None:
+        """When the device timer fires next (``clock.monotonic()`` time), None when idle."""
+        return self._timer_at if self._timer is not None else None
+
     def _reschedule(self) -> None:
         """Arm the one device timer at ``next_deadline()`` (nothing when idle)."""
         deadline = self.device.next_deadline()
