@@ -77,6 +77,7 @@ class Rig:
     client_disco: keys.DiscoKey
     agent_node: tailnet_pb2.Node
     registry: CollectorRegistry
+    conn: YamuxConnection
 
     async def ping(self, count: int = 3, wait: int = 5) -> bool:
         r = await self.wg.ans("ping", "-6", "-n", "-c", str(count), "-W", str(wait), str(self.engine.addresses[0]),
@@ -85,7 +86,8 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def make_rig(tmp: Path, *, refuse_raw: bool = False, flags: Flags | None = None) -> AsyncIterator[Rig]:
+async def make_rig(tmp: Path, *, refuse_raw: bool = False, flags: Flags | None = None,
+                   lost_timeout: float = 15 * 60.0) -> AsyncIterator[Rig]:
     require_wireguard_go()
     agent_id = uuid.uuid4()
     async with DevServer(agents=[DevAgent(id=str(agent_id))]) as ds:
@@ -93,7 +95,8 @@ async def make_rig(tmp: Path, *, refuse_raw: bool = False, flags: Flags | None =
         conn = await dial_agent(ds, ds.agent)
         registry = CollectorRegistry()
         engine = Tailnet(agent_id=agent_id, derp_map=DerpMap.from_proto(dstailnet.server(ds).derp_map),
-                         coder_url=ds.url, dial=DialOptions(), flags=flags, registry=registry)
+                         coder_url=ds.url, dial=DialOptions(), flags=flags, registry=registry,
+                         lost_timeout=lost_timeout)
         run = asyncio.ensure_future(engine.run_on_rpc(RpcClient(conn, "2.8", set())))
         client_addr = random_client_address()
         async with WgPeer(tmp, address=str(client_addr)) as wg:
@@ -107,7 +110,8 @@ async def make_rig(tmp: Path, *, refuse_raw: bool = False, flags: Flags | None =
                 agent_node = await apoll(lambda: client.latest_node(agent_id), timeout=20)
                 bridge.agent_key = keys.node_key_from_wire(agent_node.key)
                 wg.set_peer(bridge.agent_key, list(agent_node.allowed_ips), bridge.endpoint)
-                yield Rig(ds, agent_id, engine, run, wg, bridge, client, client_disco, agent_node, registry)
+                yield Rig(ds, agent_id, engine, run, wg, bridge, client, client_disco, agent_node, registry,
+                          conn)
             finally:
                 await client.close()
                 await bridge.close()
@@ -226,3 +230,21 @@ async def test_forced_websockets_flag(short_tmp: Path) -> None:
         assert await rig.ping(count=1), rig.wg.log()
         assert rig.engine.status()["derp_transport"] == "websocket"
         assert rig.engine.status()["flags"]["derp_force_websockets"] is True
+
+
+async def test_lost_coordination_keeps_the_peer_until_lost_timeout(short_tmp: Path) -> None:
+    """The agent's RPC connection drops: every peer is lost but stays configured (traffic goes
+    on over DERP) until ``lost_timeout`` after its last handshake, run by the engine's own timer
+    while no coordination runs."""
+    lost_timeout = t(8)
+    async with make_rig(short_tmp, lost_timeout=lost_timeout) as rig:
+        assert await rig.ping(count=1), rig.wg.log()
+        await rig.conn.close()
+        reason = await asyncio.wait_for(rig.run, t(10))
+        assert "connection lost" in reason or "ended" in reason, reason
+        [peer] = rig.engine.status()["peers"]
+        assert peer["lost"] is True
+        assert await rig.ping(count=1), "a lost peer must keep working"
+        await apoll(lambda: not rig.engine.status()["peers"], timeout=lost_timeout + 10)
+        assert not rig.engine.device.peers
+        assert not await rig.ping(count=1, wait=2)

@@ -259,6 +259,8 @@ class Tailnet:
         finally:
             for fut in (coord, maps):
                 fut.cancel()
+            # Cancelled from outside: let both runners finish (peers marked lost, streams reset).
+            await asyncio.gather(coord, maps, return_exceptions=True)
             self._coordinating = False
             self._rpc_done.set()
             self._arm_lost_timer()
