@@ -192,6 +192,7 @@ class Tailnet:
         self._peers: dict[uuid.UUID, _Peer] = {}
         self._by_key: dict[bytes, _Peer] = {}
         self._stop = asyncio.Event()
+        self._down = False  # set when teardown starts: nothing more goes to DERP or the timer
 
     def start(self) -> None:
         """Connect to DERP (home region from latency probes). Idempotent."""
@@ -318,6 +319,8 @@ class Tailnet:
     # ---- DERP → device ---------------------------------------------------------------------------
 
     def _on_derp(self, region_id: int, src: bytes, payload: bytes) -> None:
+        if self._down:
+            return
         if _is_wireguard(payload):
             self._apply(self.device.receive(src, payload, self.clock.monotonic()))
         elif disco.looks_like_disco(payload):
@@ -327,7 +330,10 @@ class Tailnet:
                 self.derp.send(region_id, src, reply)
 
     def send_ip(self, ip_packet: bytes) -> None:
-        """Send an IP packet into the tunnel (routed by destination; dropped if no peer has it)."""
+        """Send an IP packet into the tunnel (routed by destination; dropped if no peer has it,
+        or after :meth:`close`)."""
+        if self._down:
+            return
         if self._metrics is not None:
             self._metrics.packets_out.inc()
             self._metrics.bytes_out.inc(len(ip_packet))
@@ -380,6 +386,8 @@ class Tailnet:
 
     def _reschedule(self) -> None:
         """Arm the one device timer at ``next_deadline()`` (nothing when idle)."""
+        if self._down:
+            return
         deadline = self.device.next_deadline()
         if deadline == self._timer_at and (deadline is None or self._timer is not None):
             return
@@ -387,21 +395,21 @@ class Tailnet:
             self._timer.cancel()
             self._timer = None
         self._timer_at = deadline
-        if deadline is not None and not self._closed:
+        if deadline is not None:
             delay = max(0.0, deadline - self.clock.monotonic())
             self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
         self._timer_at = None
-        now = self.clock.monotonic()
-        self._apply(self.device.tick(now))
+        if not self._down:
+            self._apply(self.device.tick(self.clock.monotonic()))
 
     def _arm_lost_timer(self) -> None:
         """Between RPC connections, run the lost-peer removals ourselves."""
         self._cancel_lost_timer()
         deadline = self.controller.next_deadline()
-        if deadline is None or self._closed:
+        if deadline is None or self._down:
             return
         delay = max(0.0, deadline - self.clock.monotonic())
 
@@ -452,6 +460,7 @@ class Tailnet:
 
     async def _teardown(self) -> None:
         self._stop.set()
+        self._down = True
         # run_on_rpc sends disconnect{}, waits up to disconnect_timeout for the hang-up, returns.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._rpc_done.wait(), self.disconnect_timeout + 2.0)
