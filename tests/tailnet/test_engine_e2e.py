@@ -179,10 +179,20 @@ async def client_reaches_agent_through_derp(short_tmp: Path) -> list[bytes]:
         opened = disco.open_message(cd.private, reply)
         assert opened is not None and opened[0] == agent_disco
         assert opened[1] == disco.Pong(tx, ipaddress.IPv4Address("127.3.3.40"), 999)
-        # ...but not from a disco key coordination never told us about.
+        # ...but not from a disco key coordination never told us about, and CallMeMaybe is ignored.
         stranger = keys.DiscoKey.generate()
         rig.bridge.send_derp(engine.device.public_key, disco.seal_message(
             stranger.private, stranger.public, agent_disco, disco.Ping(os.urandom(12))))
+        rig.bridge.send_derp(engine.device.public_key, disco.seal_message(
+            cd.private, cd.public, agent_disco, disco.CallMeMaybe(((ipaddress.IPv4Address("192.0.2.1"), 41641),))))
+        # A barrier: one more Ping; DERP keeps order, so its Pong must be the only answer.
+        tx2 = os.urandom(12)
+        rig.bridge.send_derp(engine.device.public_key, disco.seal_message(cd.private, cd.public, agent_disco,
+                                                                          disco.Ping(tx2)))
+        _, reply = await asyncio.wait_for(rig.bridge.disco.get(), t(10))
+        opened = disco.open_message(cd.private, reply)
+        assert opened is not None and isinstance(opened[1], disco.Pong) and opened[1].tx_id == tx2
+        assert rig.bridge.disco.empty()
 
         # Status: home region, DERP state, the peer's handshake and bytes; never a key.
         st = engine.status()
@@ -199,7 +209,6 @@ async def client_reaches_agent_through_derp(short_tmp: Path) -> list[bytes]:
         assert counter(rig.registry, "coder_agent_tailnet_packets_total", direction="out") >= 4
         assert counter(rig.registry, "coder_agent_tailnet_bytes_total", direction="in") > 0
         assert counter(rig.registry, "coder_agent_tailnet_handshakes_total") >= 1
-        assert rig.bridge.disco.empty()  # the stranger got no Pong
 
         # The client leaves gracefully: DISCONNECTED removes the peer; its packets get no answer.
         await rig.client.disconnect()
