@@ -126,3 +126,17 @@ async def test_derp_map_update_rehomes_and_republishes() -> None:
             await engine.close()
             await asyncio.wait_for(run, t(10))
             await conn.close()
+
+
+def test_manifest_inputs() -> None:
+    from coder_agent.rpc.proto import agent_pb2
+    from coder_agent.tailnet.engine import manifest_inputs
+
+    agent_id = uuid.uuid4()
+    m = agent_pb2.Manifest(agent_id=agent_id.bytes, derp_force_websockets=True)
+    assert manifest_inputs(m) is None  # no DERP map: no tailnet
+    m.derp_map.CopyFrom(dstailnet.default_derp_map("http://127.0.0.1:3000"))
+    got = manifest_inputs(m)
+    assert got is not None and got.agent_id == agent_id
+    assert got.flags == Flags(derp_force_websockets=True, disable_direct_connections=False)
+    assert got.derp_map.derp_region_ids() == [999]

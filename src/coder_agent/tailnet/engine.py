@@ -81,10 +81,10 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter
 
     from ..agentrpc.connection import RpcClient
-    from ..rpc.proto import tailnet_pb2
+    from ..rpc.proto import agent_pb2, tailnet_pb2
     from ..rpc.transport import YamuxConnection
 
-__all__ = ["PERSISTENT_KEEPALIVE", "Flags", "Tailnet"]
+__all__ = ["PERSISTENT_KEEPALIVE", "Flags", "ManifestInputs", "Tailnet", "manifest_inputs"]
 
 PERSISTENT_KEEPALIVE: Final = 25.0
 DISCONNECT_TIMEOUT: Final = 5.0
@@ -98,6 +98,26 @@ class Flags:
 
     derp_force_websockets: bool = False
     disable_direct_connections: bool = False
+
+
+@dataclass(frozen=True)
+class ManifestInputs:
+    """What the engine takes from a manifest."""
+
+    agent_id: uuid.UUID
+    derp_map: DerpMap
+    flags: Flags
+
+
+def manifest_inputs(m: agent_pb2.Manifest) -> ManifestInputs | None:
+    """The engine's inputs from an RPC manifest, or None when it carries no DERP region (then
+    there is no tailnet, as Go). ValueError if ``agent_id`` is not 16 bytes."""
+    derp_map = DerpMap.from_proto(m.derp_map)
+    if not derp_map.derp_region_ids():
+        return None
+    return ManifestInputs(uuid.UUID(bytes=m.agent_id), derp_map,
+                          Flags(derp_force_websockets=m.derp_force_websockets,
+                                disable_direct_connections=m.disable_direct_connections))
 
 
 @dataclass
