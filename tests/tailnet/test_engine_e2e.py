@@ -34,7 +34,7 @@ from coder_agent.rpc.transport import YamuxConnection
 from coder_agent.tailnet import disco, keys, packet
 from coder_agent.tailnet.derpclient import DialOptions
 from coder_agent.tailnet.derpmap import DerpMap
-from coder_agent.tailnet.engine import Flags, Tailnet
+from coder_agent.tailnet.engine import PERSISTENT_KEEPALIVE, Flags, Tailnet
 
 from ..conftest import apoll, t
 from .derpbridge import CoordClient, DerpBridge, Kind
@@ -254,6 +254,15 @@ async def test_lost_coordination_keeps_the_peer_until_lost_timeout(short_tmp: Pa
         [peer] = rig.engine.status()["peers"]
         assert peer["lost"] is True
         assert await rig.ping(count=1), "a lost peer must keep working"
+        # A new RPC connection: the coordinator sends the client's node again; it is no longer lost.
+        conn = await dial_agent(rig.ds, rig.ds.agent)
+        run = asyncio.ensure_future(rig.engine.run_on_rpc(RpcClient(conn, "2.8", set())))
+        await apoll(lambda: rig.engine.status()["peers"] and not rig.engine.status()["peers"][0]["lost"], timeout=10)
+        assert rig.engine.device.peers[rig.wg.public_key].persistent_keepalive == PERSISTENT_KEEPALIVE
+        await conn.close()
+        await asyncio.wait_for(run, t(10))
+        assert rig.engine.status()["peers"][0]["lost"] is True
+        assert rig.engine.device.peers[rig.wg.public_key].persistent_keepalive is None
         await apoll(lambda: not rig.engine.status()["peers"], timeout=lost_timeout + 10)
         assert not rig.engine.device.peers
         assert not await rig.ping(count=1, wait=2)

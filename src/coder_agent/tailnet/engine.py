@@ -67,7 +67,6 @@ from .coordination import (
     LOST_TIMEOUT,
     CoordinationController,
     CoordinationEvent,
-    PeerLost,
     RemovePeer,
     UpsertPeer,
     run_coordination,
@@ -118,6 +117,20 @@ def manifest_inputs(m: agent_pb2.Manifest) -> ManifestInputs | None:
     return ManifestInputs(uuid.UUID(bytes=m.agent_id), derp_map,
                           Flags(derp_force_websockets=m.derp_force_websockets,
                                 disable_direct_connections=m.disable_direct_connections))
+
+
+class _Controller(CoordinationController):
+    """The coordination controller, also reporting a lost peer that comes back: its NODE update
+    changes nothing WireGuard cares about, so the base controller emits no event, but the engine
+    must know (status, persistent keepalive)."""
+
+    def receive_response(self, resp: tailnet_pb2.CoordinateResponse, now: float) -> list[CoordinationEvent]:
+        lost = [pid for pid, p in self.peers.items() if p.lost]
+        events = super().receive_response(resp, now)
+        upserted = {e.peer_id for e in events if isinstance(e, UpsertPeer)}
+        back = [self.peers[pid].upsert() for pid in lost
+                if pid in self.peers and not self.peers[pid].lost and pid not in upserted]
+        return [*events, *back]
 
 
 @dataclass
@@ -204,9 +217,9 @@ class Tailnet:
         cidrs = [f"{a}/128" for a in self.addresses]
         self.device = Device(self._node.private, self.timers,
                              wall_offset=self.clock.now().timestamp() - self.clock.monotonic())
-        self.controller = CoordinationController(node_id=keys.node_id(agent_id), node_key=self._node.public,
-                                                 disco_key=self._disco.public, addresses=cidrs,
-                                                 lost_timeout=self.lost_timeout)
+        self.controller: CoordinationController = _Controller(
+            node_id=keys.node_id(agent_id), node_key=self._node.public, disco_key=self._disco.public,
+            addresses=cidrs, lost_timeout=self.lost_timeout)
         self.derp = DerpManager(self._node.private, self._dial, self._on_derp, clock=self.clock)
         self.derp.set_map(rewrite_default_relay(self._raw_map, self.coder_url))
         self._peers: dict[uuid.UUID, _Peer] = {}
@@ -311,13 +324,18 @@ class Tailnet:
                     self._by_key.pop(peer.node_key, None)
                     self.device.remove_peer(peer.node_key)
                     self.log.info("tailnet peer removed", peer=str(ev.peer_id), reason=ev.reason)
-            elif isinstance(ev, PeerLost):
-                peer = self._peers.get(ev.peer_id)
-                if peer is not None and not peer.lost:
-                    peer.lost = True
-                    if peer.handshook:
-                        self.device.add_peer(peer.node_key, peer.allowed_ips, None)
-                    self.log.info("tailnet peer lost by the coordinator; kept for now", peer=str(ev.peer_id))
+        # "lost" follows the controller: PeerLost sets it; a NODE for a lost peer clears it even
+        # when nothing else changed (then the controller emits no UpsertPeer).
+        for peer in self._peers.values():
+            state = self.controller.peers.get(peer.peer_id)
+            if state is not None and state.lost != peer.lost:
+                peer.lost = state.lost
+                keepalive = PERSISTENT_KEEPALIVE if peer.handshook and not peer.lost else None
+                self.device.add_peer(peer.node_key, peer.allowed_ips, keepalive)
+                if peer.lost:
+                    self.log.info("tailnet peer lost by the coordinator; kept for now", peer=str(peer.peer_id))
+                else:
+                    self.log.info("tailnet peer back", peer=str(peer.peer_id))
         self._reschedule()
 
     def _upsert(self, ev: UpsertPeer) -> None:
@@ -327,14 +345,14 @@ class Tailnet:
             self.device.remove_peer(old.node_key)
             old = None
         peer = _Peer(ev.peer_id, ev.node_key, ev.disco_key, ev.allowed_ips, ev.preferred_derp,
+                     lost=old.lost if old is not None else False,
                      handshook=old.handshook if old is not None else False)
         self._peers[ev.peer_id] = peer
         self._by_key[ev.node_key] = peer
-        self.device.add_peer(ev.node_key, ev.allowed_ips, PERSISTENT_KEEPALIVE if peer.handshook else None)
+        keepalive = PERSISTENT_KEEPALIVE if peer.handshook and not peer.lost else None
+        self.device.add_peer(ev.node_key, ev.allowed_ips, keepalive)
         if old is None:
             self.log.info("tailnet peer added", peer=str(ev.peer_id), derp_region=ev.preferred_derp)
-        elif old.lost:
-            self.log.info("tailnet peer back", peer=str(ev.peer_id))
 
     # ---- DERP → device ---------------------------------------------------------------------------
 
