@@ -32,9 +32,18 @@ Coordination: the session layer calls :meth:`Tailnet.run_on_rpc` once per agent 
 connection; it runs the Coordinate stream and the DERP-map subscription until either ends and
 returns why. Peer actions: NODE adds/updates a WireGuard peer (its key, allowed IPs; its home
 region remembered), DISCONNECTED removes it, LOST keeps it until 15 min after its last
-handshake (the device reports handshakes to the controller). A peer that handshook is given
-the 25 s persistent keepalive until it is lost (Go keeps alive only recently active peers).
-Between RPC connections the lost-peer timers are run by the engine's own timer.
+handshake (the device reports handshakes to the controller); a NODE for a lost peer makes it
+found again. A peer that handshook has the 25 s persistent keepalive while it is not lost (Go
+keeps alive only recently active peers). Between RPC connections the lost-peer timers are run
+by the engine's own timer.
+
+Wiring (the session layer): build one engine from :func:`manifest_inputs` of the first manifest
+that has DERP regions; per agent RPC connection run :meth:`Tailnet.run_on_rpc` next to the other
+routines (its return is a routine ending: redial); pass later manifests to :meth:`Tailnet.update`;
+on shutdown :meth:`Tailnet.close` *before* closing the RPC connection, so ``disconnect{}`` goes out.
+
+Not done here: no periodic re-probe of DERP latency (Go's netcheck re-runs every ~20-26 s); the
+home region and ``derp_latency`` are measured at start and on every DERP map change.
 
 :meth:`Tailnet.update` takes a later manifest: the same agent id updates the DERP map and
 flags in place; a new agent id (reinit) tears everything down (graceful coordination stop,
@@ -467,8 +476,9 @@ class Tailnet:
     # ---- later manifests, shutdown -------------------------------------------------------------------
 
     async def update(self, agent_id: uuid.UUID, derp_map: DerpMap, flags: Flags) -> None:
-        """A later manifest. Same agent id: the DERP map and flags change in place (a change of
-        ``derp_force_websockets`` applies from each region's next dial). New agent id (reinit):
+        """A later manifest. Same agent id: the DERP map and flags change in place
+        (``derp_force_websockets`` turned on applies from each region's next dial; turned off,
+        to regions dialled from now on, since WebSocket stays sticky per region). New agent id (reinit):
         everything is torn down and built again with new keys and addresses; the running
         :meth:`run_on_rpc` returns "stopped" and the caller runs it again on its connection."""
         if self._closed:
