@@ -18,7 +18,7 @@ from coder_agent.tailnet.derpmap import DerpMap
 from coder_agent.tailnet.engine import Flags, Tailnet
 
 from ..conftest import apoll, t
-from .test_engine_e2e import dial_agent
+from .test_engine_e2e import dial_agent, two_region_map
 
 
 def cidrs(agent_id: uuid.UUID) -> list[str]:
@@ -93,8 +93,6 @@ async def publish_close_and_reinit() -> None:
 async def test_derp_map_update_rehomes_and_republishes() -> None:
     """A new map on StreamDERPMaps is applied in place: probed again, the home follows
     ``region_score``, and the node is published again with the new home and latencies."""
-    from coder_agent.rpc.proto import tailnet_pb2
-
     agent = DevAgent()
     async with DevServer(agents=[agent]) as ds:
         ts = dstailnet.server(ds)
@@ -108,15 +106,7 @@ async def test_derp_map_update_rehomes_and_republishes() -> None:
             await apoll(lambda: agent_id in view.nodes, timeout=20)
             assert view.nodes[agent_id].preferred_derp == 999
             # A second region (a plain, non-embedded one at the same relay) scored far better.
-            m = tailnet_pb2.DERPMap()
-            m.CopyFrom(ts.derp_map)
-            node = m.regions[999].nodes[0]
-            other = m.regions[1000]
-            other.region_id, other.region_code, other.region_name = 1000, "other", "Other"
-            other.nodes.add(name="1000a", region_id=1000, host_name=node.host_name, derp_port=node.derp_port,
-                            stun_port=-1, force_http=node.force_http)
-            m.home_params.region_score[999] = 100.0
-            m.home_params.region_score[1000] = 0.01
+            m = two_region_map(ts.derp_map)
             ts.set_derp_map(m)
             await apoll(lambda: view.nodes[agent_id].preferred_derp == 1000, timeout=20)
             assert set(view.nodes[agent_id].derp_latency) == {"999-v4", "1000-v4"}

@@ -61,6 +61,21 @@ async def dial_agent(ds: DevServer, agent: DevAgent) -> YamuxConnection:
     return YamuxConnection(ws, client=True)
 
 
+def two_region_map(base: tailnet_pb2.DERPMap) -> tailnet_pb2.DERPMap:
+    """``base`` (the devserver's embedded region 999) plus region 1000 at the same relay, scored
+    so that 1000 wins the home choice."""
+    m = tailnet_pb2.DERPMap()
+    m.CopyFrom(base)
+    node = m.regions[999].nodes[0]
+    other = m.regions[1000]
+    other.region_id, other.region_code, other.region_name = 1000, "other", "Other"
+    other.nodes.add(name="1000a", region_id=1000, host_name=node.host_name, derp_port=node.derp_port,
+                    stun_port=-1, force_http=node.force_http)
+    m.home_params.region_score[999] = 100.0
+    m.home_params.region_score[1000] = 0.01
+    return m
+
+
 def random_client_address() -> ipaddress.IPv6Address:
     return ipaddress.IPv6Address(keys.TAILSCALE_SERVICE_PREFIX.network_address.packed[:6] + os.urandom(10))
 
@@ -266,3 +281,21 @@ async def test_lost_coordination_keeps_the_peer_until_lost_timeout(short_tmp: Pa
         await apoll(lambda: not rig.engine.status()["peers"], timeout=lost_timeout + 10)
         assert not rig.engine.device.peers
         assert not await rig.ping(count=1, wait=2)
+
+
+async def test_packets_to_a_peer_go_through_its_home_region(short_tmp: Path) -> None:
+    """Our home moves to region 1000; the client stays on 999: what we send it leaves through a
+    second DERP connection to 999 (the peer's preferred_derp)."""
+    async with make_rig(short_tmp) as rig:
+        ts = dstailnet.server(rig.ds)
+        ts.set_derp_map(two_region_map(ts.derp_map))
+        view = ts.view
+        await apoll(lambda: view.nodes[rig.agent_id].preferred_derp == 1000, timeout=20)
+        await apoll(lambda: rig.engine.derp.regions[1000].state == "connected", timeout=10)
+        sent_999, sent_1000 = rig.engine.derp.regions[999].sent, rig.engine.derp.regions[1000].sent
+        assert await rig.ping(count=2), rig.wg.log()
+        assert rig.engine.derp.regions[999].sent > sent_999
+        assert rig.engine.derp.regions[1000].sent == sent_1000
+        st = rig.engine.status()
+        assert st["home_region"] == 1000
+        assert {(r["region_id"], r["preferred"]) for r in st["derp_regions"]} == {(999, False), (1000, True)}
