@@ -181,7 +181,16 @@ async def client_reaches_agent_through_derp(short_tmp: Path) -> list[bytes]:
         hdr, payload = packet.parse(syns[0])
         assert hdr.next_header == packet.NH_TCP and hdr.dst == engine.addresses[0].packed
         assert int.from_bytes(payload[2:4], "big") == 22 and payload[13] & 0x02  # SYN to port 22
+        # A failing handler costs the packet, not the DERP connection it runs in.
+        def broken(_p: bytes) -> None:
+            raise RuntimeError("handler bug")
+
+        engine.on_ip_packet = broken
+        await wg.ans(sys.executable, "-c", TCP_CLIENT, str(engine.addresses[0]), "1")
         engine.on_ip_packet = None
+        assert engine.dropped_no_handler >= 1
+        assert await rig.ping(count=1)
+        assert engine.derp.regions[999].connections == 1
 
         # A disco Ping over DERP from the client's disco key gets a Pong over DERP.
         agent_disco = keys.disco_from_wire(node.disco)

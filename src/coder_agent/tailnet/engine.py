@@ -70,7 +70,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from ..clock import Clock, SystemClock
-from ..log import get_logger
+from ..log import Collapse, get_logger
 from . import disco, keys, packet
 from .coordination import (
     LOST_TIMEOUT,
@@ -195,6 +195,7 @@ class Tailnet:
         self.on_ip_packet: IpPacketHandler | None = None
         """Where decrypted packets that are not our own TSMP/ICMPv6 go (part 2: TCP)."""
         self.dropped_no_handler = 0
+        self._handler_errors = Collapse(self.log)
         self._base_dial = dial
         self._dial = self._dial_for(self.flags)
         self._raw_map = derp_map
@@ -405,7 +406,12 @@ class Tailnet:
             if reply is not None:
                 self.send_ip(reply)
             elif self.on_ip_packet is not None:
-                self.on_ip_packet(p)
+                try:
+                    self.on_ip_packet(p)
+                except Exception as e:  # a handler bug must not cut the DERP connection it runs in
+                    self.dropped_no_handler += 1
+                    self._handler_errors.error("tailnet packet handler failed", type(e).__name__,
+                                               error=str(e) or type(e).__name__)
             else:
                 self.dropped_no_handler += 1
         self._reschedule()
