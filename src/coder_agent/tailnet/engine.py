@@ -67,7 +67,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..clock import Clock, SystemClock
 from ..log import Collapse, get_logger
@@ -88,16 +88,23 @@ from .wireguard import Device, HandshakeComplete, HandshakeFailed, Result, Timer
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter
 
-    from ..agentrpc.connection import RpcClient
     from ..rpc.proto import agent_pb2, tailnet_pb2
     from ..rpc.transport import YamuxConnection
 
-__all__ = ["PERSISTENT_KEEPALIVE", "Flags", "ManifestInputs", "Tailnet", "manifest_inputs"]
+__all__ = ["PERSISTENT_KEEPALIVE", "Flags", "ManifestInputs", "RpcConnection", "Tailnet", "manifest_inputs"]
 
 PERSISTENT_KEEPALIVE: Final = 25.0
 DISCONNECT_TIMEOUT: Final = 5.0
 
 IpPacketHandler = Callable[[bytes], None]
+
+
+class RpcConnection(Protocol):
+    """The agent RPC connection as the session layer holds it (``agentrpc.RpcClient`` fits; the
+    engine does not import the session layer)."""
+
+    @property
+    def conn(self) -> YamuxConnection: ...
 
 
 @dataclass(frozen=True)
@@ -275,7 +282,7 @@ class Tailnet:
 
     # ---- the RPC connection ---------------------------------------------------------------------
 
-    async def run_on_rpc(self, rpc: RpcClient | YamuxConnection) -> str:
+    async def run_on_rpc(self, rpc: RpcConnection | YamuxConnection) -> str:
         """Coordinate and follow DERP maps on one agent RPC connection until either stream ends
         (returns why; the caller redials with the connection) or :meth:`close` (returns
         "stopped"). Call it once per connection, never twice at once."""
@@ -285,11 +292,14 @@ class Tailnet:
         self._coordinating = True
         self._rpc_done.clear()
         self._cancel_lost_timer()
+        from ..rpc.transport import YamuxConnection
+
+        conn = rpc if isinstance(rpc, YamuxConnection) else rpc.conn
         stop = self._stop
-        coord = asyncio.ensure_future(run_coordination(rpc, self.controller, self._on_coordination, stop=stop,
+        coord = asyncio.ensure_future(run_coordination(conn, self.controller, self._on_coordination, stop=stop,
                                                        disconnect_timeout=self.disconnect_timeout,
                                                        clock=self.clock))
-        maps = asyncio.ensure_future(run_derp_map_subscriber(rpc, self._on_derp_map))
+        maps = asyncio.ensure_future(run_derp_map_subscriber(conn, self._on_derp_map))
         try:
             done, _ = await asyncio.wait({coord, maps}, return_when=asyncio.FIRST_COMPLETED)
             if coord not in done:
