@@ -2,8 +2,8 @@
 
 One :class:`Tailnet` per agent (coder-tailnet.md §1–§6). It owns:
 
-* the process's node key (WireGuard static key = DERP identity) and disco key, generated when
-  the engine is built (never persisted), and the agent's two /128 addresses;
+* a node key (WireGuard static key = DERP identity) and a disco key, generated when the engine
+  is built and again on reinit (never persisted), and the agent's two /128 addresses;
 * a sans-I/O WireGuard :class:`~.wireguard.Device`, driven by one event-loop timer armed
   exactly at :meth:`Device.next_deadline` after every call into the device (an idle device
   arms nothing: no periodic wake-ups);
@@ -42,9 +42,6 @@ that has DERP regions; per agent RPC connection run :meth:`Tailnet.run_on_rpc` n
 routines (its return is a routine ending: redial); pass later manifests to :meth:`Tailnet.update`;
 on shutdown :meth:`Tailnet.close` *before* closing the RPC connection, so ``disconnect{}`` goes out.
 
-Not done here: no periodic re-probe of DERP latency (Go's netcheck re-runs every ~20-26 s); the
-home region and ``derp_latency`` are measured at start and on every DERP map change.
-
 :meth:`Tailnet.update` takes a later manifest: the same agent id updates the DERP map and
 flags in place; a new agent id (reinit) tears everything down (graceful coordination stop,
 DERP closed) and comes up again with new keys and addresses (Go builds a new ``tailnet.Conn``).
@@ -57,6 +54,9 @@ peers with last handshake and bytes, never keys); Prometheus counters on the reg
 tunnel, and ``coder_agent_tailnet_handshakes_total``). One log line per state change (up,
 peer added/removed/lost, a peer's first handshake, handshake failures, down), never per packet;
 keys never logged.
+
+Not done here: no periodic re-probe of DERP latency (Go's netcheck re-runs every ~20-26 s); the
+home region and ``derp_latency`` are measured at start and on every DERP map change.
 """
 
 from __future__ import annotations
