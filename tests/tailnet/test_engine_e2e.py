@@ -308,3 +308,18 @@ async def test_packets_to_a_peer_go_through_its_home_region(short_tmp: Path) -> 
         st = rig.engine.status()
         assert st["home_region"] == 1000
         assert {(r["region_id"], r["preferred"]) for r in st["derp_regions"]} == {(999, False), (1000, True)}
+
+
+async def test_traffic_resumes_after_the_relay_restarts(short_tmp: Path) -> None:
+    """The relay says Restarting and cuts everyone: the engine redials as told and the
+    client's traffic (same WireGuard session) flows again."""
+    async with make_rig(short_tmp) as rig:
+        assert await rig.ping(count=1), rig.wg.log()
+        handshakes = rig.engine.status()["peers"][0]["handshakes"]
+        relay(rig.ds).restart(reconnect_in=0.2, try_for=10)
+        await apoll(lambda: rig.engine.derp.regions[999].connections == 2
+                    and rig.engine.derp.regions[999].state == "connected", timeout=20)
+        await apoll(lambda: rig.bridge.mgr.regions[999].connections == 2
+                    and rig.bridge.mgr.regions[999].state == "connected", timeout=20)
+        assert await rig.ping(count=2), rig.wg.log()
+        assert rig.engine.status()["peers"][0]["handshakes"] == handshakes  # the session survived
