@@ -39,7 +39,7 @@ from .clock import Clock, SystemClock
 from .coderapi.client import CoderClient, FixedToken, TokenFile, TokenProvider
 from .config import Settings
 from .controlplane import ConnState, ControlPlane
-from .errors import CoderAgentError, ConfigError
+from .errors import CoderAgentError, ConfigError, NotAuthenticated
 from .lifecycle import Lifecycle
 from .localapi import LocalAPI, json_response
 from .log import Redactor, get_logger
@@ -364,6 +364,8 @@ class Daemon:
                     new_session()  # log sources are registered again by the new session
                 try:
                     await self.tokens.refresh()  # instance identity: a new token; token file: re-read
+                except NotAuthenticated:  # the token provider has said why
+                    self.log.debug("waiting for authentication; the session will retry")
                 except CoderAgentError as e:
                     # The new session's connection loop retries with its own backoff.
                     self.log.warning("re-authentication failed; the session will retry",
