@@ -314,3 +314,12 @@ async def test_retry_now_skips_the_backoff(ms: MetadataServer, ids: DevServer) -
         prov.retry_now()
         assert await prov.refresh() == agent(ids, "azure").token
         assert len(clock.sleeps) == 1
+
+
+def test_not_authenticated_is_retried_and_names_no_server_text() -> None:
+    refused = AuthError(409, "Multiple agents found with instance ID \"i-1\".", method="POST",
+                        path=AWS.exchange_path)
+    e = NotAuthenticated(refused)
+    assert classify(e) is Decision.RETRY  # never FATAL: a log batch or app status is not dropped for it
+    assert e.refused and e.cause is refused and "Multiple agents" not in str(e)
+    assert not NotAuthenticated(MetadataError("http://169.254.169.254", "connect", "refused")).refused
