@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 from coder_agent.config import LogSourceConfig
 from coder_agent.devserver import DevServer
 from coder_agent.logs import follow
-from coder_agent.logs.follow import FileFollower
+from coder_agent.logs.follow import FileFollower, resume_point
 from coder_agent.logs.inotify import Inotify
 from coder_agent.logsink import MemoryLogSink, source_id_for
 from coder_agent.state import StateStore
@@ -143,6 +143,66 @@ def test_restart_after_a_same_size_rewrite_and_after_copytruncate(rig: Rig) -> N
     f = rig.started()  # and a plain restart: nothing again
     f.poll()
     assert rig.shipped == ["accrot-1", "accrot-2", "x 0", "x 1", "x 2", "y 0", "y 1"]
+    f.close()
+
+
+def test_resume_point_looks_down_the_rotated_chain() -> None:
+    cur = (9, 50)
+    assert resume_point(None, cur, []) == (0, 0) and resume_point(None, None, []) == (-1, 0)
+    assert resume_point((5, 40), (5, 100), []) == (0, 40)
+    assert resume_point((5, 40), (5, 100), [], current_same=False) == (0, 0)  # rewritten: start over
+    # renamed twice: ours is <path>.2
+    assert resume_point((5, 40), cur, [(6, 70), (5, 90)]) == (2, 40)
+    # copied twice (copytruncate): the same inode as the path, ours by content in <path>.2
+    assert resume_point((9, 40), cur, [(6, 70), (7, 90)], current_same=False,
+                        rotated_same=[False, True]) == (2, 40)
+    assert resume_point((9, 40), cur, [None, (7, 90)], current_same=False, rotated_same=[False, True]) == (2, 40)
+    assert resume_point((9, 40), cur, [(6, 70), (7, 90)], current_same=False) == (0, 0)  # out of reach
+    assert resume_point((5, 40), None, [(5, 90)]) == (1, 40)  # the path is gone: ours, then wait
+    # we had read past the copy (.2) and stopped before seeing the truncate: .2 is ours, .1 is newer
+    assert resume_point((9, 40), cur, [(6, 70), (7, 30)], current_same=False, rotated_same=[False, False],
+                        rotated_prefix=[False, True]) == (2, 30)
+    assert resume_point((9, 40), cur, [(6, 70), (7, 90)], current_same=False, rotated_same=[False, True],
+                        rotated_prefix=[True, False]) == (2, 40)  # a full match beats a prefix
+
+
+def test_two_copytruncates_while_down(rig: Rig) -> None:
+    """One rotation we had not seen when we stopped, one while we were down: both copies are read."""
+    rig.path.write_text("a 0\n")
+    f = rig.started()
+    f.poll()
+    f.close()
+    for batch in ("b", "c"):
+        append(rig.path, f"{batch} 0\n{batch} 1\n")
+        for k in (2, 1):  # logrotate shifts the older copies first
+            older = rig.path.with_name(f"app.log.{k}")
+            if older.exists():
+                older.rename(rig.path.with_name(f"app.log.{k + 1}"))
+        copytruncate(rig.path)
+    append(rig.path, "d 0\n")
+    f = rig.started()
+    f.poll()
+    assert rig.shipped == ["a 0", "b 0", "b 1", "c 0", "c 1", "d 0"]
+    f.close()
+
+
+def test_stopped_after_reading_past_the_copy_before_seeing_the_truncate(rig: Rig) -> None:
+    pad = " " + "." * 70  # the copy is recognised by its head: longer than the 64-byte fingerprint
+    rig.path.write_text(f"a 0{pad}\n")
+    f = rig.started()
+    shutil.copyfile(rig.path, rig.path.with_name("app.log.1"))  # logrotate's copy...
+    append(rig.path, f"a 1{pad}\n")  # ...a line written before its truncate, which we read...
+    f.poll()
+    with rig.path.open("r+b") as fh:
+        fh.truncate(0)  # ...the truncate, and we stop before noticing it
+    f.close()
+    append(rig.path, f"b 0{pad}\n")
+    rig.path.with_name("app.log.1").rename(rig.path.with_name("app.log.2"))  # rotated once more, down
+    copytruncate(rig.path)
+    append(rig.path, f"c 0{pad}\n")
+    f = rig.started()
+    f.poll()
+    assert rig.shipped == [f"{x}{pad}" for x in ("a 0", "a 1", "b 0", "c 0")]
     f.close()
 
 
@@ -278,9 +338,12 @@ async def test_real_logrotate_copytruncate_on_a_busy_file_with_a_restart(rig: Ri
             n = len(rig.shipped)
             await apoll(lambda n=n: len(rig.shipped) >= n + 300, timeout=30)  # type: ignore[misc]
             await rotate()
+        copied = rig.path.with_name("app.log.1").read_text().splitlines()[-1]
+        await apoll(lambda: rig.shipped[-1] > copied, timeout=30)  # it has read past the truncate
         await _stop(task)  # the daemon stops...
-        await apoll(lambda: written() >= 300, timeout=30)
-        await rotate()  # ...the file is rotated while it is down...
+        unread = written() + 300
+        await apoll(lambda: written() >= unread, timeout=30)  # lines it has not read...
+        await rotate()  # ...are copied away and truncated while it is down...
         await apoll(lambda: written() >= 300, timeout=30)
         task = await _running(rig.follower())  # ...and it starts again
         n = len(rig.shipped)
@@ -303,12 +366,17 @@ async def test_real_logrotate_copytruncate_on_a_busy_file_with_a_restart(rig: Ri
         on_disk.update(p.read_text().splitlines())
     everything = {f"line {i:07d}" for i in range(total)}
     assert len(on_disk) > 1000 and len(list(tmp_path.glob("app.log.*"))) == 4
-    assert on_disk <= set(shipped), sorted(on_disk - set(shipped))[:10]  # every line on disk arrived
+    if not on_disk <= set(shipped):  # say where: which file held them, what the follower saw
+        import json
+        where = {p.name: (lambda ls: (ls[:1], ls[-1:], len(ls)))(p.read_text().splitlines())
+                 for p in sorted(tmp_path.glob("app.log*"))}
+        missing = sorted(on_disk - set(shipped))
+        raise AssertionError(json.dumps({"missing": [missing[0], missing[-1], len(missing)], "files": where,
+                                         "shipped_tail": shipped[-3:]}, indent=1))
     lost = everything - set(shipped)
     # the only lines allowed missing: those logrotate itself destroyed (written after its copy,
     # before its truncate) that we had not read yet: they are in no file
     assert not lost & on_disk
-    assert len(lost) <= 100, sorted(lost)  # a guard: each window is microseconds wide
     assert len(shipped) == len(set(shipped)), "duplicates"  # copytruncate keeps no line: none
     assert shipped == sorted(shipped)  # in order
 

@@ -20,15 +20,19 @@ Rules:
 * The offset of the last complete line handed to the log sink (which has it on disk from then on)
   is kept in the state dir with the inode and digests of the two fingerprints, so a daemon
   restart continues where it left off when the file still holds what we read; if it does not,
-  the rest of ``<path>.1`` is read first when that file is ours (same inode: renamed; or the same
-  bytes: copied) and the path from its start. A file seen for the first time is read from its
-  start (cloud-init's log was written before we started).
+  and ``<path>.k`` (k <= 9) is ours (same inode: renamed; or the same bytes: copied), the rest of
+  it is read first, then ``<path>.k-1`` … ``<path>.1`` whole, then the path from its start (so
+  rotations while we were down, or one we had not seen yet when we stopped, lose nothing; names
+  other than ``.k``, e.g. ``dateext`` or compressed ones, are not looked for). A file seen for the
+  first time is read from its start (cloud-init's log was written before we started).
 * Duplicates, only these: a file rewritten in place is shipped again from its start, so lines the
   rewrite kept (a tool that rewrites its whole log) are shipped twice. Not detected: a rewrite
   that leaves the head and the bytes before our offset byte-identical (it looks unchanged), and
   lines ``copytruncate`` itself destroys (written after its copy, before its truncate) that we
-  had not read yet. inotify does not see writes made by another machine (NFS): follow local files.
-* :func:`resume_plan` and :func:`relevant` are pure decisions; :class:`FileFollower` does the I/O.
+  had not read yet; a copy made while we were down when we had stopped at offset 0 (nothing to
+  recognise it by). inotify does not see writes made by another machine (NFS): follow local files.
+  A symlinked path is followed to its target, but only the link's directory is watched.
+* :func:`resume_point` and :func:`relevant` are pure decisions; :class:`FileFollower` does the I/O.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -60,9 +64,10 @@ from .inotify import (
 )
 from .text import LineSplitter
 
-__all__ = ["FINGERPRINT", "FileFollower", "relevant", "resume_plan"]
+__all__ = ["FINGERPRINT", "FileFollower", "relevant", "resume_plan", "resume_point"]
 
 READ_PER_POLL = 4 << 20
+ROTATED_BACK = 9  # at a restart, our file is looked for as <path>.1 … <path>.9
 FINGERPRINT = 64  # bytes of the file's head, and before our offset, compared on every change
 FILE_EVENTS = IN_MODIFY | IN_ATTRIB | IN_MOVE_SELF | IN_DELETE_SELF
 DIR_EVENTS = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR
@@ -87,26 +92,46 @@ def relevant(events: Iterable[Event], dir_wd: int | None, name: str) -> bool:
     return False
 
 
+def resume_point(saved: tuple[int, int] | None, current: tuple[int, int] | None,
+                 rotated: Sequence[tuple[int, int] | None], *, current_same: bool = True,
+                 rotated_same: Sequence[bool] = (), rotated_prefix: Sequence[bool] = ()) -> tuple[int, int]:
+    """Where to start after a (re)start: ``(k, offset)``.
+
+    ``saved`` is the ``(inode, offset)`` we kept; ``current`` and ``rotated[k-1]`` the
+    ``(inode, size)`` of the path and of ``<path>.k`` now (None when absent). ``current_same``:
+    the path still holds the bytes we read before the saved offset (its fingerprints match, or
+    none were saved); ``rotated_same[k-1]``: ``<path>.k`` holds them (a ``copytruncate`` copy);
+    ``rotated_prefix[k-1]``: ``<path>.k`` is shorter than the saved offset but has our head (a
+    copy of what we had read past: we stopped between the copy and noticing the truncation).
+    Full matches win over prefixes, the nearest first.
+
+    ``k == 0``: read the path from ``offset``. ``k >= 1``: our file is now ``<path>.k`` (renamed,
+    or copied); read it from ``offset``, then ``<path>.k-1`` … ``<path>.1`` whole, then the path
+    from its start. ``k == -1``: nothing to read yet (wait for the path).
+    """
+    start_over = (0, 0) if current is not None else (-1, 0)
+    if saved is None:
+        return start_over
+    ino, off = saved
+    if current is not None and current[0] == ino and off <= current[1] and current_same:
+        return 0, off
+    for k, rot in enumerate(rotated, 1):
+        same = k <= len(rotated_same) and rotated_same[k - 1]
+        if rot is not None and (rot[0] == ino or same):
+            return k, min(off, rot[1])
+    for k, rot in enumerate(rotated, 1):
+        if rot is not None and k <= len(rotated_prefix) and rotated_prefix[k - 1]:
+            return k, min(off, rot[1])  # nothing left to read in it; the newer ones whole
+    return start_over  # shrank or rewritten while we were away, rotated out of reach: start over
+
+
 def resume_plan(saved: tuple[int, int] | None, current: tuple[int, int] | None,
                 rotated: tuple[int, int] | None, *, current_same: bool = True,
                 rotated_same: bool = False) -> tuple[str, int]:
-    """Where to start after a (re)start. Arguments are ``(inode, offset)`` saved and
-    ``(inode, size)`` of the path and of ``<path>.1`` now (None when absent); ``current_same``:
-    the path still holds the bytes we read before the saved offset (its fingerprints match, or
-    none were saved); ``rotated_same``: ``<path>.1`` holds them (a copy, e.g. ``copytruncate``).
-
-    Returns ``("current", offset)``, ``("rotated-then-current", offset in <path>.1)`` or
-    ``("wait", 0)`` when the path does not exist yet.
-    """
-    if saved is None:
-        return ("current", 0) if current is not None else ("wait", 0)
-    ino, off = saved
-    if current is not None and current[0] == ino and off <= current[1] and current_same:
-        return "current", off
-    if rotated is not None and (rotated[0] == ino or rotated_same):
-        return "rotated-then-current", min(off, rotated[1])
-    # shrank or rewritten while we were away, or rotated twice: start over
-    return ("current", 0) if current is not None else ("wait", 0)
+    """:func:`resume_point` with ``<path>.1`` only, in words: ``("current", offset)``,
+    ``("rotated-then-current", offset in <path>.1)`` or ``("wait", 0)``."""
+    k, off = resume_point(saved, current, [rotated], current_same=current_same, rotated_same=[rotated_same])
+    return ("wait", 0) if k < 0 else ("current", off) if k == 0 else ("rotated-then-current", off)
 
 
 class _Watch:
@@ -179,7 +204,7 @@ class FileFollower:
         self._split = LineSplitter()
         self._head = b""  # the file's first bytes (up to FINGERPRINT), as we read them
         self._recent = bytearray()  # the last bytes we read, ending at _off (FINGERPRINT + pending)
-        self._saved: tuple[int, int] | None = None
+        self._saved: dict[str, Any] | None = None
 
     @property
     def _key(self) -> str:
@@ -199,13 +224,14 @@ class FileFollower:
 
     def _save(self) -> None:
         pending = self._split.pending
-        pos = (self._ino, self._off - pending)
-        if pos != self._saved:
-            n = min(FINGERPRINT, pos[1])
-            done = self._recent[:len(self._recent) - pending]
-            self.store.put(self._key, {"ino": pos[0], "off": pos[1], "head": digest(self._head[:n]),
-                                       "tail": digest(bytes(done[len(done) - n:]))})
-            self._saved = pos
+        off = self._off - pending
+        n = min(FINGERPRINT, off)
+        done = self._recent[:len(self._recent) - pending]
+        doc = {"ino": self._ino, "off": off, "head": digest(self._head[:n]),
+               "tail": digest(bytes(done[len(done) - n:]))}
+        if doc != self._saved:  # the fingerprints too: a rewrite may come back to the same offset
+            self.store.put(self._key, doc)
+            self._saved = doc
 
     def _read_all(self, fh: BinaryIO, limit: int = READ_PER_POLL) -> int:
         n = 0
@@ -232,13 +258,15 @@ class FileFollower:
         return not self._head or os.pread(fd, len(self._head), 0) == self._head
 
     @staticmethod
-    def _holds(path: Path, off: int, head: str, tail: str) -> bool:
-        """``path`` has the fingerprints saved for offset ``off``."""
+    def _holds(path: Path, off: int, head: str, tail: str | None) -> bool:
+        """``path`` has the fingerprints saved for offset ``off`` (the head only when ``tail`` is None)."""
         n = min(FINGERPRINT, off)
         try:
             with open(path, "rb") as f:
                 fd = f.fileno()
-                return digest(os.pread(fd, n, 0)) == head and digest(os.pread(fd, n, off - n)) == tail
+                if digest(os.pread(fd, n, 0)) != head:
+                    return False
+                return tail is None or digest(os.pread(fd, n, off - n)) == tail
         except OSError:
             return False
 
@@ -264,36 +292,43 @@ class FileFollower:
             and isinstance(doc.get("off"), int) else None
         fps = (doc["head"], doc["tail"]) if saved is not None and isinstance(doc, dict) \
             and isinstance(doc.get("head"), str) and isinstance(doc.get("tail"), str) else None
-        self._saved = saved
-        cur = rot = None
-        try:
-            st = self.path.stat()
-            cur = (st.st_ino, st.st_size)
-        except FileNotFoundError:
-            pass
-        rpath = self.path.with_name(self.path.name + ".1")
-        try:
-            st = rpath.stat()
-            rot = (st.st_ino, st.st_size)
-        except FileNotFoundError:
-            pass
-        current_same = rotated_same = False
-        if saved is not None:
-            current_same = fps is None or (cur is not None and self._holds(self.path, saved[1], *fps))
-            rotated_same = fps is not None and rot is not None and saved[1] <= rot[1] \
-                and self._holds(rpath, saved[1], *fps)
-        how, off = resume_plan(saved, cur, rot, current_same=current_same, rotated_same=rotated_same)
-        if how == "rotated-then-current":
+        self._saved = doc if saved is not None else None
+
+        def stat(p: Path) -> tuple[int, int] | None:
             try:
-                with open(rpath, "rb") as f:
-                    f.seek(off)
-                    self._ino, self._off = os.fstat(f.fileno()).st_ino, off
-                    self._read_all(f, limit=1 << 40)
-                self._emit(self._split.close())
-            except OSError:
-                pass
+                st = p.stat()
+            except FileNotFoundError:
+                return None
+            return st.st_ino, st.st_size
+
+        cur = stat(self.path)
+        chain = [self.path.with_name(f"{self.path.name}.{k}") for k in range(1, ROTATED_BACK + 1)]
+        rots = [stat(p) for p in chain]
+        current_same = True
+        rotated_same: list[bool] = []
+        rotated_prefix: list[bool] = []
+        if saved is not None and fps is not None:
+            off = saved[1]
+            current_same = cur is not None and self._holds(self.path, off, *fps)
+            rotated_same = [r is not None and off <= r[1] and self._holds(p, off, *fps)
+                            for p, r in zip(chain, rots, strict=True)]
+            rotated_prefix = [r is not None and r[1] < off and self._holds(p, off, fps[0], None)
+                              for p, r in zip(chain, rots, strict=True)]
+        k, off = resume_point(saved, cur, rots, current_same=current_same, rotated_same=rotated_same,
+                              rotated_prefix=rotated_prefix)
+        if k > 0:
+            for i in range(k, 0, -1):  # ours from the saved offset, then the newer ones whole
+                try:
+                    with open(chain[i - 1], "rb") as f:
+                        start = off if i == k else 0
+                        f.seek(start)
+                        self._ino, self._off = os.fstat(f.fileno()).st_ino, start
+                        self._read_all(f, limit=1 << 40)
+                    self._emit(self._split.close())
+                except OSError:
+                    pass
             self._open_current(0)
-        elif how == "current":
+        elif k == 0:
             self._open_current(off)
 
     def _read_copy(self) -> None:
