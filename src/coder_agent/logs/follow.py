@@ -146,7 +146,11 @@ class _Watch:
         self.file_ino = 0
 
     def on_readable(self) -> None:
-        events = self.ino.read()
+        try:
+            events = self.ino.read()
+        except OSError:  # cannot say what changed: look
+            self.changed.set()
+            return
         for ev in events:
             if ev.mask & IN_IGNORED:  # that watch is gone (its inode deleted): armed again next step
                 if ev.wd == self.file_wd:
