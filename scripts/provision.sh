@@ -33,6 +33,8 @@ apt_install openssl util-linux iproute2 base-passwd
 # tailnet (tests/tailnet): Debian's wireguard-go + wg as the real WireGuard peer, its TUN link in a
 # network namespace (iproute2), ping -6 from there (iputils-ping)
 apt_install wireguard-go wireguard-tools iproute2 iputils-ping
+# followed log files (tests/logs/test_follow_rewrite.py): real `logrotate` for copytruncate rotation
+apt_install logrotate
 
 # --- devcontainers: a Docker engine, the test image, the Dev Containers CLI -----------------
 # The engine: scripts/start-dockerd.sh (installs docker.io, starts dockerd; a no-op when one

@@ -7,6 +7,7 @@ and each says what the user can do about it::
     ├── ConfigError              bad or missing setting; a restart cannot fix it (exit 78)
     ├── ApiError                 coderd answered with a non-success status and a codersdk.Response
     │   └── AuthError            the agent token was refused (401/403) or could not be obtained
+    ├── NotAuthenticated         no session token yet: the token provider failed (and reported why)
     ├── TransportError           no answer: DNS, TCP, TLS, timeout, dropped connection
     ├── ProtocolError            the peer broke the wire protocol (bad JSON, bad frame)
     ├── MetadataError            a cloud metadata service could not give an instance identity
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigError",
     "FeatureUnavailable",
     "MetadataError",
+    "NotAuthenticated",
     "ProtocolError",
     "TransportError",
 ]
@@ -102,6 +104,22 @@ class ApiError(CoderAgentError):
 
 class AuthError(ApiError):
     """The agent token was refused or could not be obtained; re-authenticate, then retry."""
+
+
+class NotAuthenticated(CoderAgentError):
+    """The instance-identity token provider could not obtain a session token; ``cause`` says why.
+
+    The provider owns that failure: it logs it (once per change of cause) and shows it in
+    ``status`` (``auth.last_error``). Whoever needed the token on the way (the agent RPC dial, the
+    reinit watcher, any request) gets this instead, whose text names no server words: it says
+    "waiting for authentication" at debug level and tries again; the provider paces the attempts.
+    ``refused`` is True when coderd refused the identity (401/404/409 on the exchange).
+    """
+
+    def __init__(self, cause: CoderAgentError) -> None:
+        self.cause = cause
+        self.refused = isinstance(cause, AuthError)
+        super().__init__("waiting for authentication")
 
 
 class TransportError(CoderAgentError):

@@ -27,6 +27,7 @@ from .errors import (
     ConfigError,
     FeatureUnavailable,
     MetadataError,
+    NotAuthenticated,
     ProtocolError,
     TransportError,
 )
@@ -118,6 +119,8 @@ def classify(error: BaseException) -> Decision:
         if error.status in _RETRY_STATUSES or error.status >= 500:
             return Decision.RETRY
         return Decision.FATAL
+    if isinstance(error, NotAuthenticated):  # the token provider paces its own attempts
+        return Decision.RETRY
     if isinstance(error, TransportError | MetadataError | ProtocolError | ConnectionError | TimeoutError):
         return Decision.RETRY
     if isinstance(error, ConfigError | FeatureUnavailable):

@@ -38,7 +38,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from .errors import CoderAgentError
+from .errors import CoderAgentError, NotAuthenticated
 from .lifecycle import Lifecycle, State
 from .log import get_logger
 from .tasks import reap
@@ -135,6 +135,8 @@ class SessionOwner:
                     fn()
                 try:
                     await self._refresh_token()  # instance identity: a new token; token file: re-read
+                except NotAuthenticated:  # the token provider has said why
+                    self.log.debug("waiting for authentication; the session will retry")
                 except CoderAgentError as e:
                     # The new session's connection loop retries with its own backoff.
                     self.log.warning("re-authentication failed; the session will retry", error=self._scrub(str(e)))

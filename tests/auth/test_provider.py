@@ -8,8 +8,8 @@ import os
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from coder_agent.coderapi.client import CoderClient
 from coder_agent.devserver import DevAgent, DevServer, Fault
 from coder_agent.devserver.identity import aws_signature, azure_signature, verify_google
 from coder_agent.devserver.metadata import MetadataServer
-from coder_agent.errors import ApiError, AuthError, MetadataError
+from coder_agent.errors import ApiError, AuthError, CoderAgentError, MetadataError, NotAuthenticated
 from coder_agent.log import Redactor
 from coder_agent.retry import Decision, classify
 
@@ -52,6 +52,22 @@ def logs(text: str) -> models.PatchLogs:
     return models.PatchLogs.model_validate(
         {"log_source_id": models.EXTERNAL_LOG_SOURCE_ID,
          "logs": [{"created_at": "2026-01-01T00:00:00Z", "output": text, "level": "info"}]})
+
+
+class Cause:
+    value: Any = None
+
+
+@contextmanager
+def raises_cause(kind: type[CoderAgentError]) -> Iterator[Cause]:
+    """The provider raises NotAuthenticated (no server words in its text); the cause is ``kind``."""
+    got = Cause()
+    with pytest.raises(NotAuthenticated) as e:
+        yield got
+    assert str(e.value) == "waiting for authentication"
+    assert isinstance(e.value.cause, kind), e.value.cause
+    assert e.value.refused == isinstance(e.value.cause, AuthError)
+    got.value = e.value.cause
 
 
 AGENT_OF = {AWS.method: "aws", AZURE.method: "azure", GOOGLE.method: "gcp"}
@@ -120,7 +136,7 @@ async def test_imds_status_is_an_error(path: str, status: int, body: str, step: 
                                        ms: MetadataServer, ids: DevServer) -> None:
     ms.fail(path, status, body)
     async with rig(AWS, ms, ids) as (prov, _, _):
-        with pytest.raises(MetadataError) as e:
+        with raises_cause(MetadataError) as e:
             await prov.token()
     assert e.value.stage == f"HTTP {status}" and e.value.url.endswith(path)
     assert prov.last_error == str(e.value)
@@ -132,7 +148,7 @@ async def test_imds_status_is_an_error(path: str, status: int, body: str, step: 
 async def test_imds_hang_times_out(ms: MetadataServer, ids: DevServer) -> None:
     ms.hang("/instance-identity/document")
     async with rig(AWS, ms, ids, metadata_timeout=0.3) as (prov, _, _):
-        with pytest.raises(MetadataError) as e:
+        with raises_cause(MetadataError) as e:
             async with asyncio.timeout(t(10)):
                 await prov.token()
     assert e.value.stage == "timeout" and "no answer within 0.3 s" in str(e.value)
@@ -144,7 +160,7 @@ async def test_metadata_unreachable_is_diagnosed(ids: DevServer) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once we leave: connection refused
     async with rig(GOOGLE, MetadataServer(), ids, endpoint=f"127.0.0.1:{port}") as (prov, _, _):
-        with pytest.raises(MetadataError) as e:
+        with raises_cause(MetadataError) as e:
             await prov.token()
     assert e.value.stage == "connect"
     assert e.value.url.startswith(f"http://127.0.0.1:{port}/computeMetadata/v1/")
@@ -154,7 +170,7 @@ async def test_metadata_unreachable_is_diagnosed(ids: DevServer) -> None:
 async def test_exchange_errors_verbatim(ms: MetadataServer, ids: DevServer) -> None:
     async def fails(**kw: Any) -> ApiError:
         async with rig(AWS, ms, ids, **kw) as (prov, _, _):
-            with pytest.raises(ApiError) as e:
+            with raises_cause(ApiError) as e:
                 await prov.token()
             assert prov.last_error == str(e.value)
         return e.value
@@ -190,7 +206,7 @@ async def test_backoff_bounds_on_fake_clock(ms: MetadataServer, ids: DevServer) 
 
     async with rig(AWS, ms, ids, clock=clock) as (prov, _, _):
         for _ in range(9):
-            with pytest.raises(ApiError):
+            with raises_cause(ApiError):
                 await prov.refresh()
         # the first attempt is immediate, each later one waits the backoff on the clock
         assert len(clock.sleeps) == 8
@@ -203,7 +219,7 @@ async def test_backoff_bounds_on_fake_clock(ms: MetadataServer, ids: DevServer) 
         assert len(clock.sleeps) == 9  # a success leaves no delay behind
         ids.add_fault(Fault(path="aws-instance-identity", status=500))
         for _ in range(2):
-            with pytest.raises(ApiError):
+            with raises_cause(ApiError):
                 await prov.refresh()
         assert len(clock.sleeps) == 10 and within(clock.sleeps[-1], 1)  # schedule restarted
     assert len(ids.requests_to(AWS.exchange_path)) == 9 + 1 + 1 + 2
@@ -214,11 +230,11 @@ async def test_errors_logged_once_per_change(ms: MetadataServer, ids: DevServer)
     async with rig(AWS, ms, ids, clock=FakeClock()) as (prov, _, _):
         with structlog.testing.capture_logs() as cap:
             for _ in range(3):
-                with pytest.raises(ApiError):
+                with raises_cause(ApiError):
                     await prov.refresh()
             ms.fail("/latest/api/token", 503, "busy", count=2)
             for _ in range(2):
-                with pytest.raises(MetadataError):
+                with raises_cause(MetadataError):
                     await prov.refresh()
             prov.agent_name = "aws"
             assert await prov.refresh() == agent(ids, "aws").token
@@ -286,13 +302,22 @@ async def test_retry_now_skips_the_backoff(ms: MetadataServer, ids: DevServer) -
     ms.fail("/metadata/attested", 500, "down", count=3)
     async with rig(AZURE, ms, ids, clock=clock) as (prov, _, _):
         for _ in range(2):
-            with pytest.raises(MetadataError):
+            with raises_cause(MetadataError):
                 await prov.refresh()
         assert len(clock.sleeps) == 1
         prov.retry_now()  # SIGHUP
-        with pytest.raises(MetadataError):
+        with raises_cause(MetadataError):
             await prov.refresh()
         assert len(clock.sleeps) == 1
         prov.retry_now()
         assert await prov.refresh() == agent(ids, "azure").token
         assert len(clock.sleeps) == 1
+
+
+def test_not_authenticated_is_retried_and_names_no_server_text() -> None:
+    refused = AuthError(409, "Multiple agents found with instance ID \"i-1\".", method="POST",
+                        path=AWS.exchange_path)
+    e = NotAuthenticated(refused)
+    assert classify(e) is Decision.RETRY  # never FATAL: a log batch or app status is not dropped for it
+    assert e.refused and e.cause is refused and "Multiple agents" not in str(e)
+    assert not NotAuthenticated(MetadataError("http://169.254.169.254", "connect", "refused")).refused

@@ -326,3 +326,66 @@ async def test_unwritable_record_still_reinits_once_with_dedupe_in_memory(
     assert h.watcher.status()["last_claim"]["owner_id"] == "owner-a"  # from memory
     warned = [e for e in logs if e["event"] == "cannot record the handled claim; dedupe is in memory only"]
     assert len(warned) == 1, [e["event"] for e in logs]
+
+
+class RefusedThenOk:
+    """A token provider whose identity exchange is refused (coderd's 409 on the exchange, not on
+    /me/reinit) ``failures`` times, then yields the agent's token."""
+
+    method = "aws-instance-identity"
+
+    def __init__(self, token: str, failures: int) -> None:
+        self._token = token
+        self.failures = failures
+        self.calls = 0
+
+    async def token(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            from coder_agent.errors import AuthError, NotAuthenticated
+            refused = AuthError(409, "Multiple agents found with instance ID \"i-1\". Set CODER_AGENT_NAME",
+                                method="POST", path="/api/v2/workspaceagents/aws-instance-identity")
+            raise NotAuthenticated(refused)
+        return self._token
+
+    refresh = token
+
+
+async def test_refused_exchange_is_not_the_reinit_409_and_waits_on_the_auth_policy(
+    prebuild_ds: DevServer, reinit_hub: ReinitHub, tmp_path: Path
+) -> None:
+    """Issue 19: the exchange's 409 must not stop reinit watching; the watcher waits for
+    authentication (debug, no server text) on the auth backoff, then watches and handles a claim."""
+    from coder_agent.auth import IDENTITY
+
+    tokens = RefusedThenOk(prebuild_ds.agent.token, failures=4)
+    clock = FakeClock()
+    reinits: list[str] = []
+
+    async def reinitialize(reason: str) -> None:
+        reinits.append(reason)
+
+    client = CoderClient(prebuild_ds.url, tokens)
+    try:
+        w = ReinitWatcher(client, StateStore(tmp_path / "state"), reinitialize, ping_interval=PING, clock=clock)
+        with capture_logs() as logs:
+            task = asyncio.create_task(w.run())
+            try:
+                await apoll(lambda: w.state == "watching")
+                reinit_hub.claim("owner-after-auth")
+                await apoll(lambda: reinits == ["prebuild_claimed"])
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        await client.aclose()
+    assert w.stopped_reason == "" and w.status()["state"] != "not_applicable"
+    assert tokens.calls >= 5 and len(clock.sleeps) >= 4
+    for n, delay in enumerate(clock.sleeps[:4], 1):  # the auth policy's schedule, not the stream's
+        base = min(IDENTITY.cap, IDENTITY.initial * IDENTITY.factor ** (n - 1))
+        assert base * (1 - IDENTITY.jitter) - 1e-9 <= delay <= base + 1e-9, clock.sleeps
+    waiting = [e for e in logs if e["event"] == "waiting for authentication"]
+    assert len(waiting) == 4 and all(e["log_level"] == "debug" for e in waiting)
+    assert not any("Multiple agents" in str(e) for e in logs)
+    assert not any(e["log_level"] in ("warning", "error") for e in logs), logs

@@ -16,7 +16,9 @@ Rules (coder-agent-rpc.md §1, §2.4, §6.17, §6.18):
   (coderd answers 401 until the build finishes). The token is refreshed (file re-read, instance
   identity re-exchanged) before the dial that follows a 401/403 and before every redial after a
   session ended; dns/connect/5xx failures keep it, so an outage does not hammer a cloud metadata
-  service. SIGHUP (``wait_retry_now``) skips the wait.
+  service. SIGHUP (``wait_retry_now``) skips the wait. When no token can be obtained at all
+  (:class:`~coder_agent.errors.NotAuthenticated`) the token provider has reported why; this loop
+  says only "waiting for authentication" (debug) and the state "auth: waiting for authentication".
 * Liveness: the transport answers the server's yamux pings itself; we ping too, every
   ``ping_interval`` s, and a missing answer within ``ping_timeout`` s ends the connection.
 * ``controlplane`` (transport "rpc") always says where we are; failures carry a staged
@@ -39,7 +41,15 @@ from google.protobuf.message import DecodeError, Message
 
 from .. import __version__
 from ..controlplane import ConnState
-from ..errors import ApiError, AuthError, CoderAgentError, FeatureUnavailable, ProtocolError, TransportError
+from ..errors import (
+    ApiError,
+    AuthError,
+    CoderAgentError,
+    FeatureUnavailable,
+    NotAuthenticated,
+    ProtocolError,
+    TransportError,
+)
 from ..log import Collapse, get_logger
 from ..retry import CONNECT, Backoff
 from ..rpc import drpc
@@ -151,6 +161,8 @@ def stage_of(error: BaseException) -> str:
         return "http"
     if isinstance(error, TransportError):
         return error.stage
+    if isinstance(error, NotAuthenticated):
+        return "auth"
     if isinstance(error, DeadPeerError):
         return "session"
     return "session"
@@ -254,8 +266,9 @@ class ConnectionLoop:
                     continue
                 # A refused token: get a fresh one (re-read the file, re-exchange the identity) for
                 # the next try. Other failures keep it, so an outage does not hammer the metadata service.
+                refused = isinstance(e, AuthError) or (isinstance(e, NotAuthenticated) and e.refused)
                 refresh = isinstance(e, AuthError)
-                if refresh and self._refused_too_long():
+                if refused and self._refused_too_long():
                     return
                 await self._failed(e, "cannot connect to coderd; retrying")
                 continue
@@ -320,8 +333,12 @@ class ConnectionLoop:
     async def _failed(self, e: BaseException, event: str) -> None:
         text = self.parts.redactor.scrub(diagnosis(e))
         self.parts.controlplane.set(ConnState.FAILING, text)
-        self._collapse.error(event, text, error=text, url=self.parts.settings.url)
-        await self._wait(self.backoff.next_delay())
+        delay = self.backoff.next_delay()
+        if isinstance(e, NotAuthenticated):  # the token provider logged the cause (once per change)
+            self.log.debug("waiting for authentication", retry_in=round(delay, 3))
+        else:
+            self._collapse.error(event, text, error=text, url=self.parts.settings.url)
+        await self._wait(delay)
 
     async def _wait(self, delay: float) -> None:
         if self._closing:

@@ -5,8 +5,9 @@ Rules:
 * ``token()`` returns the cached session token, obtaining one first when there is none;
   ``refresh()`` always fetches a fresh identity and re-exchanges it (the caller does this before
   every dial of the control-plane connection, and :class:`~coder_agent.coderapi.CoderClient`
-  does it once when coderd answers 401). Both raise on failure; nothing is sent with an empty
-  token.
+  does it once when coderd answers 401). Both raise :class:`~coder_agent.errors.NotAuthenticated`
+  on failure (the cause in ``.cause``, its text "waiting for authentication"); nothing is sent
+  with an empty token.
 * One attempt at a time: concurrent callers share the attempt in flight.
 * Attempts are paced by the provider itself, whoever calls: after a failure the next attempt
   waits out a capped, jittered backoff (:data:`IDENTITY`) on the injected clock; a success resets
@@ -16,7 +17,10 @@ Rules:
   agents) become :class:`~coder_agent.errors.AuthError` carrying the server's message verbatim
   (the retry classifier says "re-authenticate, then retry"); 5xx stay ApiError (retry);
   metadata failures are MetadataError naming the step, URL and what failed (retry).
-* Each distinct failure is logged once (``log.Collapse``), then once on recovery.
+* This provider owns the failure: each distinct cause is logged once (``log.Collapse``), then
+  once on recovery, and ``last_error`` shows it in ``status``. Callers that hit it on the way
+  (the agent RPC dial, the reinit watcher, requests) only say "waiting for authentication" at
+  debug level: one refused exchange is one report, not three.
 * The session token never reaches a log, an error or ``last_error``: ``on_new_token`` registers
   it with the daemon's redactor, and ``last_error`` passes through ``scrub``.
 """
@@ -32,7 +36,7 @@ import httpx
 
 from ..clock import Clock, SystemClock
 from ..coderapi.client import transport_error
-from ..errors import ApiError, AuthError, CoderAgentError, MetadataError
+from ..errors import ApiError, AuthError, CoderAgentError, MetadataError, NotAuthenticated
 from ..log import Collapse, get_logger
 from ..retry import Backoff, RetryPolicy
 from .flows import Cloud, Flow, MetadataReply, base_url, exchange_body, session_token_from
@@ -116,7 +120,10 @@ class InstanceIdentityProvider:
             # retrieved here so an attempt whose callers all gave up is not reported as unhandled
             self._inflight.add_done_callback(lambda f: f.cancelled() or f.exception())
         # shield: a caller giving up must not cancel the attempt others are waiting on
-        return await asyncio.shield(self._inflight)
+        try:
+            return await asyncio.shield(self._inflight)
+        except CoderAgentError as e:  # reported by _attempt; the caller only waits for authentication
+            raise NotAuthenticated(e) from e
 
     def retry_now(self) -> None:
         """Let the next attempt start at once (SIGHUP / ``status --retry-now``)."""

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
-from ..errors import ApiError, AuthError, ProtocolError, TransportError
+from ..errors import ApiError, AuthError, NotAuthenticated, ProtocolError, TransportError
 from ..localapi import json_response
 from ..localapi.server import HTTPResponseError
 from ..log import get_logger
@@ -179,6 +179,9 @@ class GitAuth:
         scrub = self.parts.redactor.scrub
         if isinstance(e, AuthError):
             return HTTPResponseError(502, "coderd refused the agent's token.", scrub(str(e)))
+        if isinstance(e, NotAuthenticated):  # the cause is the auth component's: `coder-agent status`
+            return HTTPResponseError(502, "The agent has no session token yet.",
+                                     "waiting for authentication; `coder-agent status` shows why")
         if isinstance(e, ApiError):
             return HTTPResponseError(e.status if 400 <= e.status < 600 else 502, scrub(e.message),
                                      scrub(e.detail), e.validations or None)

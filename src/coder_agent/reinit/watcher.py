@@ -11,8 +11,13 @@ Rules (coder-agent-http.md §3; USER-PAIN 8, 9, 10, 24):
   so the same claim arrives again and again. Dedupe is durable (:mod:`.claim`): the record is
   written to the state dir *before* acting; a duplicate is skipped and the stream kept open (no
   reconnect loop). After acting we reconnect at once with the new token.
-* 409 is terminal: the workspace will never be re-initialised. Say it once, report health
-  "stopped" with the reason, and never ask again in this process.
+* 409 is terminal only as the answer of ``GET /me/reinit`` itself: the workspace will never be
+  re-initialised. Say it once, report health "stopped" with the reason, and never ask again in
+  this process.
+* No session token (the identity exchange refused — its 401/404/409 included — or the metadata
+  service down: :class:`~coder_agent.errors.NotAuthenticated`) is an auth problem, not an answer
+  of ours: the token provider reports it; we say "waiting for authentication" at debug level and
+  try again on the auth policy (:data:`~coder_agent.auth.IDENTITY`, the provider paces too).
 * Other failures: reconnect with the shared backoff (reset after a sustained success); a 401
   refreshes the token first; a status that retrying cannot fix (404 from an old coderd, 403 …)
   backs off slowly (30 s → 5 min) instead of hammering.
@@ -27,9 +32,10 @@ from typing import Any
 
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
+from ..auth.provider import IDENTITY
 from ..clock import Clock, SystemClock
 from ..coderapi.client import ME, CoderClient
-from ..errors import ApiError, CoderAgentError, ProtocolError, TransportError
+from ..errors import ApiError, CoderAgentError, NotAuthenticated, ProtocolError, TransportError
 from ..log import Collapse, get_logger
 from ..retry import CONNECT, Backoff, Decision, RetryPolicy, classify
 from ..service import Health
@@ -109,12 +115,18 @@ class ReinitWatcher:
     async def run(self) -> None:
         backoff = Backoff(CONNECT)
         slow = Backoff(SLOW)
+        auth = Backoff(IDENTITY)
         while True:
             self.state = "connecting" if self.connections == 0 else "reconnecting"
             try:
                 claim = await self._watch_once(backoff)
+            except NotAuthenticated:  # the token provider reports the cause; not ours to repeat
+                delay = auth.next_delay()
+                self.health.set("degraded", "reinit stream: waiting for authentication")
+                self._log.debug("waiting for authentication", retry_in=round(delay, 3))
             except ApiError as e:
-                if e.status == 409:
+                auth.reset()
+                if e.status == 409 and e.method == "GET" and e.path == REINIT_PATH:
                     await self._stop_for_good(e)
                     return
                 text = self._scrub(str(e))
@@ -125,11 +137,13 @@ class ReinitWatcher:
                 delay = slow.next_delay() if decision is Decision.FATAL else backoff.next_delay()
                 self._fail(text, delay)
             except CoderAgentError as e:  # transport failures, dropped/silent streams, bad events
+                auth.reset()
                 delay = backoff.next_delay()
                 self._fail(self._scrub(str(e)), delay)
             else:
                 slow.reset()
                 backoff.reset()
+                auth.reset()
                 await self._act(claim)
                 continue  # reconnect at once: the new session may have a new token
             await self._clock.sleep(delay)
