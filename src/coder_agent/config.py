@@ -92,6 +92,7 @@ class Settings(BaseModel):
     prometheus_address: str = "127.0.0.1:2112"
     devcontainers_enable: bool = True
     devcontainers_discovery: bool = True
+    tailnet_enable: bool = True
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     tls_ca_file: Path | None = None
@@ -194,6 +195,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("devcontainers_discovery", "--devcontainers-project-discovery-enable",
             "CODER_AGENT_DEVCONTAINERS_PROJECT_DISCOVERY_ENABLE", "devcontainers.discovery", "bool",
             help="discover devcontainer.json files in git projects"),
+    Setting("tailnet_enable", "--tailnet-enable", "CODER_AGENT_TAILNET_ENABLE", "tailnet.enable", "bool",
+            help="join Coder's tailnet when the manifest carries a DERP map (SSH, apps, ports)"),
     Setting("log_format", "--log-format", "CODER_AGENT_LOG_FORMAT", "log_format", help="console | json"),
     Setting("log_level", "--log-level", "CODER_AGENT_LOG_LEVEL", "log_level", help="debug | info | warn | error"),
     Setting("tls_ca_file", "--tls-ca-file", "CODER_AGENT_TLS_CA_FILE", "tls.ca_file", "path",

@@ -55,7 +55,7 @@ from .state import StateStore
 from .status import StatusRegistry
 
 if TYPE_CHECKING:
-    from .agentrpc.parts import AgentParts, AppStatusSwitch
+    from .agentrpc.parts import AgentParts, AppStatusSwitch, NetworkRoutine
     from .manifest import Manifest
 
 __all__ = ["EXIT_AUTH", "EXIT_CONFIG", "EXIT_OK", "Daemon"]
@@ -268,7 +268,8 @@ class Daemon:
 
     # composition -------------------------------------------------------------------------
 
-    def agent_parts(self, app_status: AppStatusSwitch | None = None) -> AgentParts:
+    def agent_parts(self, app_status: AppStatusSwitch | None = None,
+                    network: NetworkRoutine | None = None) -> AgentParts:
         """What the agent RPC capability uses (also how tests build an AgentSession)."""
         from .agentrpc.parts import AgentParts
 
@@ -278,7 +279,7 @@ class Daemon:
             status=self.status_keys, child_env=self.child_env, priority=self.child_priority,
             wait_retry_now=self.wait_retry_now,
             auth_refused=lambda reason: self.exit_with(EXIT_AUTH, reason), app_status=app_status,
-            metrics=self.metrics,
+            metrics=self.metrics, network=network,
         )
 
     def compose(self) -> None:
@@ -287,7 +288,7 @@ class Daemon:
         Imports each capability here, so start-up stays lazy. Order matters only where one
         capability offers another something: the log pipeline first (everyone writes to it),
         the app-status service before the agent session (which switches its transport)."""
-        from . import agentrpc, appstatus, devcontainers, gitauth, logs, ports, reinit, scripts
+        from . import agentrpc, appstatus, devcontainers, gitauth, logs, ports, reinit, scripts, tailnet
 
         s, api, status = self.settings, self.local_api, self.status_keys
         api.route("GET", "/api/v0/status", self._status_handler)
@@ -301,6 +302,7 @@ class Daemon:
         self.session.on_new_session(pipeline.new_session)  # log sources are registered again by the new session
         app_status = appstatus.make_service(client=self.client, store=self.store, clock=self.clock,
                                             scrub=self.redactor.scrub, metrics=self.metrics, manifests=self.manifests)
+        network = tailnet.make_network(settings=s, clock=self.clock, metrics=self.metrics, status=status)
         groups: list[list[Service]] = [
             logs.setup(pipeline, settings=s, store=self.store, routes=api, status=status),
             scripts.setup(settings=s, clock=self.clock, sink=pipeline, child_env=self.child_env,
@@ -312,7 +314,7 @@ class Daemon:
             devcontainers.setup(settings=s, store=self.store, sink=pipeline, manifests=self.manifests,
                                 child_env=self.child_env, priority=self.child_priority, routes=api, status=status),
             # the agent session takes over the session and the control-plane state
-            agentrpc.setup(self.agent_parts(app_status=app_status), routes=api),
+            agentrpc.setup(self.agent_parts(app_status=app_status, network=network), routes=api),
             reinit.setup(settings=s, client=self.client, store=self.store, clock=self.clock,
                          manifests=self.manifests, reinitialize=self.session.reinitialize,
                          refresh_token=self.tokens.refresh, scrub=self.redactor.scrub, status=status),

@@ -24,10 +24,11 @@ if TYPE_CHECKING:
     from ..manifest import Manifest
     from ..metrics import Metrics
     from ..procprio import ChildPriority
+    from ..rpc.proto import agent_pb2
     from ..sessionowner import SessionOwner
     from ..status import StatusRegistry
 
-__all__ = ["AgentParts", "AppStatusSwitch"]
+__all__ = ["AgentParts", "AppStatusSwitch", "NetworkRoutine"]
 
 
 class AppStatusSwitch(Protocol):
@@ -37,6 +38,21 @@ class AppStatusSwitch(Protocol):
     def transport(self) -> AppStatusTransport: ...
 
     def set_transport(self, transport: AppStatusTransport) -> None: ...
+
+
+class NetworkRoutine(Protocol):
+    """The workspace's network (the tailnet capability), run beside the session's routines.
+
+    ``serve`` runs once per agent RPC connection, after that connection's manifest: it returns at
+    once when there is nothing to run (tailnet off, no DERP map), otherwise runs until the
+    connection's streams end and then raises, so the connection is redialed (as every routine
+    of Go's agent). ``close`` is the graceful stop (coordination ``disconnect{}``), called at
+    shutdown while the connection is still up; a later ``serve`` starts over (reinit).
+    """
+
+    async def serve(self, rpc: object, manifest: agent_pb2.Manifest) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -55,4 +71,5 @@ class AgentParts:
     wait_retry_now: Callable[[float], Awaitable[None]]  # a sleep that SIGHUP cuts short
     auth_refused: Callable[[str], None]  # credentials refused for auth_exit_after: the daemon exits (77)
     metrics: Metrics | None = None  # RPC round-trip histogram
+    network: NetworkRoutine | None = None  # the tailnet, served on every connection
     app_status: AppStatusSwitch | None = None

@@ -188,6 +188,14 @@ class AgentSession:
             self.set_lifecycle(State.STARTING)
         self.set_lifecycle(State.SHUTTING_DOWN)
         # Cancelling a start phase also ends its cron loops.
+        if self.parts.network is not None:  # disconnect{} while the connection is still up
+            try:
+                async with asyncio.timeout(self.final_wait):
+                    await self.parts.network.close()
+            except TimeoutError:
+                self.log.warning("tailnet stop timed out", timeout=self.final_wait)
+            except Exception as e:
+                self.log.warning("tailnet did not stop cleanly", error=str(e))
         await reap(self._stoppable, self._start_watch, self._start_task, self._local_task)
         # One stop phase for every known script (manifest's, if any, and ours): it stops what still
         # runs, then runs the run_on_stop scripts in parallel within the budget, then flushes logs.
@@ -243,9 +251,11 @@ class AgentSession:
             self.app_status.detach(client)
 
     async def _stop_routines(self, client: RpcClient) -> None:
-        await self._fetch_manifest(client)
+        raw = await self._fetch_manifest(client)
         self._begin_start()
         async with asyncio.TaskGroup() as tg:
+            if self.parts.network is not None:
+                tg.create_task(self.parts.network.serve(client, raw))
             tg.create_task(self._optional(self._metadata_loop(client)))
             tg.create_task(self._optional(self._app_health_loop(client)))
             tg.create_task(self._optional(self._stats_loop(client)))
@@ -255,7 +265,7 @@ class AgentSession:
         with contextlib.suppress(FeatureUnavailable):
             await coro
 
-    async def _fetch_manifest(self, client: RpcClient) -> None:
+    async def _fetch_manifest(self, client: RpcClient) -> agent_pb2.Manifest:
         raw = await client.call("GetManifest", agent_pb2.GetManifestRequest(), agent_pb2.Manifest)
         converted = convert(raw, home=self._home)
         m = converted.manifest
@@ -271,6 +281,7 @@ class AgentSession:
         self.parts.manifests.publish(Manifest.model_validate(m))
         self.log.info("manifest received", agent=m["agent_name"], scripts=len(m["scripts"]), apps=len(m["apps"]),
                       metadata=len(m["metadata"]), fetch=self.manifest_fetches)
+        return raw
 
     # ---- lifecycle and scripts -----------------------------------------------------------
 

@@ -17,11 +17,12 @@ from .app import DevServer
 from .state import DevAgent
 
 
-async def _main(host: str, port: int, token: str | None, derp_refuse_upgrade: bool = False) -> None:
+async def _main(host: str, port: int, token: str | None, derp_refuse_upgrade: bool = False,
+                tailnet: bool = False) -> None:
     agent = DevAgent(apps=[{"slug": "claude-code"}])
     if token:
         agent.token = token
-    async with DevServer(host, port, agents=[agent]) as ds:
+    async with DevServer(host, port, agents=[agent], tailnet=tailnet) as ds:
         derp.relay(ds).refuse_raw = derp_refuse_upgrade
         print(json.dumps({"url": ds.url, "token": agent.token, "agent_id": agent.id}), flush=True)
         stop = asyncio.Event()
@@ -39,8 +40,10 @@ def main() -> None:
     p.add_argument("--token", default=None, help="the agent token to accept (default: a random UUID)")
     p.add_argument("--derp-refuse-upgrade", action="store_true",
                    help="answer /derp's 'Upgrade: DERP' with 426 so DERP clients fall back to WebSocket")
+    p.add_argument("--tailnet", action="store_true",
+                   help="put the DERP map into the manifest, so the agent joins the tailnet")
     a = p.parse_args()
-    asyncio.run(_main(a.host, a.port, a.token, a.derp_refuse_upgrade))
+    asyncio.run(_main(a.host, a.port, a.token, a.derp_refuse_upgrade, a.tailnet))
 
 
 if __name__ == "__main__":

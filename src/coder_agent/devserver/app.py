@@ -58,8 +58,11 @@ class DevServer:
     """Run with ``async with DevServer() as ds:``; ``ds.url`` is the base URL."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, agents: list[DevAgent] | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, tailnet: bool = False) -> None:
         self.host = host
+        # Put the DERP map into the manifest, so the agent joins the tailnet (a real coderd always
+        # does; off by default so that tests not about the tunnel do not run one).
+        self.tailnet = tailnet
         self.port = port
         self.state = DevState(agents=agents if agents is not None else [DevAgent()])
         self.ssl_context = ssl_context  # serve HTTPS (tests of TLS verification)

@@ -317,7 +317,12 @@ class _Service:
         return resp.SerializeToString()
 
     async def get_manifest(self, _: agent_pb2.GetManifestRequest) -> Message:
-        return build_manifest(self.agent)
+        m = build_manifest(self.agent)
+        if self.ds.tailnet:
+            from . import tailnet
+
+            m.derp_map.CopyFrom(tailnet.server(self.ds).derp_map)
+        return m
 
     async def get_service_banner(self, _: Any) -> Message:
         return agent_pb2.ServiceBanner(enabled=False)
