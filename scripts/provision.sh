@@ -29,6 +29,9 @@ apt_install git openssh-client openssh-server
 # the HTTPS devserver; mount (util-linux) puts the log dir on a small tmpfs; iproute2 gives `ss`;
 # the user `nobody` (base-passwd) is the "other user" of the socket test
 apt_install openssl util-linux iproute2 base-passwd
+# userspace TCP against the kernel's (tests/tailnet/test_tcp_kernel.py): iproute2 (ip netns, tc),
+# procps (sysctl), iptables (ip6tables' statistic match drops 1% where the kernel has no sch_netem)
+apt_install iproute2 procps iptables
 
 # --- devcontainers: a Docker engine, the test image, the Dev Containers CLI -----------------
 # The engine: scripts/start-dockerd.sh (installs docker.io, starts dockerd; a no-op when one

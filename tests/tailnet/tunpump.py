@@ -149,9 +149,10 @@ class Pump:
         self._flush()
 
     def _on_timer(self) -> None:
+        # asyncio may run a timer up to its clock resolution early: the deadline is what is due
+        now = max(self.loop.time(), self._timer_at or 0.0)
         self._timer = None
         self._timer_at = None
-        now = self.loop.time()
         self._dispatch(self.stack.handle_timers(now), now)
         self._flush()
 

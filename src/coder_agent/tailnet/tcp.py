@@ -332,8 +332,8 @@ def _unwrap(wire: int, ref: int) -> int:
 
 class _Conn:
     __slots__ = (
-        "backoff", "blocked", "ca_acc", "cwnd", "dupacks", "fin_at", "fin_queued", "in_recovery", "irs", "iss",
-        "ka_at", "ka_idle", "ka_probes", "key", "last_rx", "max_snd_wnd", "mss", "ooo", "ooo_bytes", "peer_fin",
+        "ack_sent", "backoff", "blocked", "ca_acc", "cwnd", "dupacks", "fin_at", "fin_queued", "in_recovery", "irs",
+        "iss", "ka_at", "ka_idle", "ka_probes", "key", "last_rx", "max_snd_wnd", "mss", "ooo", "ooo_bytes", "peer_fin",
         "persist", "rcv_adv", "rcv_nxt", "rcv_ws", "recover", "req_at", "retries", "rto", "rtt_seq", "rtt_time",
         "rttvar", "rtx_at", "snd_buf_seq", "snd_max", "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd",
         "snd_ws", "sndbuf", "srtt", "ssthresh", "state", "timer_at", "tw_at", "unconsumed", "ws_ok",
@@ -359,6 +359,7 @@ class _Conn:
         self.irs = 0
         self.rcv_nxt = 0
         self.rcv_adv = 0
+        self.ack_sent = 0
         self.unconsumed = 0
         self.ooo: dict[int, bytes] = {}
         self.ooo_bytes = 0
@@ -679,7 +680,9 @@ class TcpStack:
         return w
 
     def _packet(self, key: ConnKey, seq: int, ack: int, flags: int, window: int, options: bytes = b"",
-                payload: bytes = b"") -> None:
+                payload: bytes = b"", conn: _Conn | None = None) -> None:
+        if conn is not None:
+            conn.ack_sent = ack
         seg = encode_segment(key.local_addr, key.remote_addr, key.local_port, key.remote_port, seq, ack, flags,
                              window, options, payload)
         self._out.append(build_ipv6(key.local_addr, key.remote_addr, PROTO_TCP, seg, self.config.hop_limit))
@@ -689,7 +692,7 @@ class TcpStack:
 
     def _send_ctl(self, conn: _Conn, flags: int, seq: int) -> None:
         self._ack_pending.pop(conn.key, None)
-        self._packet(conn.key, seq, conn.rcv_nxt, flags, self._window_field(conn))
+        self._packet(conn.key, seq, conn.rcv_nxt, flags, self._window_field(conn), conn=conn)
 
     def _ack_now(self, conn: _Conn) -> None:
         # SND.MAX, not SND.NXT: after an RTO rewinds SND.NXT, an ACK numbered below what the peer
@@ -703,7 +706,7 @@ class TcpStack:
             opts += bytes((1, 3, 3, conn.rcv_ws))
         flags = SYN | (ACK if passive else 0)
         self._packet(conn.key, conn.iss, conn.rcv_nxt if passive else 0, flags, self._window_field(conn, syn=True),
-                     opts)
+                     opts, conn=conn)
         conn.snd_nxt = conn.snd_max = conn.iss + 1
         if conn.retries == 0:
             conn.rtt_seq = conn.iss + 1
@@ -724,7 +727,7 @@ class TcpStack:
                 flags |= FIN
                 used += 1
         self._ack_pending.pop(conn.key, None)
-        self._packet(conn.key, seq, conn.rcv_nxt, flags, self._window_field(conn), b"", payload)
+        self._packet(conn.key, seq, conn.rcv_nxt, flags, self._window_field(conn), b"", payload, conn)
         return used
 
     def _output(self, conn: _Conn, now: float) -> None:
@@ -1072,8 +1075,8 @@ class TcpStack:
                 self._deliver(conn, payload, events)
                 if conn.ooo:
                     self._drain_ooo(conn, events)
-                if had_hole:
-                    self._ack_now(conn)
+                if had_hole or conn.rcv_nxt - conn.ack_sent >= self.config.recv_buffer // 4:
+                    self._ack_now(conn)  # a filled hole, or a quarter window unacknowledged: say so now
                 else:
                     self._ack_pending[conn.key] = conn
             else:
