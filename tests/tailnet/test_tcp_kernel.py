@@ -22,7 +22,17 @@ from tests.conftest import t, unavailable
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from tunpump import ECHO, SERVER_IP, SINK, SOURCE, Pump, TunNamespace, missing_tools  # noqa: E402
+from tunpump import (  # noqa: E402
+    ECHO,
+    SERVER_IP,
+    SINK,
+    SLOW_SINK,
+    SLOW_SINK_PAUSE,
+    SOURCE,
+    Pump,
+    TunNamespace,
+    missing_tools,
+)
 
 pytestmark = pytest.mark.slow
 MB = 1 << 20
@@ -68,6 +78,16 @@ async def test_upload_download_and_echo_of_megabytes(tun: tuple[TunNamespace, Pu
     assert pump.stats.resets == []
     print(f"8 MiB up {8 / up['seconds']:.1f} MiB/s, down {8 / down['seconds']:.1f} MiB/s, "
           f"4 MiB echo {4 / echo['seconds']:.1f} MiB/s")
+
+
+async def test_a_reader_that_stops_closes_the_window_and_the_kernel_waits(tun: tuple[TunNamespace, Pump]) -> None:
+    ns, pump = tun
+    res = await client(ns, "upload", SERVER_IP, SLOW_SINK, 2 * MB)
+    assert res["ok"], res
+    assert res["seconds"] >= SLOW_SINK_PAUSE  # the kernel could not finish while we did not read
+    # what the application held (unread) filled the receive buffer and went no further
+    assert pump.stack.config.recv_buffer - 8 * 1220 <= pump.stats.max_held <= pump.stack.config.recv_buffer + 128
+    assert pump.stats.resets == []
 
 
 async def test_refused_port_gets_rst_at_once(tun: tuple[TunNamespace, Pump]) -> None:

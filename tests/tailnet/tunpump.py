@@ -8,6 +8,7 @@ in the namespace (``ip netns exec``). Small applications per port:
 * 7: echo (backpressure: received bytes are consumed only once the echo went into the send buffer)
 * 9: sink: sha256 of everything received, sent back as hex when the peer half-closes
 * 19: source: the client sends ``SIZE\\n``, gets ``randbytes(SIZE)`` seeded by SIZE, then FIN
+* 13: slow sink: as 9, but reads nothing for its first second (the window closes, the peer probes)
 * anything else: refused (RST), as a closed workspace port
 """
 
@@ -31,7 +32,8 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 SERVER_IP = "fd7a:115c:a1e0::1"
 CLIENT_IP = "fd7a:115c:a1e0::2"
-ECHO, SINK, SOURCE = 7, 9, 19
+ECHO, SINK, SLOW_SINK, SOURCE = 7, 9, 13, 19
+SLOW_SINK_PAUSE = 1.0
 
 
 def source_bytes(size: int) -> bytes:
@@ -105,6 +107,9 @@ class _App:
     out: bytes = b""
     out_pos: int = 0
     closing: bool = False
+    paused: bool = False
+    held: int = 0
+    max_held: int = 0
 
 
 @dataclass
@@ -112,6 +117,7 @@ class PumpStats:
     accepted: int = 0
     refused: int = 0
     closed: int = 0
+    max_held: int = 0
     resets: list[str] = field(default_factory=list)
     packets_in: int = 0
     packets_out: int = 0
@@ -174,7 +180,7 @@ class Pump:
         st = self.stack
         for ev in events:
             if isinstance(ev, tcp.ConnectionRequested):
-                if ev.key.local_port in (ECHO, SINK, SOURCE):
+                if ev.key.local_port in (ECHO, SINK, SLOW_SINK, SOURCE):
                     self.apps[ev.key] = _App(ev.key, ev.key.local_port)
                     st.accept(ev.key, now)
                     self.stats.accepted += 1
@@ -185,11 +191,14 @@ class Pump:
             app = self.apps.get(ev.key)
             if app is None:
                 continue
-            if isinstance(ev, tcp.DataReceived):
+            if isinstance(ev, tcp.Connected) and app.port == SLOW_SINK:
+                app.paused = True
+                self.loop.call_later(SLOW_SINK_PAUSE, self._resume, app)
+            elif isinstance(ev, tcp.DataReceived):
                 self._data(app, ev.data, now)
             elif isinstance(ev, tcp.PeerClosed):
                 app.peer_closed = True
-                if app.port == SINK:
+                if app.port in (SINK, SLOW_SINK):
                     app.out = app.hasher.hexdigest().encode()
                     app.closing = True
                 elif app.port == ECHO:
@@ -207,9 +216,14 @@ class Pump:
     def _data(self, app: _App, data: bytes, now: float) -> None:
         if app.port == ECHO:
             app.pending += data
-        elif app.port == SINK:
+        elif app.port in (SINK, SLOW_SINK):
             app.hasher.update(data)
-            self.stack.consume(app.key, len(data), now)
+            app.held += len(data)
+            app.max_held = max(app.max_held, app.held)
+            self.stats.max_held = max(self.stats.max_held, app.held)
+            if not app.paused:
+                self.stack.consume(app.key, app.held, now)
+                app.held = 0
         else:
             app.pending += data
             self.stack.consume(app.key, len(data), now)
@@ -217,6 +231,13 @@ class Pump:
                 app.out = source_bytes(int(app.pending.split(b"\n")[0]))
                 app.closing = True
                 app.pending.clear()
+
+    def _resume(self, app: _App) -> None:
+        app.paused = False
+        if self.apps.get(app.key) is app and app.held:
+            self.stack.consume(app.key, app.held, self.loop.time())
+            app.held = 0
+            self._flush()
 
     def _write(self, app: _App, now: float) -> None:
         st = self.stack

@@ -874,6 +874,7 @@ class TcpStack:
         if flags & SYN and st is _S.SYN_RECEIVED and s == conn.rcv_nxt - 1 and not flags & ACK:
             conn.rtx_at = None
             self._send_syn(conn, now)  # our SYN-ACK was lost: say it again
+            conn.rtt_seq = None  # Karn: the ACK may answer either copy
             return
         seglen = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         wnd = max(0, conn.rcv_adv - conn.rcv_nxt)
