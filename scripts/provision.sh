@@ -35,6 +35,9 @@ apt_install openssl util-linux iproute2 base-passwd
 apt_install wireguard-go wireguard-tools iproute2 iputils-ping
 # followed log files (tests/logs/test_follow_rewrite.py): real `logrotate` for copytruncate rotation
 apt_install logrotate
+# userspace TCP against the kernel's (tests/tailnet/test_tcp_kernel.py): iproute2 (ip netns, tc),
+# procps (sysctl), iptables (ip6tables' statistic match drops 1% where the kernel has no sch_netem)
+apt_install iproute2 procps iptables
 
 # --- devcontainers: a Docker engine, the test image, the Dev Containers CLI -----------------
 # The engine: scripts/start-dockerd.sh (installs docker.io, starts dockerd; a no-op when one
