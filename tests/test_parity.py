@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import itertools
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +52,119 @@ async def test_item2_five_field_cron_is_seconds_first_as_in_go(devserver: DevSer
     assert all(int(x.split("-")[1]) % 5 == 0 for x in ticks)
     completions = [c for c in devserver.agent.extra["rpc"].script_completions if c["stage"] == "cron"]
     assert completions and dt.datetime.now(dt.UTC) - completions[-1]["end"] < dt.timedelta(seconds=30)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _line(ds: DevServer, name: str, prefix: str) -> str | None:
+    return next((o[len(prefix):] for o in _outputs(ds, name) if o.startswith(prefix)), None)
+
+
+async def test_item1_login_shell_shebang_scripts_and_bin_dir_first(devserver: DevServer, daemon_env: Any,
+                                                                   spawn_daemon: Any, short_tmp: Path) -> None:
+    """Scripts and metadata commands run under the passwd login shell (not the daemon's $SHELL);
+    a ``#!`` script is written to its CODER_SCRIPT_DATA_DIR and run by its own interpreter (leading
+    blanks, as a Terraform heredoc leaves them, accepted); CODER_SCRIPT_BIN_DIR leads PATH."""
+    passwd_shell = pwd.getpwuid(os.getuid()).pw_shell
+    daemons_shell = "/bin/bash" if os.path.realpath(passwd_shell) == os.path.realpath("/bin/sh") else "/bin/sh"
+    devserver.agent.scripts = [
+        {"display_name": "shell",
+         "script": 'echo "shell=$0"; echo "path0=${PATH%%:*}"; echo "bin=$CODER_SCRIPT_BIN_DIR"'},
+        {"display_name": "python",
+         "script": "\n  #!/usr/bin/env python3\nimport os, sys\nprint('py', sys.version_info[0])\n"
+                   "print('dir', os.path.dirname(sys.argv[0]) == os.environ['CODER_SCRIPT_DATA_DIR'])\n"},
+    ]
+    devserver.agent.metadata = [
+        {"key": "py", "script": "#!/usr/bin/env python3\nprint(6 * 7)", "interval": 1},
+        {"key": "path", "script": 'echo "${PATH%%:*}"', "interval": 1},
+        {"key": "shell", "script": 'echo "$0"', "interval": 1},
+    ]
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token, SHELL=daemons_shell))
+    await _ready(d)
+    await apoll(lambda: _line(devserver, "python", "dir "), timeout=30)
+    assert _line(devserver, "python", "py ") == "3"
+    assert _line(devserver, "python", "dir ") == "True"
+    assert _line(devserver, "shell", "shell=") == passwd_shell
+    bin_dir = _line(devserver, "shell", "bin=")
+    assert bin_dir and bin_dir.endswith("coder-script-data/bin") and _line(devserver, "shell", "path0=") == bin_dir
+    meta = devserver.agent.extra["rpc"].metadata
+    await apoll(lambda: {"py", "path", "shell"} <= set(meta), timeout=30)
+    assert meta["py"]["value"].strip() == "42" and not meta["py"]["error"]
+    assert meta["path"]["value"].strip() == bin_dir
+    assert meta["shell"]["value"].strip() == passwd_shell
+    await apoll(lambda: "ready" in [e["state"] for e in devserver.agent.lifecycle], timeout=30)
+
+
+def _env_script(name: str) -> dict[str, Any]:
+    return {"display_name": name, "script": 'echo "tok=$(printf %s "$CODER_AGENT_TOKEN" | sha256sum | cut -c1-64)"; '
+                                            'echo "url=$CODER_AGENT_URL"; echo "user=$USER"; '
+                                            'echo "ws=$CODER_WORKSPACE_NAME"; echo "data=$CODER_SCRIPT_DATA_DIR"; '
+                                            'echo "foo=$FOO"'}
+
+
+async def _coder_agent_env(env: dict[str, str]) -> dict[str, str]:
+    proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "coder_agent", "env", "--json"], env=env,
+                                   capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out: dict[str, str] = json.loads(proc.stdout)
+    return out
+
+
+async def test_item3_environment_as_go_with_the_current_token(devserver: DevServer, daemon_env: Any,
+                                                              spawn_daemon: Any, short_tmp: Path) -> None:
+    """The token from a token file reaches scripts as CODER_AGENT_TOKEN with CODER_AGENT_URL and
+    USER; the agent's predefined variables beat the daemon's own environment, manifest variables
+    beat both (``$VAR``-expanded); CODER_AGENT_SCRIPT_DATA_DIR is honoured."""
+    (short_tmp / "tok").write_text(devserver.agent.token + "\n")
+    devserver.agent.scripts = [_env_script("env")]
+    devserver.agent.environment = {"FOO": "$HOME/foo"}
+    env = daemon_env(devserver.url, "", CODER_AGENT_TOKEN_FILE=str(short_tmp / "tok"), CODER_WORKSPACE_NAME="stale",
+                     FOO="from-daemon", CODER_AGENT_SCRIPT_DATA_DIR=str(short_tmp / "sdd"), HOME=str(short_tmp))
+    del env["CODER_AGENT_TOKEN"]
+    d = spawn_daemon(env)
+    await _ready(d)
+    await apoll(lambda: _line(devserver, "env", "foo="), timeout=30)
+    assert _line(devserver, "env", "tok=") == _sha(devserver.agent.token)
+    assert _line(devserver, "env", "url=") == devserver.url
+    assert _line(devserver, "env", "user=") == pwd.getpwuid(os.getuid()).pw_name
+    assert _line(devserver, "env", "ws=") == "dev"  # the manifest's workspace, not the daemon's variable
+    assert _line(devserver, "env", "foo=") == f"{short_tmp}/foo"
+    data = _line(devserver, "env", "data=")
+    assert data and data.startswith(str(short_tmp / "sdd" / "coder-script-data") + "/")
+    shown = await _coder_agent_env(env)
+    assert shown["CODER_AGENT_TOKEN"] == devserver.agent.token and shown["CODER_AGENT_URL"] == devserver.url
+
+
+async def test_item3_exchanged_identity_token_and_no_token_in_env(daemon_env: Any, spawn_daemon: Any,
+                                                                  short_tmp: Path) -> None:
+    """With AWS instance identity, scripts and ``coder-agent env`` get the session token coderd
+    exchanged; ``--no-token-in-env`` (here its variable) withholds it, also the daemon's own."""
+    from coder_agent.devserver import DevAgent
+    from coder_agent.devserver.metadata import MetadataServer
+
+    async with MetadataServer() as ms:
+        ident = DevAgent(name="ident", instance_id=ms.aws_instance_id, scripts=[_env_script("env")])
+        async with DevServer(agents=[ident]) as ds:
+            env = daemon_env(ds.url, "", CODER_AGENT_AUTH="aws-instance-identity", CODER_AGENT_NAME="ident",
+                             AWS_EC2_METADATA_SERVICE_ENDPOINT=ms.url + "/")
+            del env["CODER_AGENT_TOKEN"]
+            d = spawn_daemon(env)
+            await _ready(d)
+            await apoll(lambda: _line(ds, "env", "tok="), timeout=30)
+            assert _line(ds, "env", "tok=") == _sha(ident.token)
+            assert (await _coder_agent_env(env))["CODER_AGENT_TOKEN"] == ident.token
+            d.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(d.wait) == 0
+
+        plain = DevAgent(scripts=[_env_script("env")])
+        async with DevServer(agents=[plain]) as ds:
+            (short_tmp / "api.sock").unlink(missing_ok=True)
+            env = daemon_env(ds.url, plain.token, CODER_AGENT_NO_TOKEN_IN_ENV="true")
+            d = spawn_daemon(env)
+            await _ready(d)
+            await apoll(lambda: _line(ds, "env", "tok="), timeout=30)
+            assert _line(ds, "env", "tok=") == _sha("")
+            assert "CODER_AGENT_TOKEN" not in await _coder_agent_env(env)
+

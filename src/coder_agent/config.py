@@ -128,6 +128,10 @@ class Settings:
     request_timeout: float = field(default=30.0, metadata=rules(gt=0))
     # seconds (durations accepted); 0 = never
     auth_exit_after: float = field(default=0.0, metadata=rules(ge=0, before=_duration))
+    # Withhold CODER_AGENT_TOKEN from scripts and metadata commands (the Go agent always sets it).
+    no_token_in_env: bool = False
+    # Where coder-script-data/ (CODER_SCRIPT_DATA_DIR, CODER_SCRIPT_BIN_DIR) lives; default: state_dir
+    script_data_dir: Path | None = None
 
     def secret_values(self) -> list[str]:
         """Every secret string in this config, for the log redactor."""
@@ -222,6 +226,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auth_exit_after", "--auth-exit-after", "CODER_AGENT_AUTH_EXIT_AFTER", "auth_exit_after",
             help="exit with code 77 once coderd has refused the agent's credentials this long without a "
                  "break (e.g. 15m), so a supervisor restarts it with fresh ones; default 0: never"),
+    Setting("no_token_in_env", "--no-token-in-env", "CODER_AGENT_NO_TOKEN_IN_ENV", "no_token_in_env", "bool",
+            help="do not give scripts and metadata commands CODER_AGENT_TOKEN (the coder CLI in the "
+                 "workspace then lacks it)"),
+    Setting("script_data_dir", "--script-data-dir", "CODER_AGENT_SCRIPT_DATA_DIR", "script_data_dir", "path",
+            help="where coder-script-data/ (CODER_SCRIPT_DATA_DIR, CODER_SCRIPT_BIN_DIR) lives; default: state_dir"),
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 

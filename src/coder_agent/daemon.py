@@ -46,6 +46,7 @@ from .log import Redactor, get_logger
 from .logsink import LogSink, MemoryLogSink
 from .metrics import Metrics
 from .netwatch import NetWatch
+from .scripts.childenv import ChildEnv
 from .sdnotify import Notifier
 from .service import FnService, Service, ServiceGroup
 from .state import StateStore
@@ -113,7 +114,11 @@ class Daemon:
         self.status_extras: dict[str, Callable[[], Any]] = {}  # extra keys of /api/v0/status
         self.own_ports: set[int] = set()  # ports the daemon itself listens on (never "listening ports")
         self.log_sink: LogSink = MemoryLogSink()  # replaced by the real pipeline (coder_agent.logs)
-        self.child_env: dict[str, str] = {}  # added to the environment of every script we run
+        self.child_env: dict[str, str] = {}  # agent-level variables of every command we run (GIT_ASKPASS, ...)
+        # The whole environment of scripts, metadata commands (and SSH sessions), as the Go agent builds it.
+        self.command_env = ChildEnv(self.child_env, settings.script_data_dir or settings.state_dir,
+                                    agent_url=settings.url, token=lambda: getattr(self.tokens, "current", None),
+                                    token_in_env=not settings.no_token_in_env)
         self.child_priority = procprio.from_process()  # oom_score_adj / nice of every child we start
         self.manifest: dict[str, Any] | None = None  # the manifest as JSON-like data once known
         self.agent_session: Any = None  # the live agentrpc.AgentSession; reinit shuts it down and replaces it

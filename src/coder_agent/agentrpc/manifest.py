@@ -34,7 +34,6 @@ __all__ = [
     "HEALTH_NAMES",
     "REDACTED",
     "Converted",
-    "child_env",
     "convert",
     "duration_seconds",
     "expand_directory",
@@ -167,32 +166,6 @@ def convert(m: agent_pb2.Manifest, *, env: Mapping[str, str] | None = None, home
         "secrets": [{"env_name": s["env_name"], "file_path": s["file_path"]} for s in secrets],
     }
     return Converted(data, secrets)
-
-
-def child_env(manifest: Mapping[str, Any], secrets: list[dict[str, Any]], token: str | None = None) -> dict[str, str]:
-    """The variables the Go agent adds for commands (§5.3), minus what needs the network.
-
-    Manifest environment values are ``$VAR``-expanded against the process environment;
-    secrets with an ``env_name`` are added raw. The agent token is only included when given.
-    """
-    out = {
-        "CODER": "true",
-        "CODER_WORKSPACE_NAME": str(manifest.get("workspace_name", "")),
-        "CODER_WORKSPACE_AGENT_NAME": str(manifest.get("agent_name", "")),
-        "CODER_WORKSPACE_OWNER_NAME": str(manifest.get("owner", "")),
-        "CODER_WORKSPACE_ID": str(manifest.get("workspace_id", "")),
-        "CS_DISABLE_GETTING_STARTED_OVERRIDE": "true",
-    }
-    if manifest.get("vs_code_port_proxy_uri"):
-        out["VSCODE_PROXY_URI"] = str(manifest["vs_code_port_proxy_uri"])
-    if token:
-        out["CODER_AGENT_TOKEN"] = token
-    for k, v in dict(manifest.get("environment") or {}).items():
-        out[str(k)] = _VAR.sub(lambda m: os.environ.get(m.group(1) or m.group(2) or "", ""), str(v))
-    for s in secrets:
-        if s.get("env_name"):
-            out[str(s["env_name"])] = bytes(s.get("value", b"")).decode("utf-8", "replace")
-    return out
 
 
 def redacted(manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def make_runner(daemon: Daemon) -> ReportingRunner:
 
     s = daemon.settings
     # Whatever daemon.log_sink is when a line is written (the log pipeline may be installed later).
-    return ReportingRunner(LateBoundSink(lambda: daemon.log_sink), directory=s.directory, child_env=daemon.child_env,
+    return ReportingRunner(LateBoundSink(lambda: daemon.log_sink), directory=s.directory, env=daemon.command_env,
                            log_dir=s.log_dir, data_dir=s.state_dir, clock=daemon.clock,
                            priority=daemon.child_priority)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import re
 from collections import deque
@@ -40,12 +41,13 @@ from ..lifecycle import Lifecycle, State
 from ..log import get_logger
 from ..rpc.proto import agent_pb2
 from ..scripts import ConfigSession, ScriptResult
+from ..scripts.childenv import command_argv, login_user, script_file_name
 from ..scripts.session import START_LIFECYCLE, STOP_LIFECYCLE
 from ..tasks import reap, settle
 from . import apphealth, metadata
 from .connection import ConnectionLoop, RpcClient
 from .logs import RpcAppStatusTransport, RpcLogTransport
-from .manifest import child_env, convert
+from .manifest import convert
 from .reporter import LifecycleReporter
 from .scripts import ReportingRunner, make_runner, phase_specs, timing
 
@@ -268,7 +270,7 @@ class AgentSession:
         self.manifest = m
         self._manifest_script_ids = {s["id"] for s in m["scripts"] if s["id"]}
         self.daemon.manifest = m
-        self.daemon.child_env.update(child_env(m, converted.secrets))
+        self.daemon.command_env.set_manifest(m, converted.secrets)
         self.log.info("manifest received", agent=m["agent_name"], scripts=len(m["scripts"]), apps=len(m["apps"]),
                       metadata=len(m["metadata"]), fetch=self.manifest_fetches)
 
@@ -394,10 +396,19 @@ class AgentSession:
         clock = self.daemon.clock
         running: set[asyncio.Task[None]] = set()
 
+        command_env = self.daemon.command_env
+
         async def one(key: str) -> None:
             k = sched.keys[key]
-            result = await metadata.collect(k.script, sched.timeout_for(key), self.daemon.child_env,
-                                            m.get("directory"), self.daemon.child_priority)
+            env = command_env.build()
+            try:
+                argv = command_argv(k.script, login_user(env).shell, command_env.root / "metadata",
+                                    script_file_name(f"metadata/{key}"))
+            except OSError as e:
+                sched.finished(key, metadata.Result("", f"write script: {e}", dt.datetime.now(dt.UTC)))
+                return
+            result = await metadata.collect(argv, sched.timeout_for(key), env, m.get("directory"),
+                                            self.daemon.child_priority)
             sched.finished(key, result)
 
         try:

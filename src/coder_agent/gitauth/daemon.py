@@ -11,7 +11,8 @@ Rules:
   :data:`CLIENT_CHECK`; stopping the daemon ends them all at once (503).
 * ``GET /api/v0/gitsshkey`` → coderd's ``/me/gitsshkey`` plus ``settings_url`` (where the user
   manages the key in Coder).
-* ``GET /api/v0/env`` → ``{"env": daemon.child_env}`` for ``coder-agent env``.
+* ``GET /api/v0/env`` → ``{"env": ...}`` for ``coder-agent env``: what the agent sets for its
+  commands (``daemon.command_env``), the session token included unless ``--no-token-in-env``.
 * coderd's errors pass through as codersdk.Responses with coderd's status (404 = no provider
   matches), except that coderd refusing the *agent's* token (401/403) becomes 502: the helper
   is not the one unauthorized. No answer from coderd → 502.
@@ -224,6 +225,9 @@ class GitAuth:
         })
 
     async def env(self, request: web.Request) -> web.Response:
-        scrub = self.daemon.redactor.scrub  # other capabilities' values: never leak a secret
-        data: dict[str, Any] = {"env": {k: scrub(v) for k, v in sorted(self.daemon.child_env.items())}}
+        # What scripts get on top of the daemon's environment. The session token is handed over as it
+        # is to scripts (unless --no-token-in-env); every other known secret stays scrubbed.
+        scrub = self.daemon.redactor.scrub
+        env = self.daemon.command_env.exported()
+        data: dict[str, Any] = {"env": {k: v if k == "CODER_AGENT_TOKEN" else scrub(v) for k, v in sorted(env.items())}}
         return json_response(data)

@@ -25,7 +25,7 @@ __all__ = ["ConfigSession", "ScriptResult", "ScriptRunner", "ScriptSpec", "Stage
 
 def setup(daemon: Daemon) -> list[Service]:
     s = daemon.settings
-    runner = ScriptRunner(LateBoundSink(lambda: daemon.log_sink), directory=s.directory, child_env=daemon.child_env,
+    runner = ScriptRunner(LateBoundSink(lambda: daemon.log_sink), directory=s.directory, env=daemon.command_env,
                           log_dir=s.log_dir, data_dir=s.state_dir, clock=daemon.clock,
                           priority=daemon.child_priority)
     session = ConfigSession(runner, [ScriptSpec.from_config(c) for c in s.scripts])
