@@ -168,3 +168,28 @@ async def test_item3_exchanged_identity_token_and_no_token_in_env(daemon_env: An
             assert _line(ds, "env", "tok=") == _sha("")
             assert "CODER_AGENT_TOKEN" not in await _coder_agent_env(env)
 
+
+async def test_item8_log_state_belongs_to_one_agent(daemon_env: Any, spawn_daemon: Any, short_tmp: Path) -> None:
+    """A first build's agent hit Coder's log limit; a second build (a new agent id) on the same
+    persistent state dir ships its logs, and none of the first agent's leftovers."""
+    from coder_agent.devserver import DevAgent
+
+    first = DevAgent(name="first", logs_overflowed=True,
+                     scripts=[{"display_name": "build", "script": "echo first-agent-line"}])
+    second = DevAgent(name="second", scripts=[{"display_name": "build", "script": "echo second-agent-line"}])
+    async with DevServer(agents=[first, second]) as ds:
+        d = spawn_daemon(daemon_env(ds.url, first.token))
+        await _ready(d)
+        await apoll(lambda: d.api("GET", "/api/v0/status").json()["logs"]["shipping_stopped"] == "limit_exceeded",
+                    timeout=30)
+        d.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(d.wait) == 0
+        (short_tmp / "api.sock").unlink(missing_ok=True)
+
+        d2 = spawn_daemon(daemon_env(ds.url, second.token))
+        await _ready(d2)
+        await apoll(lambda: "second-agent-line" in [r["output"] for r in second.logs], timeout=30)
+        assert "first-agent-line" not in [r["output"] for r in second.logs]
+        st = d2.api("GET", "/api/v0/status").json()["logs"]
+        assert st["shipping_stopped"] is None and st["server_accepted_bytes"] > 0
+        assert not first.logs

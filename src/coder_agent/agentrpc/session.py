@@ -271,6 +271,9 @@ class AgentSession:
         self._manifest_script_ids = {s["id"] for s in m["scripts"] if s["id"]}
         self.daemon.manifest = m
         self.daemon.command_env.set_manifest(m, converted.secrets)
+        set_agent = getattr(self.daemon.log_sink, "set_agent", None)  # the log pipeline: its state is per agent
+        if callable(set_agent):
+            set_agent(m["agent_id"])
         self.log.info("manifest received", agent=m["agent_name"], scripts=len(m["scripts"]), apps=len(m["apps"]),
                       metadata=len(m["metadata"]), fetch=self.manifest_fetches)
 
