@@ -193,3 +193,48 @@ async def test_item8_log_state_belongs_to_one_agent(daemon_env: Any, spawn_daemo
         st = d2.api("GET", "/api/v0/status").json()["logs"]
         assert st["shipping_stopped"] is None and st["server_accepted_bytes"] > 0
         assert not first.logs
+
+
+async def test_item11_go_flags_are_accepted_with_their_meaning(devserver: DevServer, daemon_env: Any,
+                                                               spawn_daemon: Any, short_tmp: Path) -> None:
+    """The flags Go templates pass to ``coder agent``: the header command's headers reach coderd,
+    the three extra log files are written in their formats, CODER_AGENT_SUBSYSTEM is reported,
+    --no-reap and --block-file-transfer are taken and kept."""
+    logs = short_tmp / "extra"
+    env = daemon_env(devserver.url, devserver.agent.token, CODER_AGENT_SUBSYSTEM="envbox, exectrace",
+                     CODER_AGENT_HEADER_COMMAND="printf 'X-From-Command=abc\\nX-Two=2\\n'")
+    d = spawn_daemon(env, "--log-human", str(logs / "human.log"), "--log-json", str(logs / "agent.json"),
+                     "--log-stackdriver", str(logs / "sd.json"), "--no-reap", "--block-file-transfer")
+    await _ready(d)
+    rec = devserver.agent.extra
+    await apoll(lambda: rec.get("rpc") and rec["rpc"].startups, timeout=30)
+    assert rec["rpc"].startups[0]["subsystems"] == ["ENVBOX", "EXECTRACE"]
+    up = devserver.requests_to("/api/v2/workspaceagents/me/rpc")[0]
+    assert up.headers.get("X-From-Command") == "abc" and up.headers.get("X-Two") == "2"
+    await apoll(lambda: (logs / "sd.json").exists() and "coder-agent started" in (logs / "sd.json").read_text())
+    sd = [json.loads(ln) for ln in (logs / "sd.json").read_text().splitlines()]
+    started = next(e for e in sd if e["message"] == "coder-agent started")
+    assert started["severity"] == "INFO"
+    js = [json.loads(ln) for ln in (logs / "agent.json").read_text().splitlines()]
+    assert any(e["event"] == "coder-agent started" for e in js)
+    human = (logs / "human.log").read_text()
+    assert "coder-agent started" in human and not human.lstrip().startswith("{")
+    assert "abc" not in human + (logs / "agent.json").read_text()  # a header value is a secret
+    check = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "coder_agent", "config", "check", "--json",
+                                                     "--no-reap", "--block-file-transfer"],
+                                    env=env, capture_output=True, text=True, timeout=60)
+    view = json.loads(check.stdout)
+    assert view["no_reap"] is True and view["block_file_transfer"] is True and view["subsystem"] == "envbox,exectrace"
+
+
+async def test_item11_invalid_subsystem_and_failing_header_command_are_config_errors(
+        daemon_env: Any, short_tmp: Path) -> None:
+    for extra, name in (({"CODER_AGENT_SUBSYSTEM": "envbox,bogus"}, "CODER_AGENT_SUBSYSTEM"),
+                        ({"CODER_AGENT_HEADER_COMMAND": "exit 3"}, "CODER_AGENT_HEADER_COMMAND"),
+                        ({"CODER_AGENT_HEADER_COMMAND": "echo not-a-header"}, "CODER_AGENT_HEADER_COMMAND")):
+        env = daemon_env("http://127.0.0.1:9", "tok", **extra)
+        proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "coder_agent", "run"], env=env,
+                                       capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 78, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0], proc.stderr

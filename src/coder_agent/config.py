@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -81,6 +82,18 @@ def _duration(v: Any) -> Any:
     return parse_duration(v) if isinstance(v, str) else v
 
 
+SUBSYSTEMS = ("envbox", "envbuilder", "exectrace")
+
+
+def _subsystems(v: str) -> str:
+    """As Go's ``coder agent``: each comma-separated name, trimmed and non-empty, must be known."""
+    names = [n.strip() for n in v.split(",") if n.strip()]
+    for n in names:
+        if n not in SUBSYSTEMS:
+            raise ValueError(f"invalid subsystem {n!r} (expected {', '.join(SUBSYSTEMS)})")
+    return ",".join(names)
+
+
 def _ports(v: list[int]) -> list[int]:
     for p in v:
         if not 0 < p < 65536:
@@ -132,6 +145,16 @@ class Settings:
     no_token_in_env: bool = False
     # Where coder-script-data/ (CODER_SCRIPT_DATA_DIR, CODER_SCRIPT_BIN_DIR) lives; default: state_dir
     script_data_dir: Path | None = None
+    # Go's `coder agent` flags, same meaning: a command printing key=value header lines; extra log
+    # files (human, JSON, Stackdriver JSON); no PID 1 reaper; SFTP/scp refused by an SSH server.
+    agent_header_command: str = ""
+    log_human: Path | None = None
+    log_json: Path | None = None
+    log_stackdriver: Path | None = None
+    no_reap: bool = False
+    block_file_transfer: bool = False
+    # CODER_AGENT_SUBSYSTEM: comma-separated envbox | envbuilder | exectrace, reported in UpdateStartup
+    subsystem: str = field(default="", metadata=rules(after=_subsystems))
 
     def secret_values(self) -> list[str]:
         """Every secret string in this config, for the log redactor."""
@@ -231,6 +254,20 @@ SETTINGS: tuple[Setting, ...] = (
                  "workspace then lacks it)"),
     Setting("script_data_dir", "--script-data-dir", "CODER_AGENT_SCRIPT_DATA_DIR", "script_data_dir", "path",
             help="where coder-script-data/ (CODER_SCRIPT_DATA_DIR, CODER_SCRIPT_BIN_DIR) lives; default: state_dir"),
+    Setting("agent_header_command", "--agent-header-command", "CODER_AGENT_HEADER_COMMAND", "header_command",
+            help="a command (run with sh -c at start) whose key=value output lines are headers for every request"),
+    Setting("log_human", "--log-human", "CODER_AGENT_LOGGING_HUMAN", "logging.human", "path",
+            help="also write the daemon's log, human-readable, to this file"),
+    Setting("log_json", "--log-json", "CODER_AGENT_LOGGING_JSON", "logging.json", "path",
+            help="also write the daemon's log as JSON lines to this file"),
+    Setting("log_stackdriver", "--log-stackdriver", "CODER_AGENT_LOGGING_STACKDRIVER", "logging.stackdriver", "path",
+            help="also write the daemon's log as Google Cloud Logging (Stackdriver) JSON to this file"),
+    Setting("no_reap", "--no-reap", "CODER_AGENT_NO_REAP", "no_reap", "bool",
+            help="as PID 1, do not start the process reaper (run the daemon in this process)"),
+    Setting("block_file_transfer", "--block-file-transfer", "CODER_AGENT_BLOCK_FILE_TRANSFER", "block_file_transfer",
+            "bool", help="refuse file transfers (SFTP, scp, rsync) over SSH, as Go's agent"),
+    Setting("subsystem", None, "CODER_AGENT_SUBSYSTEM", "subsystem",
+            help="comma-separated envbox | envbuilder | exectrace, reported to coderd"),
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 
@@ -406,7 +443,30 @@ def load_settings(
 
     _check_auth(settings, origin)
     _check_address(settings, origin)
+    if settings.agent_header_command.strip():
+        extra = run_header_command(settings.agent_header_command, origin.get("agent_header_command"))
+        settings = dataclasses.replace(settings, headers={**{k: Secret(v) for k, v in extra.items()},
+                                                          **settings.headers})
     return settings
+
+
+def run_header_command(command: str, origin: str | None = None, timeout: float = 30.0) -> dict[str, str]:
+    """Run ``sh -c command`` (as Go's ``--header-command``) and read ``key=value`` lines from its
+    output. ConfigError naming CODER_AGENT_HEADER_COMMAND when it fails or prints anything else."""
+    import subprocess
+
+    name = "CODER_AGENT_HEADER_COMMAND"
+    try:
+        proc = subprocess.run(["sh", "-c", command], stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ConfigError(name, f"could not run it: {e}", origin) from None
+    if proc.returncode != 0:
+        raise ConfigError(name, f"exited with status {proc.returncode}", origin)
+    try:
+        return _parse_map([ln for ln in proc.stdout.decode().splitlines() if ln.strip()])
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(name, "its output must be key=value lines", origin) from None
 
 
 def _check_auth(s: Settings, origin: Mapping[str, str]) -> None:

@@ -264,8 +264,9 @@ class AgentSession:
         converted = convert(raw, home=self._home)
         m = converted.manifest
         self.manifest_fetches += 1
+        subsystems = subsystems_from_env({"CODER_AGENT_SUBSYSTEM": self.daemon.settings.subsystem})
         startup = agent_pb2.Startup(version=semver_version(__version__), expanded_directory=m["directory"],
-                                    subsystems=subsystems_from_env(dict(os.environ)))
+                                    subsystems=subsystems)
         await client.call("UpdateStartup", agent_pb2.UpdateStartupRequest(startup=startup), agent_pb2.Startup)
         self.manifest = m
         self._manifest_script_ids = {s["id"] for s in m["scripts"] if s["id"]}
