@@ -238,3 +238,46 @@ async def test_item11_invalid_subsystem_and_failing_header_command_are_config_er
         assert proc.returncode == 78, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and name in lines[0], proc.stderr
+
+
+def _semver_key(v: str) -> tuple[Any, ...]:
+    """golang.org/x/mod/semver ordering: build metadata ignored, a prerelease sorts before its release."""
+    core, _, _build = v.lstrip("v").partition("+")
+    nums, _, pre = core.partition("-")
+    parts = tuple(int(x) for x in nums.split("."))
+    pre_key = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")) if pre else ()
+    return (*parts, 0 if pre else 1, pre_key)
+
+
+async def test_item12_version_and_metrics_as_the_dashboard_reads_them(devserver: DevServer, daemon_env: Any,
+                                                                      spawn_daemon: Any) -> None:
+    """The reported version compares equal to coderd's (so the dashboard never says "outdated")
+    and still names coder-agent and its version; Stats.metrics carry Go's script metrics."""
+    from coder_agent import __version__
+    from coder_agent.devserver.rpc import control
+
+    control(devserver).report_interval = 0.5
+    devserver.agent.scripts = [{"display_name": "ok", "script": "true"}, {"display_name": "bad", "script": "exit 1"}]
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token))
+    await _ready(d)
+    rec = devserver.agent.extra
+    await apoll(lambda: rec.get("rpc") and rec["rpc"].startups, timeout=30)
+    version = rec["rpc"].startups[0]["version"]
+    server_version = "v2.99.0-devserver"  # the devserver's /api/v2/buildinfo
+    assert _semver_key(version) >= _semver_key(server_version)
+    assert version.endswith(f"+coder-agent.{__version__}")
+
+    def metrics() -> dict[tuple[str, str], dict[str, Any]] | None:
+        for st in reversed(rec["rpc"].stats):
+            got = {(m["name"], m["labels"].get("success", "")): m for m in st["metric_details"]}
+            if ("coderd_agentstats_startup_script_seconds", "false") in got:
+                return got
+        return None
+
+    got = await apoll(metrics, timeout=30)
+    assert got[("agent_scripts_executed_total", "true")]["value"] == 1.0
+    assert got[("agent_scripts_executed_total", "false")]["value"] == 1.0
+    assert got[("agent_scripts_executed_total", "true")]["type"] == "COUNTER"
+    assert got[("coderd_agentstats_startup_script_seconds", "false")]["type"] == "GAUGE"
+    assert rec["rpc"].stats[-1]["session_counts"] == {} and rec["rpc"].stats[-1]["connection_count"] == 0
+

@@ -54,7 +54,7 @@ from .scripts import ReportingRunner, make_runner, phase_specs, timing
 if TYPE_CHECKING:
     from ..daemon import Daemon
 
-__all__ = ["AgentSession", "semver_version", "subsystems_from_env"]
+__all__ = ["AgentSession", "reported_version", "semver_version", "subsystems_from_env"]
 
 _SUBSYSTEMS = {"envbox": agent_pb2.Startup.ENVBOX, "envbuilder": agent_pb2.Startup.ENVBUILDER,
                "exectrace": agent_pb2.Startup.EXECTRACE}
@@ -70,6 +70,20 @@ def semver_version(version: str) -> str:
     rest = re.sub(r"[^0-9A-Za-z.-]+", "-", rest).strip(".-")
     rest = ".".join(p for p in rest.split(".") if p)
     return out + (f"-{rest}" if rest else "")
+
+
+_SEMVER_CORE = re.compile(r"^v?(\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?)(?:\+.*)?$")
+
+
+def reported_version(ours: str, server: str | None) -> str:
+    """The version for UpdateStartup: the server's semver (so coderd and its dashboard, which
+    compare them, never call this agent outdated) with build metadata saying what runs:
+    ``v2.20.1+coder-agent.0.1.0``. Build metadata is ignored by semver comparisons. Without a
+    usable server version, our own version with the same metadata."""
+    meta = "coder-agent." + (re.sub(r"[^0-9A-Za-z.-]+", "-", ours).strip(".-") or "unknown")
+    m = _SEMVER_CORE.match((server or "").strip())
+    core = f"v{m.group(1)}" if m else semver_version(ours)
+    return f"{core}+{meta}"
 
 
 def subsystems_from_env(env: dict[str, str]) -> list[Any]:
@@ -136,6 +150,11 @@ class AgentSession:
         self._run: asyncio.Task[None] | None = None
         self._stopping = False
         self._http: httpx.AsyncClient | None = None
+        self._server_version: str | None = None
+        # Stats.metrics as the Go agent reports them (agentscripts and agent/metrics.go).
+        self._scripts_executed = {"true": 0, "false": 0}
+        self._startup_seconds: tuple[float, bool] | None = None
+        self._started_mono = daemon.clock.monotonic()
         # CODER_AGENT_DIRECTORY stands in for the home directory when the manifest names none.
         d = daemon.settings.directory
         self._home: str | None = os.path.expanduser(d) if d else None
@@ -265,8 +284,10 @@ class AgentSession:
         m = converted.manifest
         self.manifest_fetches += 1
         subsystems = subsystems_from_env({"CODER_AGENT_SUBSYSTEM": self.daemon.settings.subsystem})
-        startup = agent_pb2.Startup(version=semver_version(__version__), expanded_directory=m["directory"],
-                                    subsystems=subsystems)
+        if self._server_version is None:
+            self._server_version = await self._fetch_server_version()
+        startup = agent_pb2.Startup(version=reported_version(__version__, self._server_version),
+                                    expanded_directory=m["directory"], subsystems=subsystems)
         await client.call("UpdateStartup", agent_pb2.UpdateStartupRequest(startup=startup), agent_pb2.Startup)
         self.manifest = m
         self._manifest_script_ids = {s["id"] for s in m["scripts"] if s["id"]}
@@ -278,6 +299,16 @@ class AgentSession:
         self.log.info("manifest received", agent=m["agent_name"], scripts=len(m["scripts"]), apps=len(m["apps"]),
                       metadata=len(m["metadata"]), fetch=self.manifest_fetches)
 
+    async def _fetch_server_version(self) -> str:
+        """coderd's version (``GET /api/v2/buildinfo``), "" when it cannot be had quickly."""
+        try:
+            async with asyncio.timeout(10.0):
+                info = await self.daemon.client.buildinfo()
+        except Exception as e:  # an old or odd coderd: report our own version instead
+            self.log.info("coderd's version unknown; reporting ours", error=str(e))
+            return ""
+        return str(info.get("version") or "")
+
     # ---- lifecycle and scripts -----------------------------------------------------------
 
     def _begin_start(self) -> None:
@@ -285,6 +316,7 @@ class AgentSession:
         if self.scripts_started or self._stopping:
             return
         self.scripts_started = True
+        self._started_mono = self.daemon.clock.monotonic()
         self.set_lifecycle(State.STARTING)
         if self.manifest and self.manifest.get("directory"):
             self.runner.directory = self.manifest["directory"]
@@ -317,7 +349,9 @@ class AgentSession:
         # Logs before the lifecycle change (USER-PAIN #2); the runner flushed each script already.
         with contextlib.suppress(Exception):
             await self.daemon.log_sink.flush(timeout=5.0)
-        self.set_lifecycle(START_LIFECYCLE.get(self._start_state(), State.START_ERROR))
+        state = self._start_state()
+        self._startup_seconds = (self.daemon.clock.monotonic() - self._started_mono, state == "done")
+        self.set_lifecycle(START_LIFECYCLE.get(state, State.START_ERROR))
 
     def _scripts_status(self) -> dict[str, Any]:
         view = ConfigSession(self.runner, phase_specs(self.manifest, self.daemon.settings.scripts))
@@ -328,6 +362,7 @@ class AgentSession:
 
     def _on_script_result(self, result: ScriptResult) -> None:
         self.results.append(result)
+        self._scripts_executed["true" if result.ok else "false"] += 1
         if result.script_id in self._manifest_script_ids:
             self._completions.append(timing(result))
             self._cwake.set()
@@ -475,8 +510,21 @@ class AgentSession:
                 interval = _interval(resp.report_interval)
 
     def _stats(self) -> agent_pb2.Stats:
-        # No tailnet here: no peer connections to count, so zeros and -1 latency are the truth.
-        return agent_pb2.Stats(connection_count=0, connection_median_latency_ms=-1.0)
+        # No tailnet here: no peer connections or sessions to count, so zeros and -1 latency are the truth.
+        return agent_pb2.Stats(connection_count=0, connection_median_latency_ms=-1.0, metrics=self._metrics())
+
+    def _metrics(self) -> list[agent_pb2.Stats.Metric]:
+        """The Go agent's own metrics, by its names: scripts run (counter, by success) and, once the
+        start scripts finished, how long they took (gauge, by success)."""
+        M = agent_pb2.Stats.Metric
+        out = [M(name="agent_scripts_executed_total", type=M.COUNTER, value=float(n),
+                 labels=[M.Label(name="success", value=ok)])
+               for ok, n in self._scripts_executed.items()]
+        if self._startup_seconds is not None:
+            seconds, ok = self._startup_seconds
+            out.append(M(name="coderd_agentstats_startup_script_seconds", type=M.GAUGE, value=seconds,
+                         labels=[M.Label(name="success", value="true" if ok else "false")]))
+        return out
 
 
 def _interval(d: duration_pb2.Duration) -> float:

@@ -443,7 +443,11 @@ class _Service:
                                    "connection_median_latency_ms": s.connection_median_latency_ms,
                                    "rx_bytes": s.rx_bytes, "tx_bytes": s.tx_bytes,
                                    "session_counts": dict(s.session_counts),
-                                   "metrics": [(mt.name, mt.value) for mt in s.metrics]})
+                                   "metrics": [(mt.name, mt.value) for mt in s.metrics],
+                                   "metric_details": [{"name": mt.name, "value": mt.value,
+                                                       "type": agent_pb2.Stats.Metric.Type.Name(mt.type),
+                                                       "labels": {lb.name: lb.value for lb in mt.labels}}
+                                                      for mt in s.metrics]})
         return agent_pb2.UpdateStatsResponse(report_interval=d)
 
     async def script_completed(self, req: agent_pb2.WorkspaceAgentScriptCompletedRequest) -> Message:
