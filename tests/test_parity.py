@@ -281,3 +281,27 @@ async def test_item12_version_and_metrics_as_the_dashboard_reads_them(devserver:
     assert got[("coderd_agentstats_startup_script_seconds", "false")]["type"] == "GAUGE"
     assert rec["rpc"].stats[-1]["session_counts"] == {} and rec["rpc"].stats[-1]["connection_count"] == 0
 
+
+async def test_item4_manifest_secrets_reach_scripts_never_the_api(devserver: DevServer, daemon_env: Any,
+                                                                  spawn_daemon: Any, short_tmp: Path) -> None:
+    """Env secrets are exported and file secrets written (``~`` expanded, 0600, parents created)
+    before start scripts run; neither value shows in the local API or the daemon's logs."""
+    env_value, file_value = "s3cr3t-env-7f1e", "s3cr3t-file-92ab"
+    devserver.agent.extra["secrets"] = [{"env_name": "API_KEY", "value": env_value},
+                                        {"file_path": "~/.config/tool/token", "value": file_value}]
+    devserver.agent.scripts = [{"display_name": "uses", "script":  # the script holds no value: hashes only
+                                'f=~/.config/tool/token; echo "env=$(printf %s "$API_KEY" | sha256sum | cut -c1-64)"; '
+                                'echo "mode=$(stat -c %a "$f") dir=$(stat -c %a "$(dirname "$f")")"; '
+                                'echo "file=$(sha256sum < "$f" | cut -c1-64)"'}]
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token, HOME=str(short_tmp)))
+    await _ready(d)
+    await apoll(lambda: _line(devserver, "uses", "file="), timeout=30)
+    assert _line(devserver, "uses", "env=") == _sha(env_value) and _line(devserver, "uses", "file=") == _sha(file_value)
+    assert _line(devserver, "uses", "mode=") == "600 dir=700"
+    answers = "".join([(await asyncio.to_thread(d.api, "GET", p)).text for p in ("/api/v0/manifest", "/api/v0/status")])
+    assert "API_KEY" in answers and "token" in answers  # the names are shown, so the check below means something
+    d.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(d.wait) == 0
+    logs = d.stderr() + "".join(p.read_text() for p in (short_tmp / "logs").glob("coder-agent*.log"))
+    for secret in (env_value, file_value):
+        assert secret not in answers and secret not in logs

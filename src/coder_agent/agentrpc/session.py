@@ -44,7 +44,7 @@ from ..scripts import ConfigSession, ScriptResult
 from ..scripts.childenv import command_argv, login_user, script_file_name
 from ..scripts.session import START_LIFECYCLE, STOP_LIFECYCLE
 from ..tasks import reap, settle
-from . import apphealth, metadata
+from . import apphealth, metadata, secrets
 from .connection import ConnectionLoop, RpcClient
 from .logs import RpcAppStatusTransport, RpcLogTransport
 from .manifest import convert
@@ -292,7 +292,11 @@ class AgentSession:
         self.manifest = m
         self._manifest_script_ids = {s["id"] for s in m["scripts"] if s["id"]}
         self.daemon.manifest = m
+        for sec in converted.secrets:  # scripts may print them; the daemon's own log never does
+            self.daemon.redactor.add(bytes(sec.get("value", b"")).decode("utf-8", "replace"))
         self.daemon.command_env.set_manifest(m, converted.secrets)
+        for path, error in secrets.write_secret_files(converted.secrets):
+            self.log.warning("cannot write a manifest secret file", path=path, error=error)
         set_agent = getattr(self.daemon.log_sink, "set_agent", None)  # the log pipeline: its state is per agent
         if callable(set_agent):
             set_agent(m["agent_id"])
