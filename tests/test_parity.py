@@ -305,3 +305,26 @@ async def test_item4_manifest_secrets_reach_scripts_never_the_api(devserver: Dev
     logs = d.stderr() + "".join(p.read_text() for p in (short_tmp / "logs").glob("coder-agent*.log"))
     for secret in (env_value, file_value):
         assert secret not in answers and secret not in logs
+
+
+async def test_items6_and_7_go_log_names_and_an_empty_directory(devserver: DevServer, daemon_env: Any,
+                                                                spawn_daemon: Any, short_tmp: Path) -> None:
+    """A script's output is in ``coder-script-<log_source_id>.log`` in the log dir (item 6); an
+    empty manifest directory is reported empty, as Go does, and commands run in $HOME (item 7)."""
+    home = short_tmp / "home"
+    home.mkdir()
+    devserver.agent.directory = ""
+    devserver.agent.scripts = [{"display_name": "where", "script": 'echo "pwd=$(pwd)"'}]
+    devserver.agent.metadata = [{"key": "pwd", "script": "pwd", "interval": 1}]
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token, HOME=str(home)))
+    await _ready(d)
+    rec = devserver.agent.extra
+    await apoll(lambda: _line(devserver, "where", "pwd="), timeout=30)
+    assert _line(devserver, "where", "pwd=") == str(home)
+    assert rec["rpc"].startups[0]["expanded_directory"] == ""
+    await apoll(lambda: "pwd" in rec["rpc"].metadata, timeout=30)
+    assert rec["rpc"].metadata["pwd"]["value"].strip() == str(home)
+    source = devserver.agent.scripts[0]["log_source_id"]
+    go_name = short_tmp / "logs" / f"coder-script-{source}.log"
+    await apoll(go_name.exists)
+    assert f"pwd={home}" in go_name.read_text()

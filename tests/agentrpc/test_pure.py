@@ -86,7 +86,7 @@ def test_agent_id_must_be_a_real_uuid(raw: bytes) -> None:
 
 
 @pytest.mark.parametrize(("raw", "want"), [
-    ("", "/h"), ("~", "/h"), ("~/a", "/h/a"), ("rel/x", "/h/rel/x"), ("/abs/./y", "/abs/y"),
+    ("", ""), ("  ", ""), ("$UNSET", "/h"), ("~", "/h"), ("~/a", "/h/a"), ("rel/x", "/h/rel/x"), ("/abs/./y", "/abs/y"),
     ("$UNSET/x", "/x"), ("${A}/b", "/va/b"), ("$A", "/va"),
 ])
 def test_expand_directory(raw: str, want: str) -> None:

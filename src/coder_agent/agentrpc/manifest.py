@@ -9,7 +9,8 @@ Rules (coder-agent-rpc.md §4.2, §5.3, §6.9, §6.12):
   ``interval``/``timeout`` carry the number of SECONDS in the nanosecond count (coderd builds
   them with ``Duration(N)``): ``seconds * 1e9 + nanos`` is read as an integer of seconds.
 * ``directory`` is expanded as the Go agent does: ``$VARS`` (unknown ones → ""), a leading
-  ``~``, and a relative path is taken under the home directory; empty → home.
+  ``~``, and a relative path is taken under the home directory; empty stays empty (reported so
+  in UpdateStartup; commands then run in ``CODER_AGENT_DIRECTORY`` or ``$HOME``).
 * Secrets (``Manifest.secrets``) never enter the shared dict: only their env names and file
   paths do; values stay in :class:`Converted.secrets` for the child environment.
 * :func:`redacted` is the local view (``GET /api/v0/manifest``): environment values replaced.
@@ -73,7 +74,10 @@ def metadata_seconds(d: duration_pb2.Duration) -> int:
 
 
 def expand_directory(raw: str, env: Mapping[str, str], home: str) -> str:
-    """Expand like the Go agent: ``$VAR``/``${VAR}`` (unknown → ""), ``~``, relative → under home."""
+    """Expand like the Go agent (``expandPathToAbs``): empty stays empty; ``$VAR``/``${VAR}``
+    (unknown → ""), ``~``, relative → under home."""
+    if not raw.strip():
+        return ""
     path = _VAR.sub(lambda m: env.get(m.group(1) or m.group(2) or "", ""), raw).strip()
     if not path:
         return home

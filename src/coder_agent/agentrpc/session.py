@@ -42,6 +42,7 @@ from ..log import get_logger
 from ..rpc.proto import agent_pb2
 from ..scripts import ConfigSession, ScriptResult
 from ..scripts.childenv import command_argv, login_user, script_file_name
+from ..scripts.runner import resolve_directory
 from ..scripts.session import START_LIFECYCLE, STOP_LIFECYCLE
 from ..tasks import reap, settle
 from . import apphealth, metadata, secrets
@@ -450,8 +451,9 @@ class AgentSession:
             except OSError as e:
                 sched.finished(key, metadata.Result("", f"write script: {e}", dt.datetime.now(dt.UTC)))
                 return
-            result = await metadata.collect(argv, sched.timeout_for(key), env, m.get("directory"),
-                                            self.daemon.child_priority)
+            # As Go's CreateCommand: the workspace directory, else (empty or not there yet) home.
+            cwd = resolve_directory(m.get("directory") or self.daemon.settings.directory, env)
+            result = await metadata.collect(argv, sched.timeout_for(key), env, cwd, self.daemon.child_priority)
             sched.finished(key, result)
 
         try:

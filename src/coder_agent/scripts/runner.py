@@ -6,6 +6,8 @@ Rules:
   ``#!`` scripts written to ``CODER_SCRIPT_DATA_DIR`` and executed directly, its environment
   rules, ``CODER_SCRIPT_DATA_DIR``/``CODER_SCRIPT_BIN_DIR``), in the configured directory (else
   ``$HOME``), stdin empty, in a new session (its own process group).
+* The source's local file is also reachable as ``<log dir>/coder-script-<log_source_id>.log``
+  (a symlink; Go's name for it), unless the script has its own ``log_path``.
 * stdout lines go out at level info, stderr lines at error (Go), split by
   :class:`~coder_agent.logs.text.LineSplitter`; raw output is also appended to ``log_path``
   when set (``~`` and ``$VARS`` expanded, relative to the log dir).
@@ -159,6 +161,22 @@ class ScriptRunner:
                               error=str(e))
             return None
 
+    def _go_log_name(self, spec: ScriptSpec, log_file: Path) -> None:
+        """``coder-script-<log_source_id>.log`` in the log dir, where the Go agent writes a script's
+        output (Coder's troubleshooting docs point there): a link to the source's file."""
+        link = self.log_dir / f"coder-script-{spec.log_source_id}.log"
+        target = log_file.name if log_file.parent == self.log_dir else str(log_file)
+        with contextlib.suppress(OSError):
+            if os.readlink(link) == target:
+                return
+        try:
+            tmp = link.with_name(f".{link.name}.tmp")
+            tmp.unlink(missing_ok=True)
+            os.symlink(target, tmp)
+            os.replace(tmp, link)
+        except OSError as e:
+            self._log.warning("cannot link the script's log under Go's name", path=str(link), error=str(e))
+
     def _write(self, src: LogSource, lines: list[str], level: str) -> None:
         if not lines:
             return
@@ -208,6 +226,8 @@ class ScriptRunner:
         """Run ``spec`` once; never raises for the script's own failures."""
         src = self.sink.source(spec.display_name, spec.icon, spec.log_source_id)
         log_file = getattr(self.sink, "file_of", lambda s: None)(src)
+        if log_file is not None and not spec.log_path.strip():
+            self._go_log_name(spec, log_file)
         env, script_dir = self._env(spec)
         shell = login_user(env).shell
         cwd = resolve_directory(self.directory, env)
