@@ -328,3 +328,45 @@ async def test_items6_and_7_go_log_names_and_an_empty_directory(devserver: DevSe
     go_name = short_tmp / "logs" / f"coder-script-{source}.log"
     await apoll(go_name.exists)
     assert f"pwd={home}" in go_name.read_text()
+
+
+async def test_item13_resource_usage_reaches_coderd_as_psutil_sees_it(devserver: DevServer, daemon_env: Any,
+                                                                      spawn_daemon: Any, short_tmp: Path) -> None:
+    """GetResourcesMonitoringConfiguration, then, once the FIFO of num_datapoints is full, every
+    interval a PushResourcesMonitoringUsage with all of it: memory and each volume, psutil's numbers."""
+    import psutil
+
+    from coder_agent.devserver.rpc import control
+
+    control(devserver).resources = {"num_datapoints": 2, "interval": 1, "memory": True, "volumes": [str(short_tmp)]}
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token))
+    await _ready(d)
+    rec = devserver.agent.extra
+    await apoll(lambda: rec.get("rpc") and len(rec["rpc"].resource_pushes) >= 2, timeout=30)
+    pushes = rec["rpc"].resource_pushes
+    assert all(len(p) == 2 for p in pushes)  # the whole window each time
+    assert pushes[1][0] == pushes[0][1]  # sliding by one datapoint per interval
+    last = pushes[-1][-1]
+    vm, du = psutil.virtual_memory(), psutil.disk_usage(str(short_tmp))
+    assert last["memory"]["total"] == vm.total
+    assert abs(last["memory"]["used"] - (vm.total - vm.available)) < vm.total * 0.1
+    vol = last["volumes"][str(short_tmp)]
+    assert vol["total"] == du.total and abs(vol["used"] - du.used) < 256 << 20
+    assert not rec["rpc"].violations
+
+
+async def test_item13_older_coderd_without_resource_monitoring(devserver: DevServer, daemon_env: Any,
+                                                               spawn_daemon: Any) -> None:
+    from coder_agent.devserver.rpc import control
+
+    ctl = control(devserver)
+    ctl.unimplemented.add("GetResourcesMonitoringConfiguration")
+    ctl.resources = {"num_datapoints": 1, "interval": 1, "memory": True, "volumes": []}
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token))
+    await _ready(d)
+    st = await apoll(lambda: (s := d.api("GET", "/api/v0/status").json()["agent_rpc"])
+                     and "GetResourcesMonitoringConfiguration" in s["unavailable_rpcs"] and s, timeout=30)
+    assert st["connections"] == 1
+    await asyncio.sleep(2)
+    assert not devserver.agent.extra["rpc"].resource_pushes
+    assert d.stderr().count("coderd does not offer this RPC") == 1

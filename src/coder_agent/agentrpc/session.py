@@ -39,13 +39,14 @@ from .. import __version__
 from ..errors import FeatureUnavailable
 from ..lifecycle import Lifecycle, State
 from ..log import get_logger
+from ..rpc.drpc import RpcError
 from ..rpc.proto import agent_pb2
 from ..scripts import ConfigSession, ScriptResult
 from ..scripts.childenv import command_argv, login_user, script_file_name
 from ..scripts.runner import resolve_directory
 from ..scripts.session import START_LIFECYCLE, STOP_LIFECYCLE
 from ..tasks import reap, settle
-from . import apphealth, metadata, secrets
+from . import apphealth, metadata, resources, secrets
 from .connection import ConnectionLoop, RpcClient
 from .logs import RpcAppStatusTransport, RpcLogTransport
 from .manifest import convert
@@ -273,6 +274,7 @@ class AgentSession:
             tg.create_task(self._optional(self._metadata_loop(client)))
             tg.create_task(self._optional(self._app_health_loop(client)))
             tg.create_task(self._optional(self._stats_loop(client)))
+            tg.create_task(self._optional(self._resources_loop(client)))
 
     @staticmethod
     async def _optional(coro: Any) -> None:
@@ -402,8 +404,6 @@ class AgentSession:
                 return
             except Exception as e:
                 # coderd refused this one (e.g. unknown script): report, drop it, go on.
-                from ..rpc.drpc import RpcError
-
                 if not isinstance(e, RpcError):
                     raise
                 self.log.warning("ScriptCompleted refused", error=e.message)
@@ -514,6 +514,34 @@ class AgentSession:
                                      agent_pb2.UpdateStatsResponse)
             if resp.HasField("report_interval"):
                 interval = _interval(resp.report_interval)
+
+    async def _resources_loop(self, client: RpcClient) -> None:
+        """Resource monitoring (:mod:`.resources`); an older coderd without it is FeatureUnavailable."""
+        resp = await client.call("GetResourcesMonitoringConfiguration",
+                                 agent_pb2.GetResourcesMonitoringConfigurationRequest(),
+                                 agent_pb2.GetResourcesMonitoringConfigurationResponse)
+        config = resources.MonitorConfig.from_response(resp)
+        if not config.enabled:
+            return
+        monitor = resources.ResourceMonitor(config)
+        said: dict[str, str] = {}
+        while True:
+            await asyncio.sleep(config.interval)
+            monitor.sample(dt.datetime.now(dt.UTC), resources.host_memory, resources.volume_usage)
+            if monitor.errors != said:
+                said = dict(monitor.errors)
+                if said:
+                    self.log.warning("resource usage could not be sampled", errors=said)
+            push = monitor.due()
+            if push is None:
+                continue
+            try:
+                await client.call("PushResourcesMonitoringUsage", push,
+                                  agent_pb2.PushResourcesMonitoringUsageResponse)
+            except FeatureUnavailable:
+                raise
+            except RpcError as e:  # the Go agent only logs these (e.g. a volume coderd does not know)
+                self.log.warning("resource usage push refused", error=e.message)
 
     def _stats(self) -> agent_pb2.Stats:
         # No tailnet here: no peer connections or sessions to count, so zeros and -1 latency are the truth.
