@@ -32,10 +32,11 @@ def setup(daemon: Daemon) -> list[Any]:
             daemon.local_api.route(method, path, handler)
         daemon.status_extras["devcontainers"] = lambda: {"state": "disabled"}
         return []
+    from ..scripts.childenv import LiveEnv
     from .manager import DevcontainerManager
 
     mgr = DevcontainerManager(daemon.settings, daemon.store, LateBoundSink(lambda: daemon.log_sink),
-                              manifest=lambda: daemon.manifest, child_env=daemon.child_env,
+                              manifest=lambda: daemon.manifest, child_env=LiveEnv(daemon.command_env.exported),
                               priority=daemon.child_priority)
     for method, path, handler in api.routes(mgr, lambda: daemon.manifest):
         daemon.local_api.route(method, path, handler)

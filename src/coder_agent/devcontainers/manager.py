@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,7 +76,7 @@ class DevcontainerManager:
 
     def __init__(self, settings: Settings, store: StateStore, log_sink: LogSink,
                  manifest: Callable[[], dict[str, Any] | None] = lambda: None,
-                 child_env: dict[str, str] | None = None, priority: ChildPriority | None = None) -> None:
+                 child_env: Mapping[str, str] | None = None, priority: ChildPriority | None = None) -> None:
         self.settings = settings
         self.store = store
         self.sink = log_sink

@@ -37,12 +37,12 @@ import hashlib
 import os
 import pwd
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChildEnv", "LoginUser", "agent_variables", "build_child_env", "command_argv", "login_user",
+__all__ = ["ChildEnv", "LiveEnv", "LoginUser", "agent_variables", "build_child_env", "command_argv", "login_user",
            "script_data_root", "script_file_name"]
 
 _VAR = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -208,3 +208,23 @@ class ChildEnv:
         """What the agent sets on top of the daemon's environment (``coder-agent env``)."""
         return agent_variables(os.environ, manifest=self.manifest, secrets=self.secrets, agent_env=self.agent_env,
                                agent_url=self.agent_url, token=self.token(), token_in_env=self.token_in_env)
+
+
+class LiveEnv(Mapping[str, str]):
+    """A read-only mapping recomputed on every use (e.g. ``LiveEnv(child_env.exported)`` for a part
+    that wants the agent's variables as they are when it starts a command)."""
+
+    def __init__(self, source: Callable[[], Mapping[str, str]]) -> None:
+        self._source = source
+
+    def __getitem__(self, key: str) -> str:
+        return self._source()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict(self._source()))
+
+    def __len__(self) -> int:
+        return len(self._source())
+
+    def items(self) -> ItemsView[str, str]:  # one computation, not one per key
+        return dict(self._source()).items()
