@@ -370,3 +370,26 @@ async def test_item13_older_coderd_without_resource_monitoring(devserver: DevSer
     await asyncio.sleep(2)
     assert not devserver.agent.extra["rpc"].resource_pushes
     assert d.stderr().count("coderd does not offer this RPC") == 1
+
+
+async def test_item9_no_more_log_requests_than_go(devserver: DevServer, daemon_env: Any, spawn_daemon: Any) -> None:
+    """Lines printed at once go out in as few BatchCreateLogs as Go's LogSender would send (its
+    1 MiB batches); lines that trickle in cost about one request a second, not four."""
+    import math
+
+    devserver.agent.scripts = [
+        {"display_name": "burst", "script": "seq -f 'line %06g padded to about forty bytes.....' 1 5000"},
+        {"display_name": "trickle", "script": "for i in $(seq 1 30); do echo tick $i; sleep 0.1; done"},
+    ]
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token))
+    await _ready(d)
+    await apoll(lambda: len(_outputs(devserver, "burst")) == 5000 and len(_outputs(devserver, "trickle")) == 30,
+                timeout=60)
+    sources = {s["display_name"]: s["log_source_id"] for s in devserver.agent.scripts}
+    batches = devserver.agent.extra["rpc"].log_batches
+    burst = [b for b in batches if b["source"] == sources["burst"]]
+    go = math.ceil(sum(b["wire_size"] for b in burst) / (1 << 20))
+    assert len(burst) <= go + 1, [b["count"] for b in burst]  # +1: the run may straddle a flush tick
+    trickle = [b for b in batches if b["source"] == sources["trickle"]]
+    assert len(trickle) <= 3 + 2, [b["count"] for b in trickle]  # ~3 s of output, a final flush
+

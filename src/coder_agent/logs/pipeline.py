@@ -16,7 +16,8 @@ Rules:
 * One shipper per agent, one request in flight. Per source, lines go out in order; between
   sources, the batch that became due first goes first. A source is registered (POST
   /me/log-source) before its first batch in each process.
-* Batches follow :class:`~coder_agent.logs.batch.Batcher` (100 lines, 250 ms, byte size);
+* Batches follow :class:`~coder_agent.logs.batch.Batcher` (Go's LogSender: up to 1 MiB, a
+  source's lines go out 1 s after the oldest waiting one, at once on flush);
   failures keep the same batch and back off (:data:`coder_agent.retry.SHIP`): 5xx, dropped
   connections and timeouts never lose a line. A batch the server refuses as invalid (another
   4xx) is skipped with a warning; it stays in the local file.
@@ -62,7 +63,7 @@ from ..logsink import LogSource, source_id_for
 from ..retry import SHIP, Backoff, Decision, classify
 from ..service import Health
 from ..state import StateStore
-from .batch import MAX_LOGS_LENGTH, Batcher, CapAccountant
+from .batch import FLUSH_INTERVAL, MAX_BATCH_BYTES, MAX_BATCH_LINES, MAX_LOGS_LENGTH, Batcher, CapAccountant
 from .files import Reader, SourceFile, read_region
 from .retention import Retention
 from .tail import TailCount, TailPlanner, tail_notice_text
@@ -133,9 +134,9 @@ class LogPipeline:
         max_file_bytes: int = 32 << 20,
         backups: int = 8,
         retention: Retention | None = None,
-        batch_lines: int = 100,
-        batch_bytes: int = 256 * 1024,
-        interval: float = 0.25,
+        batch_lines: int = MAX_BATCH_LINES,
+        batch_bytes: int = MAX_BATCH_BYTES,
+        interval: float = FLUSH_INTERVAL,
     ) -> None:
         self.log_dir = log_dir
         self.store = store
