@@ -393,3 +393,21 @@ async def test_item9_no_more_log_requests_than_go(devserver: DevServer, daemon_e
     trickle = [b for b in batches if b["source"] == sources["trickle"]]
     assert len(trickle) <= 3 + 2, [b["count"] for b in trickle]  # ~3 s of output, a final flush
 
+
+async def test_item10_devcontainer_placeholder_scripts_are_dropped(devserver: DevServer, daemon_env: Any,
+                                                                   spawn_daemon: Any, short_tmp: Path) -> None:
+    """coderd's placeholder start script for a manifest devcontainer (same id) never runs while
+    devcontainers are enabled (Go's ExtractDevcontainerScripts); other scripts do."""
+    import uuid
+
+    dc_id = str(uuid.uuid4())
+    devserver.agent.extra["devcontainers"] = [{"id": dc_id, "workspace_folder": str(short_tmp / "proj"),
+                                               "name": "proj"}]
+    devserver.agent.scripts = [{"id": dc_id, "display_name": "proj devcontainer", "script": "echo placeholder-ran"},
+                               {"display_name": "normal", "script": "echo normal-ran"}]
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token, CODER_AGENT_DEVCONTAINERS_ENABLE="true"))
+    await _ready(d)
+    await apoll(lambda: "ready" in [e["state"] for e in devserver.agent.lifecycle], timeout=30)
+    await apoll(lambda: _outputs(devserver, "normal") == ["normal-ran"])
+    assert not _outputs(devserver, "proj devcontainer")
+    assert dc_id not in {c["script_id"] for c in devserver.agent.extra["rpc"].script_completions}

@@ -50,9 +50,16 @@ def make_runner(daemon: Daemon) -> ReportingRunner:
                            priority=daemon.child_priority)
 
 
-def phase_specs(manifest: Mapping[str, Any] | None, config_scripts: Sequence[Any]) -> list[ScriptSpec]:
-    """Every script of the session: the manifest's, then the config file's."""
-    out = [ScriptSpec.from_manifest(d) for d in (manifest or {}).get("scripts", [])]
+def phase_specs(manifest: Mapping[str, Any] | None, config_scripts: Sequence[Any], *,
+                devcontainers: bool = False) -> list[ScriptSpec]:
+    """Every script of the session: the manifest's, then the config file's.
+
+    With ``devcontainers`` (the feature is on), a manifest script whose id is a manifest
+    devcontainer's is left out, as Go's ``ExtractDevcontainerScripts``: coderd sends one per
+    devcontainer, a placeholder that only says devcontainers are not enabled."""
+    m = manifest or {}
+    placeholders = {d["id"] for d in m.get("devcontainers", []) if d.get("id")} if devcontainers else set()
+    out = [ScriptSpec.from_manifest(d) for d in m.get("scripts", []) if not (d.get("id") and d["id"] in placeholders)]
     out += [ScriptSpec.from_config(c) for c in config_scripts]
     return out
 

@@ -153,6 +153,7 @@ class AgentSession:
         self._stopping = False
         self._http: httpx.AsyncClient | None = None
         self._server_version: str | None = None
+        self._dc = daemon.settings.devcontainers_enable  # manifest devcontainers' placeholder scripts dropped
         # Stats.metrics as the Go agent reports them (agentscripts and agent/metrics.go).
         self._scripts_executed = {"true": 0, "false": 0}
         self._startup_seconds: tuple[float, bool] | None = None
@@ -216,7 +217,8 @@ class AgentSession:
         await reap(self._stoppable, self._start_watch, self._start_task, self._local_task)
         # One stop phase for every known script (manifest's, if any, and ours): it stops what still
         # runs, then runs the run_on_stop scripts in parallel within the budget, then flushes logs.
-        stop = ConfigSession(self.runner, phase_specs(self.manifest, self.daemon.settings.scripts))
+        stop = ConfigSession(self.runner, phase_specs(self.manifest, self.daemon.settings.scripts,
+                                                      devcontainers=self._dc))
         self._stop_scripts = stop
         try:
             await stop.stop(self.daemon)
@@ -327,7 +329,7 @@ class AgentSession:
         self.set_lifecycle(State.STARTING)
         if self.manifest and self.manifest.get("directory"):
             self.runner.directory = self.manifest["directory"]
-        self.scripts = ConfigSession(self.runner, phase_specs(self.manifest, ()))
+        self.scripts = ConfigSession(self.runner, phase_specs(self.manifest, (), devcontainers=self._dc))
         self._start_task = asyncio.create_task(self._run_scripts(self.scripts), name="start-scripts")
         self._start_watch = asyncio.create_task(self._start_outcome(), name="start-outcome")
 
@@ -361,7 +363,8 @@ class AgentSession:
         self.set_lifecycle(START_LIFECYCLE.get(state, State.START_ERROR))
 
     def _scripts_status(self) -> dict[str, Any]:
-        view = ConfigSession(self.runner, phase_specs(self.manifest, self.daemon.settings.scripts))
+        view = ConfigSession(self.runner, phase_specs(self.manifest, self.daemon.settings.scripts,
+                                                      devcontainers=self._dc))
         st = view.status()
         st["start_scripts"] = self._start_state()
         st["stop_scripts"] = self._stop_scripts.stop_state if self._stop_scripts is not None else "pending"
