@@ -407,7 +407,10 @@ async def test_item10_devcontainer_placeholder_scripts_are_dropped(devserver: De
                                {"display_name": "normal", "script": "echo normal-ran"}]
     d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token, CODER_AGENT_DEVCONTAINERS_ENABLE="true"))
     await _ready(d)
-    await apoll(lambda: "ready" in [e["state"] for e in devserver.agent.lifecycle], timeout=30)
+    # The folder does not exist, so bringing the devcontainer up fails: START_ERROR, as under Go
+    # (tests/devcontainers/test_manifest_up.py brings one up on a real engine).
+    await apoll(lambda: "start_error" in [e["state"] for e in devserver.agent.lifecycle], timeout=30)
     await apoll(lambda: _outputs(devserver, "normal") == ["normal-ran"])
     assert not _outputs(devserver, "proj devcontainer")
-    assert dc_id not in {c["script_id"] for c in devserver.agent.extra["rpc"].script_completions}
+    done = [c for c in devserver.agent.extra["rpc"].script_completions if c["script_id"] == dc_id]
+    assert [c["status"] for c in done] == ["exit_failure"]  # the up's result, not the placeholder's

@@ -41,7 +41,7 @@ from ..lifecycle import Lifecycle, State
 from ..log import get_logger
 from ..rpc.drpc import RpcError
 from ..rpc.proto import agent_pb2
-from ..scripts import ConfigSession, ScriptResult
+from ..scripts import ConfigSession, ScriptResult, Stage, Status
 from ..scripts.childenv import command_argv, login_user, script_file_name
 from ..scripts.runner import resolve_directory
 from ..scripts.session import START_LIFECYCLE, STOP_LIFECYCLE
@@ -355,12 +355,48 @@ class AgentSession:
         assert self.scripts is not None
         await self.local_scripts.start_done.wait()
         await self.scripts.start_done.wait()
+        devcontainers_ok = await self._devcontainers_up()
         # Logs before the lifecycle change (USER-PAIN #2); the runner flushed each script already.
         with contextlib.suppress(Exception):
             await self.daemon.log_sink.flush(timeout=5.0)
         state = self._start_state()
+        if state == "done" and not devcontainers_ok:
+            state = "failed"
         self._startup_seconds = (self.daemon.clock.monotonic() - self._started_mono, state == "done")
         self.set_lifecycle(START_LIFECYCLE.get(state, State.START_ERROR))
+
+    async def _devcontainers_up(self) -> bool:
+        """After the start scripts, bring each manifest devcontainer up (Go's ``createDevcontainer``)
+        when devcontainers are enabled; each result is a ScriptCompleted for its placeholder script
+        (same id). False if any failed (the start phase then ends in START_ERROR, as Go)."""
+        m = self.manifest or {}
+        wanted = [d for d in m.get("devcontainers", []) if d.get("id")]
+        mgr: Any = self.daemon.services.services.get("devcontainers")
+        if not (self._dc and wanted and mgr is not None and hasattr(mgr, "up")):
+            return True
+        from ..devcontainers.cliparse import UpResult
+
+        placeholders = {s["id"]: s for s in m.get("scripts", []) if s.get("id")}
+        with contextlib.suppress(Exception):  # the manifest is known now; an engine problem shows below
+            await mgr.scan()
+        all_ok = True
+        for d in wanted:
+            start = self.daemon.clock.now()
+            try:
+                result = await mgr.up(d["id"])
+            except Exception as e:  # not found (no workspace folder), refused, engine unavailable
+                result = UpResult(False, "", str(e) or type(e).__name__)
+            all_ok = all_ok and result.ok
+            self.log.info("manifest devcontainer up", devcontainer=d.get("name") or d["id"], ok=result.ok,
+                          error=result.error or None)
+            script = placeholders.get(d["id"])
+            if script is not None:
+                self._completions.append(timing(ScriptResult(
+                    script["id"], script.get("display_name", ""), Stage.START,
+                    Status.OK if result.ok else Status.EXIT_FAILURE, 0 if result.ok else 1, start,
+                    self.daemon.clock.now())))
+                self._cwake.set()
+        return all_ok
 
     def _scripts_status(self) -> dict[str, Any]:
         view = ConfigSession(self.runner, phase_specs(self.manifest, self.daemon.settings.scripts,
