@@ -414,3 +414,35 @@ async def test_item10_devcontainer_placeholder_scripts_are_dropped(devserver: De
     assert not _outputs(devserver, "proj devcontainer")
     done = [c for c in devserver.agent.extra["rpc"].script_completions if c["script_id"] == dc_id]
     assert [c["status"] for c in done] == ["exit_failure"]  # the up's result, not the placeholder's
+
+
+async def test_item5_script_order_dependencies_and_skips(devserver: DevServer, daemon_env: Any,
+                                                         spawn_daemon: Any, short_tmp: Path) -> None:
+    """Go's coder_script_order: a script waits for the scripts it depends on; requires=success
+    skips it (SKIPPED ScriptCompleted, a "Skipping script" line) when one failed; requires=completion
+    only waits. Scripts without rules start at once."""
+    import uuid
+
+    a, b, c, d_, e = (str(uuid.uuid4()) for _ in range(5))
+    marks = short_tmp / "marks"
+    devserver.agent.scripts = [
+        {"id": a, "display_name": "A fails", "script": f"sleep 1; echo a >> {marks}; exit 3"},
+        {"id": b, "display_name": "B needs A", "script": f"echo b >> {marks}",
+         "order_dependencies": [{"script_id": a, "requires": "success"}]},
+        {"id": c, "display_name": "C after A", "script": f"echo c >> {marks}",
+         "order_dependencies": [{"script_id": a, "requires": "completion"}]},
+        {"id": d_, "display_name": "D needs B", "script": f"echo d >> {marks}",
+         "order_dependencies": [{"script_id": b, "requires": "success"}]},
+        {"id": e, "display_name": "E free", "script": f"echo e >> {marks}"},
+    ]
+    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token))
+    await _ready(d)
+    rec = devserver.agent.extra
+    done = await apoll(lambda: "rpc" in rec and (c_ := {x["script_id"]: x for x in rec["rpc"].script_completions})
+                       and len(c_) == 5 and c_, timeout=30)
+    assert [done[x]["status"] for x in (a, b, c, d_, e)] == ["exit_failure", "skipped", "ok", "skipped", "ok"]
+    assert done[b]["exit_code"] == -1 and done[c]["start"] >= done[a]["end"]
+    assert marks.read_text().split() == ["e", "a", "c"]  # B and D never ran; E did not wait
+    assert _outputs(devserver, "B needs A") == ['Skipping script: dependency "A fails" failed.']
+    assert _outputs(devserver, "D needs B") == ['Skipping script: dependency "B needs A" was skipped.']
+    await apoll(lambda: "start_error" in [x["state"] for x in devserver.agent.lifecycle])  # A's failure

@@ -132,6 +132,11 @@ def convert(m: agent_pb2.Manifest, *, env: Mapping[str, str] | None = None, home
             "run_on_stop": s.run_on_stop,
             "start_blocks_login": s.start_blocks_login,
             "timeout": duration_seconds(s.timeout),
+            # Go's coder_script_order rules: unspecified requires acts as "success" (Go skips on anything
+            # but COMPLETION).
+            "order_dependencies": [{"script_id": uuid_str(dep.script_id),
+                                    "requires": "completion" if dep.requires == dep.COMPLETION else "success"}
+                                   for dep in s.order_dependencies if uuid_str(dep.script_id)],
         })
     metadata = [{
         "key": d.key,

@@ -39,6 +39,12 @@ class ReportingRunner(ScriptRunner):
             self.on_result(result)
         return result
 
+    async def skip(self, spec: ScriptSpec, stage: Stage, reason: str) -> ScriptResult:
+        result = await super().skip(spec, stage, reason)
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
+
 
 def make_runner(daemon: Daemon) -> ReportingRunner:
     from ..logsink import LateBoundSink

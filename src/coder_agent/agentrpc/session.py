@@ -408,7 +408,8 @@ class AgentSession:
 
     def _on_script_result(self, result: ScriptResult) -> None:
         self.results.append(result)
-        self._scripts_executed["true" if result.ok else "false"] += 1
+        if result.status is not Status.SKIPPED:  # Go counts runs, and a skipped script never ran
+            self._scripts_executed["true" if result.status is Status.OK else "false"] += 1
         if result.script_id in self._manifest_script_ids:
             self._completions.append(timing(result))
             self._cwake.set()

@@ -252,6 +252,12 @@ def build_manifest(agent: DevAgent) -> agent_pb2.Manifest:
             run_on_start=bool(s.get("run_on_start", True)), run_on_stop=bool(s.get("run_on_stop", False)),
             start_blocks_login=bool(s.get("start_blocks_login", False)),
             timeout=_real_duration(s.get("timeout", 0)), log_path=str(s.get("log_path", "")),
+            order_dependencies=[agent_pb2.WorkspaceAgentScript.OrderDependency(
+                script_id=uuid.UUID(str(dep["script_id"])).bytes,
+                requires=(agent_pb2.WorkspaceAgentScript.OrderDependency.COMPLETION
+                          if dep.get("requires") == "completion" else
+                          agent_pb2.WorkspaceAgentScript.OrderDependency.SUCCESS))
+                for dep in s.get("order_dependencies", [])],
         ))
     for md in agent.metadata:
         m.metadata.append(agent_pb2.WorkspaceAgentMetadata.Description(

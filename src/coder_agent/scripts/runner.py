@@ -293,6 +293,18 @@ class ScriptRunner:
                  seconds=round(result.duration, 3))
         return result
 
+    async def skip(self, spec: ScriptSpec, stage: Stage, reason: str) -> ScriptResult:
+        """Do not run ``spec`` (a script-order dependency did not succeed): say why on its log
+        source, as Go does ("Skipping script: …"), and return a SKIPPED result (exit code -1)."""
+        src = self.sink.source(spec.display_name, spec.icon, spec.log_source_id)
+        self.sink.write(src, f"Skipping script: {reason}.", "warn")
+        self._log.warning("skipping script", script=spec.display_name, reason=reason)
+        start = self.clock.now()
+        result = self._done(spec, stage, Status.SKIPPED, -1, start, None)
+        with contextlib.suppress(Exception):
+            await self.sink.flush(src, timeout=self.flush_timeout)
+        return result
+
     def _done(self, spec: ScriptSpec, stage: Stage, status: Status, code: int, start: Any,
               log_file: Path | None) -> ScriptResult:
         r = ScriptResult(spec.id, spec.display_name, stage, status, code, start, self.clock.now(),
