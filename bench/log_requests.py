@@ -83,6 +83,7 @@ def main() -> None:
         ours = n * 10_000 / a.lines
         go = go_requests(a.lines, a.width, max(seconds, took if shape == "stream" else 0.0)) * 10_000 / a.lines
         print(f"{shape:>6} ({took:5.1f} s): coder-agent {ours:8.1f}   Go LogSender {go:8.1f}")
+        print(f"ratio requests {shape} coder-agent/Go: {ours / go:.2f}")
 
 
 if __name__ == "__main__":
