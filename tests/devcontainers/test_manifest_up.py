@@ -36,7 +36,8 @@ async def test_manifest_devcontainer_comes_up_and_its_placeholder_never_runs(
             else None
 
     done = await apoll(completed, timeout=180)
-    assert done["status"] == "ok" and done["stage"] == "start"
+    said = [ln for ln in d.stderr().splitlines() if "devcontainer" in ln]
+    assert done["status"] == "ok" and done["stage"] == "start", said
     assert "ready" in [e["state"] for e in devserver.agent.lifecycle]
     running = [c for c in docker_client.containers.list(sparse=True)
                if (c.attrs.get("Labels") or {}).get("devcontainer.local_folder") == str(repo)]

@@ -377,7 +377,9 @@ class AgentSession:
         from ..devcontainers.cliparse import UpResult
 
         placeholders = {s["id"]: s for s in m.get("scripts", []) if s.get("id")}
-        with contextlib.suppress(Exception):  # the manifest is known now; an engine problem shows below
+        with contextlib.suppress(Exception):  # the engine connected (or said why not) ...
+            await mgr.wait_first_scan(30.0)
+        with contextlib.suppress(Exception):  # ... and the manifest is known now; a problem shows below
             await mgr.scan()
         all_ok = True
         for d in wanted:
@@ -385,7 +387,7 @@ class AgentSession:
             try:
                 result = await mgr.up(d["id"])
             except Exception as e:  # not found (no workspace folder), refused, engine unavailable
-                result = UpResult(False, "", str(e) or type(e).__name__)
+                result = UpResult(False, "", f"{type(e).__name__}: {e}")
             all_ok = all_ok and result.ok
             self.log.info("manifest devcontainer up", devcontainer=d.get("name") or d["id"], ok=result.ok,
                           error=result.error or None)
