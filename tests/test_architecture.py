@@ -25,12 +25,14 @@ PKG = "coder_agent"
 
 # One folder each, wired by daemon.py (ARCHITECTURE.md): they import one another only through
 # the interface modules below.
-CAPABILITIES = {"agentrpc", "appstatus", "devcontainers", "gitauth", "logs", "ports", "reinit", "scripts"}
+CAPABILITIES = {"agentrpc", "appstatus", "devcontainers", "gitauth", "logs", "ports", "reinit", "scripts", "tailnet"}
 # capability -> the modules of other capabilities it may import (Protocols, small types, the
 # script runner the agent session drives).
 INTERFACES: dict[str, set[str]] = {
     "agentrpc": {"coder_agent.appstatus.transport", "coder_agent.appstatus.core", "coder_agent.logs.transport",
-                 "coder_agent.scripts", "coder_agent.scripts.runner", "coder_agent.scripts.session"},
+                 "coder_agent.scripts", "coder_agent.scripts.runner", "coder_agent.scripts.session",
+                 # the result of bringing a manifest devcontainer up (a small pure type)
+                 "coder_agent.devcontainers.cliparse"},
     "devcontainers": {"coder_agent.scripts.runner", "coder_agent.scripts.spec"},
     "scripts": {"coder_agent.logs.text"},
 }

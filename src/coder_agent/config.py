@@ -24,7 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from .errors import REDACTED, ConfigError
 
@@ -73,6 +82,17 @@ def _duration(v: Any) -> Any:
 Seconds = Annotated[float, Field(allow_inf_nan=False)]
 Duration = Annotated[float, BeforeValidator(_duration), Field(allow_inf_nan=False)]  # "7d", "24h", "90m", "3600"
 
+SUBSYSTEMS = ("envbox", "envbuilder", "exectrace")
+
+
+def _subsystems(v: str) -> str:
+    """As Go's ``coder agent``: each comma-separated name, trimmed and non-empty, must be known."""
+    names = [n.strip() for n in v.split(",") if n.strip()]
+    for n in names:
+        if n not in SUBSYSTEMS:
+            raise ValueError(f"invalid subsystem {n!r} (expected {', '.join(SUBSYSTEMS)})")
+    return ",".join(names)
+
 
 class Settings(BaseModel):
     """The effective configuration of ``coder-agent run``."""
@@ -112,6 +132,21 @@ class Settings(BaseModel):
     reinit_ping_interval: Seconds = Field(default=15.0, gt=0)
     request_timeout: Seconds = Field(default=30.0, gt=0)
     auth_exit_after: Duration = Field(default=0.0, ge=0)  # 0 = never
+
+    # Withhold CODER_AGENT_TOKEN from scripts and metadata commands (the Go agent always sets it).
+    no_token_in_env: bool = False
+    # Where coder-script-data/ (CODER_SCRIPT_DATA_DIR, CODER_SCRIPT_BIN_DIR) lives; default: state_dir
+    script_data_dir: Path | None = None
+    # Go's `coder agent` flags, same meaning: a command printing key=value header lines; extra log
+    # files (human, JSON, Stackdriver JSON); no PID 1 reaper; SFTP/scp refused by an SSH server.
+    agent_header_command: str = ""
+    log_human: Path | None = None
+    log_json: Path | None = None
+    log_stackdriver: Path | None = None
+    no_reap: bool = False
+    block_file_transfer: bool = False
+    # CODER_AGENT_SUBSYSTEM: comma-separated envbox | envbuilder | exectrace, reported in UpdateStartup
+    subsystem: Annotated[str, AfterValidator(_subsystems)] = ""
 
     @field_validator("url")
     @classmethod
@@ -231,6 +266,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auth_exit_after", "--auth-exit-after", "CODER_AGENT_AUTH_EXIT_AFTER", "auth_exit_after",
             help="exit with code 77 once coderd has refused the agent's credentials this long without a "
                  "break (e.g. 15m), so a supervisor restarts it with fresh ones; default 0: never"),
+    Setting("no_token_in_env", "--no-token-in-env", "CODER_AGENT_NO_TOKEN_IN_ENV", "no_token_in_env", "bool",
+            help="do not give scripts and metadata commands CODER_AGENT_TOKEN (the coder CLI in the "
+                 "workspace then lacks it)"),
+    Setting("script_data_dir", "--script-data-dir", "CODER_AGENT_SCRIPT_DATA_DIR", "script_data_dir", "path",
+            help="where coder-script-data/ (CODER_SCRIPT_DATA_DIR, CODER_SCRIPT_BIN_DIR) lives; default: state_dir"),
+    Setting("agent_header_command", "--agent-header-command", "CODER_AGENT_HEADER_COMMAND", "header_command",
+            help="a command (run with sh -c at start) whose key=value output lines are headers for every request"),
+    Setting("log_human", "--log-human", "CODER_AGENT_LOGGING_HUMAN", "logging.human", "path",
+            help="also write the daemon's log, human-readable, to this file"),
+    Setting("log_json", "--log-json", "CODER_AGENT_LOGGING_JSON", "logging.json", "path",
+            help="also write the daemon's log as JSON lines to this file"),
+    Setting("log_stackdriver", "--log-stackdriver", "CODER_AGENT_LOGGING_STACKDRIVER", "logging.stackdriver", "path",
+            help="also write the daemon's log as Google Cloud Logging (Stackdriver) JSON to this file"),
+    Setting("no_reap", "--no-reap", "CODER_AGENT_NO_REAP", "no_reap", "bool",
+            help="as PID 1, do not start the process reaper (run the daemon in this process)"),
+    Setting("block_file_transfer", "--block-file-transfer", "CODER_AGENT_BLOCK_FILE_TRANSFER", "block_file_transfer",
+            "bool", help="refuse file transfers (SFTP, scp, rsync) over SSH, as Go's agent"),
+    Setting("subsystem", None, "CODER_AGENT_SUBSYSTEM", "subsystem",
+            help="comma-separated envbox | envbuilder | exectrace, reported to coderd"),
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
 
@@ -416,6 +470,10 @@ def load_settings(
 
     _check_auth(settings, origin)
     _check_address(settings, origin)
+    if settings.agent_header_command.strip():
+        extra = run_header_command(settings.agent_header_command, origin.get("agent_header_command"))
+        settings = settings.model_copy(update={"headers": {**{k: SecretStr(v) for k, v in extra.items()},
+                                                           **settings.headers}})
     return settings
 
 
@@ -429,6 +487,25 @@ def error_text(err: Mapping[str, Any], *, secret: bool = False) -> str:
     if secret:
         msg = msg.split(",")[0]  # a validator may quote the input; a secret's never is
     return " ".join(msg.split())
+
+
+def run_header_command(command: str, origin: str | None = None, timeout: float = 30.0) -> dict[str, str]:
+    """Run ``sh -c command`` (as Go's ``--header-command``) and read ``key=value`` lines from its
+    output. ConfigError naming CODER_AGENT_HEADER_COMMAND when it fails or prints anything else."""
+    import subprocess
+
+    name = "CODER_AGENT_HEADER_COMMAND"
+    try:
+        proc = subprocess.run(["sh", "-c", command], stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ConfigError(name, f"could not run it: {e}", origin) from None
+    if proc.returncode != 0:
+        raise ConfigError(name, f"exited with status {proc.returncode}", origin)
+    try:
+        return _parse_map([ln for ln in proc.stdout.decode().splitlines() if ln.strip()])
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(name, "its output must be key=value lines", origin) from None
 
 
 def _check_auth(s: Settings, origin: Mapping[str, str]) -> None:

@@ -35,6 +35,7 @@ import httpx
 from aiohttp import web
 
 from . import __version__, procprio
+from .childenv import ChildEnv
 from .clock import Clock, SystemClock
 from .coderapi.client import CoderClient, FixedToken, TokenFile, TokenProvider
 from .config import Settings
@@ -55,7 +56,7 @@ from .state import StateStore
 from .status import StatusRegistry
 
 if TYPE_CHECKING:
-    from .agentrpc.parts import AgentParts, AppStatusSwitch, NetworkRoutine
+    from .agentrpc.parts import AgentParts, AppStatusSwitch, DevcontainerStarter, NetworkRoutine
     from .manifest import Manifest
 
 __all__ = ["EXIT_AUTH", "EXIT_CONFIG", "EXIT_OK", "Daemon"]
@@ -109,7 +110,11 @@ class Daemon:
         self.own_ports: set[int] = set()  # ports the daemon itself listens on (never "listening ports")
         # The log sink every capability writes to: the log pipeline once composed (coder_agent.logs).
         self.log_sink: LogSink = MemoryLogSink()
-        self.child_env: dict[str, str] = {}  # added to the environment of every script we run
+        self.child_env: dict[str, str] = {}  # agent-level variables of every command we run (GIT_ASKPASS, ...)
+        # The whole environment of scripts, metadata commands (and SSH sessions), as the Go agent builds it.
+        self.command_env = ChildEnv(self.child_env, settings.script_data_dir or settings.state_dir,
+                                    agent_url=settings.url, token=lambda: self.tokens.current,
+                                    token_in_env=not settings.no_token_in_env)
         self.child_priority = procprio.from_process()  # oom_score_adj / nice of every child we start
         self.manifests: Feed[Manifest] = Feed("manifest")  # published by the agent session (coder_agent.agentrpc)
         self.session = SessionOwner(shutdown_timeout=settings.shutdown_timeout, refresh_token=self.tokens.refresh,
@@ -268,18 +273,18 @@ class Daemon:
 
     # composition -------------------------------------------------------------------------
 
-    def agent_parts(self, app_status: AppStatusSwitch | None = None,
-                    network: NetworkRoutine | None = None) -> AgentParts:
+    def agent_parts(self, app_status: AppStatusSwitch | None = None, network: NetworkRoutine | None = None,
+                    devcontainers: DevcontainerStarter | None = None) -> AgentParts:
         """What the agent RPC capability uses (also how tests build an AgentSession)."""
         from .agentrpc.parts import AgentParts
 
         return AgentParts(
-            settings=self.settings, clock=self.clock, tokens=self.tokens, redactor=self.redactor,
+            settings=self.settings, clock=self.clock, client=self.client, tokens=self.tokens, redactor=self.redactor,
             controlplane=self.controlplane, owner=self.session, manifests=self.manifests, sink=self.log_sink,
-            status=self.status_keys, child_env=self.child_env, priority=self.child_priority,
+            status=self.status_keys, command_env=self.command_env, priority=self.child_priority,
             wait_retry_now=self.wait_retry_now,
             auth_refused=lambda reason: self.exit_with(EXIT_AUTH, reason), app_status=app_status,
-            metrics=self.metrics, network=network,
+            metrics=self.metrics, network=network, devcontainers=devcontainers,
         )
 
     def compose(self) -> None:
@@ -303,18 +308,25 @@ class Daemon:
         app_status = appstatus.make_service(client=self.client, store=self.store, clock=self.clock,
                                             scrub=self.redactor.scrub, metrics=self.metrics, manifests=self.manifests)
         network = tailnet.make_network(settings=s, clock=self.clock, metrics=self.metrics, status=status)
+        dc_services = devcontainers.setup(settings=s, store=self.store, sink=pipeline, manifests=self.manifests,
+                                          command_env=self.command_env, priority=self.child_priority, routes=api,
+                                          status=status)
+        from .agentrpc.parts import DevcontainerStarter
+
+        starter = next((svc for svc in dc_services if isinstance(svc, DevcontainerStarter)), None)
         groups: list[list[Service]] = [
             logs.setup(pipeline, settings=s, store=self.store, routes=api, status=status),
-            scripts.setup(settings=s, clock=self.clock, sink=pipeline, child_env=self.child_env,
+            scripts.setup(settings=s, clock=self.clock, sink=pipeline, command_env=self.command_env,
                           priority=self.child_priority, owner=self.session, status=status),
             appstatus.setup(app_status, routes=api, status=status),
             gitauth.setup(settings=s, client=self.client, redactor=self.redactor, child_env=self.child_env,
+                          command_env=self.command_env,
                           api_address=lambda: api.display_address, routes=api, status=status),
             ports.setup(settings=s, clock=self.clock, metrics=self.metrics, own_ports=self.own_ports, routes=api),
-            devcontainers.setup(settings=s, store=self.store, sink=pipeline, manifests=self.manifests,
-                                child_env=self.child_env, priority=self.child_priority, routes=api, status=status),
+            dc_services,
             # the agent session takes over the session and the control-plane state
-            agentrpc.setup(self.agent_parts(app_status=app_status, network=network), routes=api),
+            agentrpc.setup(self.agent_parts(app_status=app_status, network=network, devcontainers=starter),
+                           routes=api),
             reinit.setup(settings=s, client=self.client, store=self.store, clock=self.clock,
                          manifests=self.manifests, reinitialize=self.session.reinitialize,
                          refresh_token=self.tokens.refresh, scrub=self.redactor.scrub, status=status),

@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +82,14 @@ def configure_logging(
     max_bytes: int = 5 * 1024 * 1024,
     backups: int = 10,
     retention: float | None = None,
+    extra_files: Mapping[str, Path | None] | None = None,
 ) -> Redactor:
-    """Set up structlog and stdlib logging for the process. Returns the redactor in use."""
+    """Set up structlog and stdlib logging for the process. Returns the redactor in use.
+
+    ``extra_files`` (Go's ``--log-human``/``--log-json``/``--log-stackdriver``): format name
+    (``human``, ``json``, ``stackdriver``) → a file that gets every log line as well, appended.
+    ``/dev/stderr`` for ``human`` is the stream already written. An OSError opening one carries
+    ``setting`` (the variable naming it)."""
     redactor = redactor or Redactor()
     stream = stream or sys.stderr
     shared: list[Any] = [
@@ -123,6 +129,22 @@ def configure_logging(
         fh.setFormatter(structlog.stdlib.ProcessorFormatter(processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta, json_renderer], foreign_pre_chain=shared))
         root.addHandler(fh)
+    for kind, path in (extra_files or {}).items():
+        if path is None or (kind == "human" and str(path) in ("/dev/stderr", "")):
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            xh = logging.FileHandler(path, encoding="utf-8")
+        except OSError as e:
+            e.setting = f"CODER_AGENT_LOGGING_{kind.upper()}"  # type: ignore[attr-defined]
+            raise
+        extra: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+        if kind == "stackdriver":
+            extra.append(_stackdriver)
+        extra.append(structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+                     if kind == "human" else json_renderer)
+        xh.setFormatter(structlog.stdlib.ProcessorFormatter(processors=extra, foreign_pre_chain=shared))
+        root.addHandler(xh)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     if log_file is not None:  # the restart marker, whatever the level
         fh.handle(logging.makeLogRecord({"name": "coder_agent", "levelno": logging.INFO, "levelname": "INFO",
@@ -130,6 +152,18 @@ def configure_logging(
     for noisy in ("httpx", "httpcore", "aiohttp.access", "websockets", "asyncio", "docker", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return redactor
+
+
+_SEVERITY = {"debug": "DEBUG", "info": "INFO", "warning": "WARNING", "warn": "WARNING", "error": "ERROR",
+             "critical": "CRITICAL", "exception": "ERROR"}
+
+
+def _stackdriver(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Google Cloud Logging's structured JSON: ``severity``, ``message``, ``timestamp``."""
+    out = dict(event)
+    out["severity"] = _SEVERITY.get(str(out.pop("level", "info")).lower(), "DEFAULT")
+    out["message"] = out.pop("event", "")
+    return out
 
 
 class _FileHandler(logging.handlers.RotatingFileHandler):

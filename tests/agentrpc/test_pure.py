@@ -13,7 +13,6 @@ from coder_agent.agentrpc import apphealth, metadata
 from coder_agent.agentrpc.logs import sanitize
 from coder_agent.agentrpc.manifest import (
     REDACTED,
-    child_env,
     convert,
     expand_directory,
     metadata_seconds,
@@ -70,7 +69,9 @@ def test_manifest_conversion() -> None:
     assert m["secrets"] == [{"env_name": "GH_TOKEN", "file_path": ""}]
     assert "s3cret" not in repr(m)
     assert c.secrets[0]["value"] == b"s3cret"
-    env = child_env(m, c.secrets)
+    from coder_agent.childenv import agent_variables
+
+    env = agent_variables({}, manifest=m, secrets=c.secrets)
     assert env["GH_TOKEN"] == "s3cret" and env["CODER"] == "true" and env["CODER_WORKSPACE_OWNER_NAME"] == "alice"
     assert "CODER_AGENT_TOKEN" not in env
     shown = redacted(m)
@@ -85,7 +86,7 @@ def test_agent_id_must_be_a_real_uuid(raw: bytes) -> None:
 
 
 @pytest.mark.parametrize(("raw", "want"), [
-    ("", "/h"), ("~", "/h"), ("~/a", "/h/a"), ("rel/x", "/h/rel/x"), ("/abs/./y", "/abs/y"),
+    ("", ""), ("  ", ""), ("$UNSET", "/h"), ("~", "/h"), ("~/a", "/h/a"), ("rel/x", "/h/rel/x"), ("/abs/./y", "/abs/y"),
     ("$UNSET/x", "/x"), ("${A}/b", "/va/b"), ("$A", "/va"),
 ])
 def test_expand_directory(raw: str, want: str) -> None:

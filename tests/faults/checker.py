@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from coder_agent.logs.batch import MAX_BATCH_LINES
+
 __all__ = ["Report", "check", "numbered"]
 
 
@@ -41,10 +43,10 @@ class Report:
     def duplicates(self) -> int:
         return sum(b - a + 1 for a, b in self.replays)
 
-    def ok(self, *, max_replays: int, max_batch: int = 100, late_ok: bool = False) -> bool:
+    def ok(self, *, max_replays: int, max_batch: int = MAX_BATCH_LINES, late_ok: bool = False) -> bool:
         return not self.problems(max_replays=max_replays, max_batch=max_batch, late_ok=late_ok)
 
-    def problems(self, *, max_replays: int, max_batch: int = 100, late_ok: bool = False) -> list[str]:
+    def problems(self, *, max_replays: int, max_batch: int = MAX_BATCH_LINES, late_ok: bool = False) -> list[str]:
         out = []
         if self.lost:
             out.append(f"{len(self.lost)} lost (first {self.lost[:3]})")

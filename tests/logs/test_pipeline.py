@@ -27,9 +27,11 @@ async def test_lines_arrive_in_order_one_request_in_flight(devserver: DevServer,
     assert outputs(devserver, src.id) == [f"line {i}" for i in range(1000)]
     assert devserver.agent.log_sources[src.id]["display_name"] == "Setup"
     assert devserver.state.max_in_flight[PATCH] == 1
-    # batches of at most 100 lines, registration before the first batch
+    # batches as Go's LogSender: up to 1 MiB (21 bytes of overhead a line), so 1000 lines written
+    # at once are one request; registration before the first batch
     patches = devserver.requests_to("/me/logs", "PATCH")
-    assert all(len(r.body["logs"]) <= 100 for r in patches)
+    assert len(patches) == 1
+    assert all(sum(len(x["output"].encode()) + 21 for x in r.body["logs"]) <= 1 << 20 for r in patches)
     first_patch = devserver.state.requests.index(patches[0])
     assert any(r.path.endswith("/log-source") for r in devserver.state.requests[:first_patch])
     for r in patches:

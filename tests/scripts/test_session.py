@@ -76,3 +76,15 @@ async def test_start_outcome_is_published_only_after_the_scripts_lines_reached_c
     for n in ("one", "two"):
         assert snapshot[n] == [f"{n}-{i}" for i in range(1, 251)]
     await task
+
+
+def test_order_edges_drop_outside_rules_and_void_cycles() -> None:
+    from coder_agent.scripts import ScriptSpec
+    from coder_agent.scripts.session import order_edges
+
+    def s(i: str, *deps: str) -> ScriptSpec:
+        return ScriptSpec(id=i, log_source_id=i, display_name=i, script="true", run_on_start=True,
+                          depends=tuple((d, "success") for d in deps))
+
+    assert order_edges([s("a"), s("b", "a", "zz", "b")]) == {"a": [], "b": [("a", "success")]}
+    assert order_edges([s("a", "c"), s("b", "a"), s("c", "b")]) is None

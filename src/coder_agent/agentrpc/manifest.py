@@ -9,7 +9,8 @@ Rules (coder-agent-rpc.md §4.2, §5.3, §6.9, §6.12):
   ``interval``/``timeout`` carry the number of SECONDS in the nanosecond count (coderd builds
   them with ``Duration(N)``): ``seconds * 1e9 + nanos`` is read as an integer of seconds.
 * ``directory`` is expanded as the Go agent does: ``$VARS`` (unknown ones → ""), a leading
-  ``~``, and a relative path is taken under the home directory; empty → home.
+  ``~``, and a relative path is taken under the home directory; empty stays empty (reported so
+  in UpdateStartup; commands then run in ``CODER_AGENT_DIRECTORY`` or ``$HOME``).
 * Secrets (``Manifest.secrets``) never enter the shared dict: only their env names and file
   paths do; values stay in :class:`Converted.secrets` for the child environment.
 * :func:`redacted` is the local view (``GET /api/v0/manifest``): environment values replaced.
@@ -33,7 +34,6 @@ __all__ = [
     "HEALTH_NAMES",
     "REDACTED",
     "Converted",
-    "child_env",
     "convert",
     "duration_seconds",
     "expand_directory",
@@ -73,7 +73,10 @@ def metadata_seconds(d: duration_pb2.Duration) -> int:
 
 
 def expand_directory(raw: str, env: Mapping[str, str], home: str) -> str:
-    """Expand like the Go agent: ``$VAR``/``${VAR}`` (unknown → ""), ``~``, relative → under home."""
+    """Expand like the Go agent (``expandPathToAbs``): empty stays empty; ``$VAR``/``${VAR}``
+    (unknown → ""), ``~``, relative → under home."""
+    if not raw.strip():
+        return ""
     path = _VAR.sub(lambda m: env.get(m.group(1) or m.group(2) or "", ""), raw).strip()
     if not path:
         return home
@@ -128,6 +131,11 @@ def convert(m: agent_pb2.Manifest, *, env: Mapping[str, str] | None = None, home
             "run_on_stop": s.run_on_stop,
             "start_blocks_login": s.start_blocks_login,
             "timeout": duration_seconds(s.timeout),
+            # Go's coder_script_order rules: unspecified requires acts as "success" (Go skips on anything
+            # but COMPLETION).
+            "order_dependencies": [{"script_id": uuid_str(dep.script_id),
+                                    "requires": "completion" if dep.requires == dep.COMPLETION else "success"}
+                                   for dep in s.order_dependencies if uuid_str(dep.script_id)],
         })
     metadata = [{
         "key": d.key,
@@ -166,32 +174,6 @@ def convert(m: agent_pb2.Manifest, *, env: Mapping[str, str] | None = None, home
         "secrets": [{"env_name": s["env_name"], "file_path": s["file_path"]} for s in secrets],
     }
     return Converted(data, secrets)
-
-
-def child_env(manifest: Mapping[str, Any], secrets: list[dict[str, Any]], token: str | None = None) -> dict[str, str]:
-    """The variables the Go agent adds for commands (§5.3), minus what needs the network.
-
-    Manifest environment values are ``$VAR``-expanded against the process environment;
-    secrets with an ``env_name`` are added raw. The agent token is only included when given.
-    """
-    out = {
-        "CODER": "true",
-        "CODER_WORKSPACE_NAME": str(manifest.get("workspace_name", "")),
-        "CODER_WORKSPACE_AGENT_NAME": str(manifest.get("agent_name", "")),
-        "CODER_WORKSPACE_OWNER_NAME": str(manifest.get("owner", "")),
-        "CODER_WORKSPACE_ID": str(manifest.get("workspace_id", "")),
-        "CS_DISABLE_GETTING_STARTED_OVERRIDE": "true",
-    }
-    if manifest.get("vs_code_port_proxy_uri"):
-        out["VSCODE_PROXY_URI"] = str(manifest["vs_code_port_proxy_uri"])
-    if token:
-        out["CODER_AGENT_TOKEN"] = token
-    for k, v in dict(manifest.get("environment") or {}).items():
-        out[str(k)] = _VAR.sub(lambda m: os.environ.get(m.group(1) or m.group(2) or "", ""), str(v))
-    for s in secrets:
-        if s.get("env_name"):
-            out[str(s["env_name"])] = bytes(s.get("value", b"")).decode("utf-8", "replace")
-    return out
 
 
 def redacted(manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from google.protobuf import timestamp_pb2
 
 from ..procprio import ChildPriority
 from ..rpc.proto import agent_pb2
-from ..scripts.runner import user_shell
 
 __all__ = ["MAX_OUTPUT", "MetadataScheduler", "Result", "collect", "report_request", "truncate"]
 
@@ -118,14 +117,15 @@ def _existing(path: str | None) -> str | None:
     return path if path and os.path.isdir(path) else None
 
 
-async def collect(script: str, timeout: float, env: Mapping[str, str], cwd: str | None,
+async def collect(argv: Sequence[str], timeout: float, env: Mapping[str, str], cwd: str | None,
                   priority: ChildPriority | None = None) -> Result:
-    """Run one metadata script through the user's shell; never raises (errors go in the result)."""
+    """Run one metadata command (``argv`` and the whole ``env`` from :mod:`coder_agent.childenv`:
+    the login shell, or a ``#!`` script's own interpreter); never raises (errors go in the result)."""
     try:
         prio = priority or ChildPriority()
         proc = await asyncio.create_subprocess_exec(
-            *prio.wrap([user_shell(env), "-c", script]), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=prio.env({**os.environ, **env}),
+            *prio.wrap(list(argv)), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=prio.env(env),
             cwd=_existing(cwd), start_new_session=True)
     except OSError as e:
         return Result("", f"start cmd: {e}", dt.datetime.now(dt.UTC))

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ..appstatus.transport import AppStatusTransport
+    from ..childenv import ChildEnv
     from ..clock import Clock
-    from ..coderapi.client import TokenProvider
+    from ..coderapi.client import CoderClient, TokenProvider
     from ..config import Settings
     from ..controlplane import ControlPlane
+    from ..devcontainers.cliparse import UpResult
     from ..feed import Feed
     from ..log import Redactor
     from ..logsink import LogSink
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from ..sessionowner import SessionOwner
     from ..status import StatusRegistry
 
-__all__ = ["AgentParts", "AppStatusSwitch", "NetworkRoutine"]
+__all__ = ["AgentParts", "AppStatusSwitch", "DevcontainerStarter", "NetworkRoutine"]
 
 
 class AppStatusSwitch(Protocol):
@@ -38,6 +40,18 @@ class AppStatusSwitch(Protocol):
     def transport(self) -> AppStatusTransport: ...
 
     def set_transport(self, transport: AppStatusTransport) -> None: ...
+
+
+@runtime_checkable
+class DevcontainerStarter(Protocol):
+    """The devcontainers service, which brings the manifest's devcontainers up after the start
+    scripts (Go's ``createDevcontainer``)."""
+
+    async def wait_first_scan(self, timeout: float) -> None: ...
+
+    async def scan(self) -> None: ...
+
+    async def up(self, dc_id: str) -> UpResult: ...
 
 
 class NetworkRoutine(Protocol):
@@ -59,6 +73,7 @@ class NetworkRoutine(Protocol):
 class AgentParts:
     settings: Settings
     clock: Clock
+    client: CoderClient  # REST: coderd's version (buildinfo)
     tokens: TokenProvider
     redactor: Redactor
     controlplane: ControlPlane  # the session's connection is its source (transport "rpc")
@@ -66,10 +81,11 @@ class AgentParts:
     manifests: Feed[Manifest]  # the session publishes every manifest here
     sink: LogSink  # the log pipeline (its transport becomes dRPC while connected)
     status: StatusRegistry
-    child_env: dict[str, str]  # filled from the manifest for every child
+    command_env: ChildEnv  # every command's environment; the session sets its manifest
     priority: ChildPriority
     wait_retry_now: Callable[[float], Awaitable[None]]  # a sleep that SIGHUP cuts short
     auth_refused: Callable[[str], None]  # credentials refused for auth_exit_after: the daemon exits (77)
     metrics: Metrics | None = None  # RPC round-trip histogram
     network: NetworkRoutine | None = None  # the tailnet, served on every connection
+    devcontainers: DevcontainerStarter | None = None  # brings manifest devcontainers up
     app_status: AppStatusSwitch | None = None

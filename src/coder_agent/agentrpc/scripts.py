@@ -39,17 +39,30 @@ class ReportingRunner(ScriptRunner):
             self.on_result(result)
         return result
 
+    async def skip(self, spec: ScriptSpec, stage: Stage, reason: str) -> ScriptResult:
+        result = await super().skip(spec, stage, reason)
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
+
 
 def make_runner(parts: AgentParts) -> ReportingRunner:
     s = parts.settings
-    return ReportingRunner(parts.sink, directory=s.directory, child_env=parts.child_env,
+    return ReportingRunner(parts.sink, directory=s.directory, env=parts.command_env,
                            log_dir=s.log_dir, data_dir=s.state_dir, clock=parts.clock,
                            priority=parts.priority)
 
 
-def phase_specs(manifest: Mapping[str, Any] | None, config_scripts: Sequence[Any]) -> list[ScriptSpec]:
-    """Every script of the session: the manifest's, then the config file's."""
-    out = [ScriptSpec.from_manifest(d) for d in (manifest or {}).get("scripts", [])]
+def phase_specs(manifest: Mapping[str, Any] | None, config_scripts: Sequence[Any], *,
+                devcontainers: bool = False) -> list[ScriptSpec]:
+    """Every script of the session: the manifest's, then the config file's.
+
+    With ``devcontainers`` (the feature is on), a manifest script whose id is a manifest
+    devcontainer's is left out, as Go's ``ExtractDevcontainerScripts``: coderd sends one per
+    devcontainer, a placeholder that only says devcontainers are not enabled."""
+    m = manifest or {}
+    placeholders = {d["id"] for d in m.get("devcontainers", []) if d.get("id")} if devcontainers else set()
+    out = [ScriptSpec.from_manifest(d) for d in m.get("scripts", []) if not (d.get("id") and d["id"] in placeholders)]
     out += [ScriptSpec.from_config(c) for c in config_scripts]
     return out
 

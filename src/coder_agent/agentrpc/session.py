@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import re
 from collections import deque
@@ -35,24 +36,27 @@ import httpx
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from .. import __version__
+from ..childenv import command_argv, login_user, script_file_name
 from ..errors import FeatureUnavailable
 from ..lifecycle import State
 from ..log import get_logger
+from ..rpc.drpc import RpcError
 from ..rpc.proto import agent_pb2
-from ..scripts import ConfigSession, ScriptResult
+from ..scripts import ConfigSession, ScriptResult, Stage, Status
+from ..scripts.runner import resolve_directory
 from ..scripts.session import START_LIFECYCLE, STOP_LIFECYCLE
 from ..tasks import reap, settle
-from . import apphealth, metadata
+from . import apphealth, metadata, resources, secrets
 from .connection import ConnectionLoop, RpcClient
 from .logs import RpcAppStatusTransport, RpcLogTransport
-from .manifest import child_env, convert
+from .manifest import convert
 from .reporter import LifecycleReporter
 from .scripts import ReportingRunner, make_runner, phase_specs, timing
 
 if TYPE_CHECKING:
     from .parts import AgentParts
 
-__all__ = ["AgentSession", "semver_version", "subsystems_from_env"]
+__all__ = ["AgentSession", "reported_version", "semver_version", "subsystems_from_env"]
 
 _SUBSYSTEMS = {"envbox": agent_pb2.Startup.ENVBOX, "envbuilder": agent_pb2.Startup.ENVBUILDER,
                "exectrace": agent_pb2.Startup.EXECTRACE}
@@ -68,6 +72,20 @@ def semver_version(version: str) -> str:
     rest = re.sub(r"[^0-9A-Za-z.-]+", "-", rest).strip(".-")
     rest = ".".join(p for p in rest.split(".") if p)
     return out + (f"-{rest}" if rest else "")
+
+
+_SEMVER_CORE = re.compile(r"^v?(\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?)(?:\+.*)?$")
+
+
+def reported_version(ours: str, server: str | None) -> str:
+    """The version for UpdateStartup: the server's semver (so coderd and its dashboard, which
+    compare them, never call this agent outdated) with build metadata saying what runs:
+    ``v2.20.1+coder-agent.0.1.0``. Build metadata is ignored by semver comparisons. Without a
+    usable server version, our own version with the same metadata."""
+    meta = "coder-agent." + (re.sub(r"[^0-9A-Za-z.-]+", "-", ours).strip(".-") or "unknown")
+    m = _SEMVER_CORE.match((server or "").strip())
+    core = f"v{m.group(1)}" if m else semver_version(ours)
+    return f"{core}+{meta}"
 
 
 def subsystems_from_env(env: dict[str, str]) -> list[Any]:
@@ -132,6 +150,12 @@ class AgentSession:
         self._run: asyncio.Task[None] | None = None
         self._stopping = False
         self._http: httpx.AsyncClient | None = None
+        self._server_version: str | None = None
+        self._dc = parts.settings.devcontainers_enable  # manifest devcontainers' placeholder scripts dropped
+        # Stats.metrics as the Go agent reports them (agentscripts and agent/metrics.go).
+        self._scripts_executed = {"true": 0, "false": 0}
+        self._startup_seconds: tuple[float, bool] | None = None
+        self._started_mono = parts.clock.monotonic()
         # CODER_AGENT_DIRECTORY stands in for the home directory when the manifest names none.
         d = parts.settings.directory
         self._home: str | None = os.path.expanduser(d) if d else None
@@ -199,7 +223,8 @@ class AgentSession:
         await reap(self._stoppable, self._start_watch, self._start_task, self._local_task)
         # One stop phase for every known script (manifest's, if any, and ours): it stops what still
         # runs, then runs the run_on_stop scripts in parallel within the budget, then flushes logs.
-        stop = ConfigSession(self.runner, phase_specs(self.manifest, self.parts.settings.scripts))
+        stop = ConfigSession(self.runner, phase_specs(self.manifest, self.parts.settings.scripts,
+                                                      devcontainers=self._dc))
         self._stop_scripts = stop
         try:
             await stop.stop(self.parts.owner.shutdown_timeout, self.parts.sink)
@@ -259,6 +284,7 @@ class AgentSession:
             tg.create_task(self._optional(self._metadata_loop(client)))
             tg.create_task(self._optional(self._app_health_loop(client)))
             tg.create_task(self._optional(self._stats_loop(client)))
+            tg.create_task(self._optional(self._resources_loop(client)))
 
     @staticmethod
     async def _optional(coro: Any) -> None:
@@ -270,18 +296,38 @@ class AgentSession:
         converted = convert(raw, home=self._home)
         m = converted.manifest
         self.manifest_fetches += 1
-        startup = agent_pb2.Startup(version=semver_version(__version__), expanded_directory=m["directory"],
-                                    subsystems=subsystems_from_env(dict(os.environ)))
+        subsystems = subsystems_from_env({"CODER_AGENT_SUBSYSTEM": self.parts.settings.subsystem})
+        if self._server_version is None:
+            self._server_version = await self._fetch_server_version()
+        startup = agent_pb2.Startup(version=reported_version(__version__, self._server_version),
+                                    expanded_directory=m["directory"], subsystems=subsystems)
         await client.call("UpdateStartup", agent_pb2.UpdateStartupRequest(startup=startup), agent_pb2.Startup)
         self.manifest = m
         self._manifest_script_ids = {s["id"] for s in m["scripts"] if s["id"]}
-        self.parts.child_env.update(child_env(m, converted.secrets))
+        for sec in converted.secrets:  # scripts may print them; the daemon's own log never does
+            self.parts.redactor.add(bytes(sec.get("value", b"")).decode("utf-8", "replace"))
+        self.parts.command_env.set_manifest(m, converted.secrets)
+        for path, error in secrets.write_secret_files(converted.secrets):
+            self.log.warning("cannot write a manifest secret file", path=path, error=error)
+        set_agent = getattr(self.parts.sink, "set_agent", None)  # the log pipeline: its state is per agent
+        if callable(set_agent):
+            set_agent(m["agent_id"])
         from ..manifest import Manifest  # pydantic: loaded with the first manifest, not at start-up
 
         self.parts.manifests.publish(Manifest.model_validate(m))
         self.log.info("manifest received", agent=m["agent_name"], scripts=len(m["scripts"]), apps=len(m["apps"]),
                       metadata=len(m["metadata"]), fetch=self.manifest_fetches)
         return raw
+
+    async def _fetch_server_version(self) -> str:
+        """coderd's version (``GET /api/v2/buildinfo``), "" when it cannot be had quickly."""
+        try:
+            async with asyncio.timeout(10.0):
+                info = await self.parts.client.buildinfo()
+        except Exception as e:  # an old or odd coderd: report our own version instead
+            self.log.info("coderd's version unknown; reporting ours", error=str(e))
+            return ""
+        return str(info.get("version") or "")
 
     # ---- lifecycle and scripts -----------------------------------------------------------
 
@@ -290,10 +336,11 @@ class AgentSession:
         if self.scripts_started or self._stopping:
             return
         self.scripts_started = True
+        self._started_mono = self.parts.clock.monotonic()
         self.set_lifecycle(State.STARTING)
         if self.manifest and self.manifest.get("directory"):
             self.runner.directory = self.manifest["directory"]
-        self.scripts = ConfigSession(self.runner, phase_specs(self.manifest, ()))
+        self.scripts = ConfigSession(self.runner, phase_specs(self.manifest, (), devcontainers=self._dc))
         self._start_task = asyncio.create_task(self._run_scripts(self.scripts), name="start-scripts")
         self._start_watch = asyncio.create_task(self._start_outcome(), name="start-outcome")
 
@@ -319,13 +366,54 @@ class AgentSession:
         assert self.scripts is not None
         await self.local_scripts.start_done.wait()
         await self.scripts.start_done.wait()
+        devcontainers_ok = await self._devcontainers_up()
         # Logs before the lifecycle change (USER-PAIN #2); the runner flushed each script already.
         with contextlib.suppress(Exception):
             await self.parts.sink.flush(timeout=5.0)
-        self.set_lifecycle(START_LIFECYCLE.get(self._start_state(), State.START_ERROR))
+        state = self._start_state()
+        if state == "done" and not devcontainers_ok:
+            state = "failed"
+        self._startup_seconds = (self.parts.clock.monotonic() - self._started_mono, state == "done")
+        self.set_lifecycle(START_LIFECYCLE.get(state, State.START_ERROR))
+
+    async def _devcontainers_up(self) -> bool:
+        """After the start scripts, bring each manifest devcontainer up (Go's ``createDevcontainer``)
+        when devcontainers are enabled; each result is a ScriptCompleted for its placeholder script
+        (same id). False if any failed (the start phase then ends in START_ERROR, as Go)."""
+        m = self.manifest or {}
+        wanted = [d for d in m.get("devcontainers", []) if d.get("id")]
+        mgr = self.parts.devcontainers
+        if not (self._dc and wanted and mgr is not None):
+            return True
+        from ..devcontainers.cliparse import UpResult
+
+        placeholders = {s["id"]: s for s in m.get("scripts", []) if s.get("id")}
+        with contextlib.suppress(Exception):  # the engine connected (or said why not) ...
+            await mgr.wait_first_scan(30.0)
+        with contextlib.suppress(Exception):  # ... and the manifest is known now; a problem shows below
+            await mgr.scan()
+        all_ok = True
+        for d in wanted:
+            start = self.parts.clock.now()
+            try:
+                result = await mgr.up(d["id"])
+            except Exception as e:  # not found (no workspace folder), refused, engine unavailable
+                result = UpResult(False, "", f"{type(e).__name__}: {e}")
+            all_ok = all_ok and result.ok
+            self.log.info("manifest devcontainer up", devcontainer=d.get("name") or d["id"], ok=result.ok,
+                          error=result.error or None)
+            script = placeholders.get(d["id"])
+            if script is not None:
+                self._completions.append(timing(ScriptResult(
+                    script["id"], script.get("display_name", ""), Stage.START,
+                    Status.OK if result.ok else Status.EXIT_FAILURE, 0 if result.ok else 1, start,
+                    self.parts.clock.now())))
+                self._cwake.set()
+        return all_ok
 
     def _scripts_status(self) -> dict[str, Any]:
-        view = ConfigSession(self.runner, phase_specs(self.manifest, self.parts.settings.scripts))
+        view = ConfigSession(self.runner, phase_specs(self.manifest, self.parts.settings.scripts,
+                                                      devcontainers=self._dc))
         st = view.status()
         st["start_scripts"] = self._start_state()
         st["stop_scripts"] = self._stop_scripts.stop_state if self._stop_scripts is not None else "pending"
@@ -333,6 +421,8 @@ class AgentSession:
 
     def _on_script_result(self, result: ScriptResult) -> None:
         self.results.append(result)
+        if result.status is not Status.SKIPPED:  # Go counts runs, and a skipped script never ran
+            self._scripts_executed["true" if result.status is Status.OK else "false"] += 1
         if result.script_id in self._manifest_script_ids:
             self._completions.append(timing(result))
             self._cwake.set()
@@ -367,8 +457,6 @@ class AgentSession:
                 return
             except Exception as e:
                 # coderd refused this one (e.g. unknown script): report, drop it, go on.
-                from ..rpc.drpc import RpcError
-
                 if not isinstance(e, RpcError):
                     raise
                 self.log.warning("ScriptCompleted refused", error=e.message)
@@ -405,10 +493,20 @@ class AgentSession:
         clock = self.parts.clock
         running: set[asyncio.Task[None]] = set()
 
+        command_env = self.parts.command_env
+
         async def one(key: str) -> None:
             k = sched.keys[key]
-            result = await metadata.collect(k.script, sched.timeout_for(key), self.parts.child_env,
-                                            m.get("directory"), self.parts.priority)
+            env = command_env.build()
+            try:
+                argv = command_argv(k.script, login_user(env).shell, command_env.root / "metadata",
+                                    script_file_name(f"metadata/{key}"))
+            except OSError as e:
+                sched.finished(key, metadata.Result("", f"write script: {e}", dt.datetime.now(dt.UTC)))
+                return
+            # As Go's CreateCommand: the workspace directory, else (empty or not there yet) home.
+            cwd = resolve_directory(m.get("directory") or self.parts.settings.directory, env)
+            result = await metadata.collect(argv, sched.timeout_for(key), env, cwd, self.parts.priority)
             sched.finished(key, result)
 
         try:
@@ -470,9 +568,50 @@ class AgentSession:
             if resp.HasField("report_interval"):
                 interval = _interval(resp.report_interval)
 
+    async def _resources_loop(self, client: RpcClient) -> None:
+        """Resource monitoring (:mod:`.resources`); an older coderd without it is FeatureUnavailable."""
+        resp = await client.call("GetResourcesMonitoringConfiguration",
+                                 agent_pb2.GetResourcesMonitoringConfigurationRequest(),
+                                 agent_pb2.GetResourcesMonitoringConfigurationResponse)
+        config = resources.MonitorConfig.from_response(resp)
+        if not config.enabled:
+            return
+        monitor = resources.ResourceMonitor(config)
+        said: dict[str, str] = {}
+        while True:
+            await asyncio.sleep(config.interval)
+            monitor.sample(dt.datetime.now(dt.UTC), resources.host_memory, resources.volume_usage)
+            if monitor.errors != said:
+                said = dict(monitor.errors)
+                if said:
+                    self.log.warning("resource usage could not be sampled", errors=said)
+            push = monitor.due()
+            if push is None:
+                continue
+            try:
+                await client.call("PushResourcesMonitoringUsage", push,
+                                  agent_pb2.PushResourcesMonitoringUsageResponse)
+            except FeatureUnavailable:
+                raise
+            except RpcError as e:  # the Go agent only logs these (e.g. a volume coderd does not know)
+                self.log.warning("resource usage push refused", error=e.message)
+
     def _stats(self) -> agent_pb2.Stats:
-        # No tailnet here: no peer connections to count, so zeros and -1 latency are the truth.
-        return agent_pb2.Stats(connection_count=0, connection_median_latency_ms=-1.0)
+        # No tailnet here: no peer connections or sessions to count, so zeros and -1 latency are the truth.
+        return agent_pb2.Stats(connection_count=0, connection_median_latency_ms=-1.0, metrics=self._metrics())
+
+    def _metrics(self) -> list[agent_pb2.Stats.Metric]:
+        """The Go agent's own metrics, by its names: scripts run (counter, by success) and, once the
+        start scripts finished, how long they took (gauge, by success)."""
+        M = agent_pb2.Stats.Metric
+        out = [M(name="agent_scripts_executed_total", type=M.COUNTER, value=float(n),
+                 labels=[M.Label(name="success", value=ok)])
+               for ok, n in self._scripts_executed.items()]
+        if self._startup_seconds is not None:
+            seconds, ok = self._startup_seconds
+            out.append(M(name="coderd_agentstats_startup_script_seconds", type=M.GAUGE, value=seconds,
+                         labels=[M.Label(name="success", value="true" if ok else "false")]))
+        return out
 
 
 def _interval(d: duration_pb2.Duration) -> float:

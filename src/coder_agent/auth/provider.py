@@ -109,6 +109,11 @@ class InstanceIdentityProvider:
         self.log = get_logger("auth", method=self.method)
         self._collapse = Collapse(self.log)
 
+    @property
+    def current(self) -> str | None:
+        """The session token last exchanged, without exchanging (None before the first)."""
+        return self._token
+
     async def token(self) -> str:
         if self._token is not None:
             return self._token

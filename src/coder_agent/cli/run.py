@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         return die_config(str(e))
     from ..reaper import split_if_pid1
 
-    split_if_pid1()  # PID 1 (a container entrypoint without an init): PID 1 reaps, the child runs on
+    if not settings.no_reap:
+        split_if_pid1()  # PID 1 (a container entrypoint without an init): PID 1 reaps, the child runs on
     from ..daemon import EXIT_CONFIG, Daemon
     from ..log import configure_logging
 
@@ -55,8 +56,12 @@ def run(args: argparse.Namespace) -> int:
             fmt=settings.log_format, level=settings.log_level,
             log_file=settings.log_dir / "coder-agent.log", stream=sys.stderr,
             retention=settings.log_retention,
+            extra_files={"human": settings.log_human, "json": settings.log_json,
+                         "stackdriver": settings.log_stackdriver},
         )
     except OSError as e:  # the log dir cannot be created or written: a setting to fix, not a crash
+        if getattr(e, "setting", None):
+            return die_config(str(ConfigError(e.setting, f"cannot open {e.filename}: {e.strerror or e}")))  # type: ignore[attr-defined]
         return die_config(str(ConfigError("CODER_AGENT_LOG_DIR",
                                           f"cannot open {settings.log_dir / 'coder-agent.log'}: {e.strerror or e}")))
     for secret in settings.secret_values():

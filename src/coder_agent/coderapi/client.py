@@ -57,6 +57,10 @@ class TokenProvider(Protocol):
     obtained_at: dt.datetime | None
     last_error: str | None
 
+    @property
+    def current(self) -> str | None:
+        """The token last obtained, without obtaining one (None before the first)."""
+
     async def token(self) -> str: ...
 
     async def refresh(self) -> str: ...
@@ -71,6 +75,10 @@ class FixedToken:
         self._token = token.strip()
         self.obtained_at: dt.datetime | None = (clock or SystemClock()).now()
         self.last_error: str | None = None
+
+    @property
+    def current(self) -> str | None:
+        return self._token
 
     async def token(self) -> str:
         return self._token
@@ -91,6 +99,11 @@ class TokenFile:
         self._on_new = on_new_token
         self.obtained_at: dt.datetime | None = None
         self.last_error: str | None = None
+
+    @property
+    def current(self) -> str | None:
+        """The token last read, without reading (None before the first read)."""
+        return self._token
 
     async def token(self) -> str:
         if self._token is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..childenv import ChildEnv
     from ..config import Settings
     from ..feed import Feed
     from ..localapi import Routes
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["setup"]
 
 
-def setup(*, settings: Settings, store: StateStore, sink: LogSink, manifests: Feed[Manifest], child_env: dict[str, str],
+def setup(*, settings: Settings, store: StateStore, sink: LogSink, manifests: Feed[Manifest], command_env: ChildEnv,
           priority: ChildPriority, routes: Routes, status: StatusRegistry) -> list[Service]:
     """Register the container routes; return the devcontainers service (none when disabled)."""
     from . import api
@@ -39,6 +40,7 @@ def setup(*, settings: Settings, store: StateStore, sink: LogSink, manifests: Fe
             routes.route(method, path, handler)
         status.add("devcontainers", lambda: {"state": "disabled"})
         return []
+    from ..childenv import LiveEnv
     from .manager import DevcontainerManager
 
     # The manager and the routes read the manifest as JSON-like data (its devcontainers, parent_id).
@@ -48,8 +50,8 @@ def setup(*, settings: Settings, store: StateStore, sink: LogSink, manifests: Fe
         latest[0] = None if m is None else m.model_dump()
 
     manifests.subscribe(on_manifest)
-    mgr = DevcontainerManager(settings, store, sink, manifest=lambda: latest[0], child_env=child_env,
-                              priority=priority)
+    mgr = DevcontainerManager(settings, store, sink, manifest=lambda: latest[0],
+                              child_env=LiveEnv(command_env.exported), priority=priority)
     for method, path, handler in api.routes(mgr, lambda: latest[0]):
         routes.route(method, path, handler)
     status.add("devcontainers", mgr.status)

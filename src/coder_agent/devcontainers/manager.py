@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,7 +76,7 @@ class DevcontainerManager:
 
     def __init__(self, settings: Settings, store: StateStore, log_sink: LogSink,
                  manifest: Callable[[], dict[str, Any] | None] = lambda: None,
-                 child_env: dict[str, str] | None = None, priority: ChildPriority | None = None) -> None:
+                 child_env: Mapping[str, str] | None = None, priority: ChildPriority | None = None) -> None:
         self.settings = settings
         self.store = store
         self.sink = log_sink
@@ -96,7 +96,7 @@ class DevcontainerManager:
         self._discovery_warnings: list[str] = []
         self._mtimes: dict[str, float | None] = {}
         self._ids: dict[tuple[str, str], str] = {}
-        self._jobs: set[asyncio.Task[None]] = set()
+        self._jobs: set[asyncio.Task[cliparse.UpResult]] = set()
         self._first = asyncio.Event()
         self._kick = asyncio.Event()
         self._changed = asyncio.Condition()
@@ -385,7 +385,17 @@ class DevcontainerManager:
         task.add_done_callback(self._jobs.discard)
         return self.find(dc_id)
 
-    async def _recreate_job(self, d: Devcontainer, old_container: str) -> None:
+    async def up(self, dc_id: str) -> cliparse.UpResult:
+        """Bring a (manifest) devcontainer up, as Go's ``createDevcontainer`` at start: the recreate
+        path (``devcontainer up``), awaited; returns its result. Raises NotFound or Refused."""
+        await self.recreate(dc_id)
+        job = next((t for t in self._jobs if t.get_name() == f"devcontainers:recreate:{dc_id}"), None)
+        if job is None:
+            return cliparse.UpResult(False, "", "the recreate did not start")
+        result: cliparse.UpResult = await asyncio.shield(job)
+        return result
+
+    async def _recreate_job(self, d: Devcontainer, old_container: str) -> cliparse.UpResult:
         rt = self.runtime[d.id]
         src = self.log_source(d)
         cli = self.cli
@@ -420,6 +430,7 @@ class DevcontainerManager:
             self.sink.write(src, f"recreate of devcontainer {d.name} failed: {result.error}", "error")
         self.log.info("recreate finished", devcontainer=d.name, ok=result.ok, error=result.error)
         await self._publish()
+        return result
 
     def _cli_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_STRIP_ENV)}

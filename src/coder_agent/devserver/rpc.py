@@ -26,6 +26,10 @@ coderd's rules kept here (coder-agent-rpc.md §1.2, §1.3, §2.5, §5):
   batch fails. ScriptCompleted: 16-byte known script id, non-zero start/end, start ≤ end.
 * UpdateStats: ``stats`` unset is only a question for ``report_interval``; nothing is stored.
 * UpdateAppStatus: the app-status rules of the REST route (160-byte message, known slug).
+* GetResourcesMonitoringConfiguration: :attr:`RpcControl.resources` (coderd's defaults: 20
+  datapoints every 10 s; memory only when a memory monitor exists, here off unless set).
+  PushResourcesMonitoringUsage: as coderd, an enabled volume missing from a datapoint is an error
+  ("volume not found"); datapoints are recorded in ``resource_pushes``.
 * Methods listed in :attr:`RpcControl.unimplemented` answer code 12, those in
   :attr:`RpcControl.unknown` answer ``unknown rpc`` (code 0), as old servers do.
 
@@ -134,6 +138,7 @@ class RpcRecord:
     violations: list[str] = field(default_factory=list)
     streams_raw: list[bytes] = field(default_factory=list)  # client bytes per stream (capture on)
     pings_ok: int = 0
+    resource_pushes: list[list[dict[str, Any]]] = field(default_factory=list)  # per push, its datapoints
 
     def calls_named(self, method: str) -> list[CallRecord]:
         return [c for c in self.calls if c.method == method]
@@ -161,6 +166,9 @@ class RpcControl:
     blackhole: bool = False  # stop reading, answering and pinging (a hung peer)
     capture: bool = False  # keep the client's raw bytes per stream
     handler_delay: dict[str, float] = field(default_factory=dict)  # short name -> seconds
+    # GetResourcesMonitoringConfiguration's answer: num_datapoints, interval (s), memory, volumes (paths)
+    resources: dict[str, Any] = field(default_factory=lambda: {"num_datapoints": 20, "interval": 10,
+                                                                "memory": False, "volumes": []})
     connections: list[_ServerConn] = field(default_factory=list)
 
     async def drop(self, *, abort: bool = False) -> int:
@@ -247,6 +255,12 @@ def build_manifest(agent: DevAgent) -> agent_pb2.Manifest:
             run_on_start=bool(s.get("run_on_start", True)), run_on_stop=bool(s.get("run_on_stop", False)),
             start_blocks_login=bool(s.get("start_blocks_login", False)),
             timeout=_real_duration(s.get("timeout", 0)), log_path=str(s.get("log_path", "")),
+            order_dependencies=[agent_pb2.WorkspaceAgentScript.OrderDependency(
+                script_id=uuid.UUID(str(dep["script_id"])).bytes,
+                requires=(agent_pb2.WorkspaceAgentScript.OrderDependency.COMPLETION
+                          if dep.get("requires") == "completion" else
+                          agent_pb2.WorkspaceAgentScript.OrderDependency.SUCCESS))
+                for dep in s.get("order_dependencies", [])],
         ))
     for md in agent.metadata:
         m.metadata.append(agent_pb2.WorkspaceAgentMetadata.Description(
@@ -291,6 +305,9 @@ class _Service:
             "UpdateStats": (agent_pb2.UpdateStatsRequest, self.update_stats),
             "ScriptCompleted": (agent_pb2.WorkspaceAgentScriptCompletedRequest, self.script_completed),
             "UpdateAppStatus": (agent_pb2.UpdateAppStatusRequest, self.update_app_status),
+            "GetResourcesMonitoringConfiguration": (agent_pb2.GetResourcesMonitoringConfigurationRequest,
+                                                    self.get_resources_config),
+            "PushResourcesMonitoringUsage": (agent_pb2.PushResourcesMonitoringUsageRequest, self.push_resources),
         }
 
     async def call(self, full_method: str, request: bytes) -> bytes:
@@ -451,7 +468,11 @@ class _Service:
                                    "connection_median_latency_ms": s.connection_median_latency_ms,
                                    "rx_bytes": s.rx_bytes, "tx_bytes": s.tx_bytes,
                                    "session_counts": dict(s.session_counts),
-                                   "metrics": [(mt.name, mt.value) for mt in s.metrics]})
+                                   "metrics": [(mt.name, mt.value) for mt in s.metrics],
+                                   "metric_details": [{"name": mt.name, "value": mt.value,
+                                                       "type": agent_pb2.Stats.Metric.Type.Name(mt.type),
+                                                       "labels": {lb.name: lb.value for lb in mt.labels}}
+                                                      for mt in s.metrics]})
         return agent_pb2.UpdateStatsResponse(report_interval=d)
 
     async def script_completed(self, req: agent_pb2.WorkspaceAgentScriptCompletedRequest) -> Message:
@@ -472,6 +493,31 @@ class _Service:
             "status": agent_pb2.Timing.Status.Name(t.status).lower(),
         })
         return agent_pb2.WorkspaceAgentScriptCompletedResponse()
+
+    async def get_resources_config(self, _: Any) -> Message:
+        r = self.ctl.resources
+        R = agent_pb2.GetResourcesMonitoringConfigurationResponse
+        resp = R(config=R.Config(num_datapoints=int(r["num_datapoints"]),
+                                 collection_interval_seconds=int(r["interval"])),
+                 volumes=[R.Volume(enabled=True, path=str(p)) for p in r.get("volumes", [])])
+        if r.get("memory"):
+            resp.memory.CopyFrom(R.Memory(enabled=True))
+        return resp
+
+    async def push_resources(self, req: agent_pb2.PushResourcesMonitoringUsageRequest) -> Message:
+        wanted = {str(p) for p in self.ctl.resources.get("volumes", [])}
+        points = []
+        for dp in req.datapoints:
+            got = {v.volume for v in dp.volumes}
+            missing = sorted(wanted - got)
+            if missing:
+                raise RpcFailure(f"volume not found: {missing[0]}")
+            points.append({"collected_at": _ts(dp.collected_at),
+                           "memory": ({"total": dp.memory.total, "used": dp.memory.used}
+                                      if dp.HasField("memory") else None),
+                           "volumes": {v.volume: {"total": v.total, "used": v.used} for v in dp.volumes}})
+        self.rec.resource_pushes.append(points)
+        return agent_pb2.PushResourcesMonitoringUsageResponse()
 
     async def update_app_status(self, req: agent_pb2.UpdateAppStatusRequest) -> Message:
         if len(req.message.encode()) > 160:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..childenv import ChildEnv
     from ..coderapi.client import CoderClient
     from ..config import Settings
     from ..localapi import Routes
@@ -24,9 +25,11 @@ __all__ = ["setup"]
 
 
 def setup(*, settings: Settings, client: CoderClient, redactor: Redactor, child_env: dict[str, str],
-          api_address: Callable[[], str], routes: Routes, status: StatusRegistry) -> list[Service]:
+          command_env: ChildEnv, api_address: Callable[[], str], routes: Routes,
+          status: StatusRegistry) -> list[Service]:
     """The daemon capability (see :func:`coder_agent.gitauth.daemon.setup`)."""
     from .daemon import GitAuthParts
     from .daemon import setup as _setup
 
-    return _setup(GitAuthParts(settings, client, redactor, child_env, api_address), routes=routes, status=status)
+    return _setup(GitAuthParts(settings, client, redactor, child_env, api_address, command_env), routes=routes,
+                  status=status)

@@ -11,7 +11,8 @@ Rules:
   :data:`CLIENT_CHECK`; stopping the daemon ends them all at once (503).
 * ``GET /api/v0/gitsshkey`` → coderd's ``/me/gitsshkey`` plus ``settings_url`` (where the user
   manages the key in Coder).
-* ``GET /api/v0/env`` → ``{"env": <the children's environment>}`` for ``coder-agent env``.
+* ``GET /api/v0/env`` → ``{"env": ...}`` for ``coder-agent env``: what the agent sets for its
+  commands (``command_env``), the session token included unless ``--no-token-in-env``.
 * coderd's errors pass through as codersdk.Responses with coderd's status (404 = no provider
   matches), except that coderd refusing the *agent's* token (401/403) becomes 502: the helper
   is not the one unauthorized. No answer from coderd → 502.
@@ -44,6 +45,7 @@ from ..log import get_logger
 from ..service import FnService, Service
 
 if TYPE_CHECKING:
+    from ..childenv import ChildEnv
     from ..coderapi.client import CoderClient
     from ..config import Settings
     from ..localapi import Routes
@@ -66,6 +68,7 @@ class GitAuthParts:
     redactor: Redactor  # scrubs upstream errors; learns each token it hands out
     child_env: dict[str, str]  # it exports GIT_ASKPASS / GIT_SSH_COMMAND there
     api_address: Callable[[], str]  # the local API's address once it listens
+    command_env: ChildEnv  # what commands get (GET /api/v0/env shows it)
 
 
 def setup(parts: GitAuthParts, *, routes: Routes, status: StatusRegistry) -> list[Service]:
@@ -241,6 +244,9 @@ class GitAuth:
         })
 
     async def env(self, request: web.Request) -> web.Response:
-        scrub = self.parts.redactor.scrub  # other capabilities' values: never leak a secret
-        data: dict[str, Any] = {"env": {k: scrub(v) for k, v in sorted(self.parts.child_env.items())}}
+        # What scripts get on top of the daemon's environment. The session token is handed over as it
+        # is to scripts (unless --no-token-in-env); every other known secret stays scrubbed.
+        scrub = self.parts.redactor.scrub
+        env = self.parts.command_env.exported()
+        data: dict[str, Any] = {"env": {k: v if k == "CODER_AGENT_TOKEN" else scrub(v) for k, v in sorted(env.items())}}
         return json_response(data)

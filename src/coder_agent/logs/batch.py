@@ -2,9 +2,11 @@
 
 Rules:
 
-* :class:`Batcher`: a batch is *due* when it holds ``max_lines`` (100, as the Go sender) or its
-  byte size reaches ``max_bytes``, when its oldest line has waited ``interval`` (250 ms), or when
-  a flush was asked for. A batch's size is the sum of ``len(output in bytes) + overhead`` (21,
+* :class:`Batcher`: a batch is *due* when its byte size reaches ``max_bytes`` (1 MiB, Go's
+  ``maxBytesPerBatch``) or it holds ``max_lines``, when its oldest line has waited ``interval``
+  (1 s, Go's ``flushInterval``), or when a flush was asked for. So a stream of lines costs about
+  one request per source per second, as under the Go agent's LogSender (no line limit there;
+  ``max_lines`` only bounds what one batch holds). A batch's size is the sum of ``len(output in bytes) + overhead`` (21,
   the Go RPC sender's per-log allowance), so a batch always fits the RPC transport's 1 MiB cap.
 * :class:`CapAccountant` counts the output bytes coderd has *accepted* (coderd counts
   ``len(output)`` per agent and rejects a batch whole once the total would pass 1 048 576).
@@ -33,9 +35,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["LOG_OVERHEAD", "MAX_LOGS_LENGTH", "MIN_TAIL_SHARE", "TAIL_RESERVE", "Batcher", "CapAccountant", "Plan"]
+__all__ = ["FLUSH_INTERVAL", "LOG_OVERHEAD", "MAX_BATCH_BYTES", "MAX_BATCH_LINES", "MAX_LOGS_LENGTH", "MIN_TAIL_SHARE",
+           "TAIL_RESERVE", "Batcher", "CapAccountant", "Plan"]
 
 MAX_LOGS_LENGTH = 1_048_576  # coderd's max_logs_length, output bytes per agent
+FLUSH_INTERVAL = 1.0  # Go's logSender flushInterval
+MAX_BATCH_BYTES = 1 << 20  # Go's maxBytesPerBatch (output + LOG_OVERHEAD per line)
+MAX_BATCH_LINES = 50_000  # above what 1 MiB holds at 21 bytes of overhead a line: bytes decide
 LOG_OVERHEAD = 21  # per-log allowance of the Go RPC sender's batch limit
 NOTICE_RESERVE = 4096  # bytes kept back for the one notice line
 TAIL_RESERVE = 64 * 1024  # bytes kept back for the last lines of overflowed sources (why: module rules)

@@ -16,7 +16,8 @@ Rules:
 * One shipper per agent, one request in flight. Per source, lines go out in order; between
   sources, the batch that became due first goes first. A source is registered (POST
   /me/log-source) before its first batch in each process.
-* Batches follow :class:`~coder_agent.logs.batch.Batcher` (100 lines, 250 ms, byte size);
+* Batches follow :class:`~coder_agent.logs.batch.Batcher` (Go's LogSender: up to 1 MiB, a
+  source's lines go out 1 s after the oldest waiting one, at once on flush);
   failures keep the same batch and back off (:data:`coder_agent.retry.SHIP`): 5xx, dropped
   connections and timeouts never lose a line. A batch the server refuses as invalid (another
   4xx) is skipped with a warning; it stays in the local file.
@@ -33,6 +34,11 @@ Rules:
   snapshots would leave gaps between them and starve sources that finish later.
   A 413 or the transport's limit flag stops shipping for good, with one warning. The cap state
   is persisted, so a restart does not start a 413 storm.
+* The saved state belongs to one agent (:meth:`LogPipeline.set_agent`, the manifest's agent id):
+  Coder's limit counts per agent, so when a different agent id arrives on the same state dir (a
+  new build on a persistent disk) the cap accounting, the stop and the tails start over, every
+  source registers again, and what earlier processes left unshipped stays in the local files only
+  (lines this process wrote still go). A state saved without an agent id is adopted.
 * ``flush()`` waits until what was written before the call was acknowledged, or shipping
   stopped, or the timeout passed (then the lines are safe on disk and will go later).
   ``finish()`` also waits for the source's tail when the head is over.
@@ -59,7 +65,7 @@ from ..retention import Retention
 from ..retry import SHIP, Backoff, Decision, classify
 from ..service import Health
 from ..state import StateStore
-from .batch import MAX_LOGS_LENGTH, Batcher, CapAccountant
+from .batch import FLUSH_INTERVAL, MAX_BATCH_BYTES, MAX_BATCH_LINES, MAX_LOGS_LENGTH, Batcher, CapAccountant
 from .files import Reader, SourceFile, read_region
 from .tail import TailCount, TailPlanner, tail_notice_text
 from .text import DEFAULT_MAX_LINE, LEVELS, format_entry, format_time, parse_entry, sanitize, split_text
@@ -112,6 +118,7 @@ class _Source:
     finish_final: bool = False
     tail_end: int | None = None  # the tail being sent ends here
     tail_start: int = 0
+    process_start: int = 0  # logical position where this process started writing
     tail_notice: Entry | None = None  # "… N bytes not sent" line, sent before the tail's lines
     tails_sent: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -131,9 +138,9 @@ class LogPipeline:
         max_file_bytes: int = 32 << 20,
         backups: int = 8,
         retention: Retention | None = None,
-        batch_lines: int = 100,
-        batch_bytes: int = 256 * 1024,
-        interval: float = 0.25,
+        batch_lines: int = MAX_BATCH_LINES,
+        batch_bytes: int = MAX_BATCH_BYTES,
+        interval: float = FLUSH_INTERVAL,
         metrics: Metrics | None = None,
     ) -> None:
         self.log_dir = log_dir
@@ -156,6 +163,7 @@ class LogPipeline:
         self._finish_seq = 0
         self._ship_failing = False
         self._marker = f"coder-agent pid {os.getpid()} started at {format_time(self.clock.now())}"
+        self.agent_id: str | None = None  # whose logs the saved state counts (None: not known yet)
         self._restore()
 
     # state ---------------------------------------------------------------------------------
@@ -165,6 +173,8 @@ class LogPipeline:
         if not isinstance(doc, dict):
             return
         self.cap.load(doc.get("cap"))
+        agent = doc.get("agent_id")
+        self.agent_id = agent if isinstance(agent, str) and agent else None
         sources = doc.get("sources")
         if not isinstance(sources, dict):
             return
@@ -187,7 +197,7 @@ class LogPipeline:
                                  "file": s.file.path.name, "ino": ino, "off": off}
             s.persisted = s.acked
         try:
-            self.store.put(STATE_KEY, {"sources": sources, "cap": self.cap.dump()})
+            self.store.put(STATE_KEY, {"sources": sources, "cap": self.cap.dump(), "agent_id": self.agent_id})
         except OSError as e:
             self._collapse.error("cannot save the log cursor", f"save:{e}", error=str(e))
 
@@ -205,6 +215,7 @@ class LogPipeline:
                 acked = found
         s = _Source(src, sf, Reader(sf, acked), acked, Batcher(**self._batch_opts), batch_end=acked)  # type: ignore[arg-type]
         s.persisted = acked if cursor is not None else -1
+        s.process_start = sf.total
         self._sources[src.id] = s
         self._files_taken[file_name] = src.id
         if acked < sf.total:
@@ -643,6 +654,33 @@ class LogPipeline:
         if self.cap.refused("limit_exceeded"):
             self._log.warning("coderd reports the log limit exceeded; shipping stopped, local files go on")
         self._save()
+        self._progress.set()
+
+    def set_agent(self, agent_id: str) -> None:
+        """The manifest's agent id: state saved for another agent starts over (module rules)."""
+        if not agent_id or agent_id == self.agent_id:
+            return
+        previous, self.agent_id = self.agent_id, agent_id
+        if previous is None:  # a fresh state dir, or one saved before agents were told apart
+            self._save()
+            return
+        self._log.info("a new agent on this state dir: log limit accounting starts over",
+                       previous_agent=previous, agent=agent_id)
+        self.cap = CapAccountant(limit=self.cap.limit)
+        for s in self._sources.values():
+            start = max(s.acked, s.process_start)
+            s.reader.close()
+            s.reader = Reader(s.file, start)
+            s.acked = s.batch_end = start
+            s.batch = Batcher(**self._batch_opts)  # type: ignore[arg-type]
+            s.held = None
+            s.registered = False
+            s.rejected = None
+            s.tail_end = s.tail_notice = s.finish_goal = None
+            s.tails_sent = 0
+        self.health.set("ok", "")
+        self._save()
+        self._wake.set()
         self._progress.set()
 
     def new_session(self) -> None:

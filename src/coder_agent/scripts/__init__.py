@@ -15,6 +15,7 @@ from .session import ConfigSession
 from .spec import ScriptResult, ScriptSpec, Stage, Status
 
 if TYPE_CHECKING:
+    from ..childenv import ChildEnv
     from ..clock import Clock
     from ..config import Settings
     from ..logsink import LogSink
@@ -41,10 +42,10 @@ class _Driver:
         await self.session.stop(self.owner.shutdown_timeout, self.sink)
 
 
-def setup(*, settings: Settings, clock: Clock, sink: LogSink, child_env: dict[str, str], priority: ChildPriority,
+def setup(*, settings: Settings, clock: Clock, sink: LogSink, command_env: ChildEnv, priority: ChildPriority,
           owner: SessionOwner, status: StatusRegistry) -> list[Service]:
     s = settings
-    runner = ScriptRunner(sink, directory=s.directory, child_env=child_env, log_dir=s.log_dir, data_dir=s.state_dir,
+    runner = ScriptRunner(sink, directory=s.directory, env=command_env, log_dir=s.log_dir, data_dir=s.state_dir,
                           clock=clock, priority=priority)
     session = ConfigSession(runner, [ScriptSpec.from_config(c) for c in s.scripts])
     owner.drive(_Driver(session, owner, sink))

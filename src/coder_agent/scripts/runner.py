@@ -2,10 +2,12 @@
 
 Rules:
 
-* ``<shell> -c <script>`` with the user's shell (``$SHELL``, else ``sh``), in the configured
-  directory (else ``$HOME``), env = the daemon's environment + ``child_env`` +
-  ``CODER_SCRIPT_DATA_DIR``/``CODER_SCRIPT_BIN_DIR`` (as the Go agent), stdin empty, in a new
-  session (its own process group).
+* argv and environment from :mod:`.childenv` (as the Go agent: the login shell from passwd,
+  ``#!`` scripts written to ``CODER_SCRIPT_DATA_DIR`` and executed directly, its environment
+  rules, ``CODER_SCRIPT_DATA_DIR``/``CODER_SCRIPT_BIN_DIR``), in the configured directory (else
+  ``$HOME``), stdin empty, in a new session (its own process group).
+* The source's local file is also reachable as ``<log dir>/coder-script-<log_source_id>.log``
+  (a symlink; Go's name for it), unless the script has its own ``log_path``.
 * stdout lines go out at level info, stderr lines at error (Go), split by
   :class:`~coder_agent.logs.text.LineSplitter`; raw output is also appended to ``log_path``
   when set (``~`` and ``$VARS`` expanded, relative to the log dir).
@@ -33,6 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from ..childenv import ChildEnv, command_argv, login_user, script_file_name
 from ..clock import Clock, SystemClock
 from ..log import get_logger
 from ..logs.text import LineSplitter
@@ -44,7 +47,8 @@ __all__ = ["ScriptRunner", "kill_group", "resolve_directory", "user_shell", "wai
 
 
 def user_shell(env: Mapping[str, str]) -> str:
-    return env.get("SHELL") or "sh"
+    """The shell commands run under: the login shell from passwd (see :mod:`.childenv`)."""
+    return login_user(env).shell
 
 
 def resolve_directory(directory: str, env: Mapping[str, str]) -> str:
@@ -118,10 +122,12 @@ class ScriptRunner:
         pipes_grace: float = 10.0,
         flush_timeout: float = 10.0,
         priority: ChildPriority | None = None,
+        env: ChildEnv | None = None,
     ) -> None:
         self.sink = sink
         self.directory = directory
-        self.child_env = child_env if child_env is not None else {}
+        # ``child_env`` alone (tests): agent-level variables over the daemon's environment.
+        self.env = env or ChildEnv(dict(child_env or {}), data_dir)
         self.log_dir = log_dir
         self.data_dir = data_dir
         self.clock = clock or SystemClock()
@@ -134,17 +140,12 @@ class ScriptRunner:
         self.last: dict[str, ScriptResult] = {}
         self._log = get_logger("scripts")
 
-    def _env(self, spec: ScriptSpec) -> dict[str, str]:
-        env = {**os.environ, **self.child_env}
-        data = self.data_dir / "coder-script-data"
-        script_dir, bin_dir = data / spec.log_source_id, data / "bin"
-        for d in (script_dir, bin_dir):
+    def _env(self, spec: ScriptSpec) -> tuple[dict[str, str], Path]:
+        script_dir = self.env.root / spec.log_source_id
+        for d in (script_dir, self.env.bin_dir):
             with contextlib.suppress(OSError):
                 d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        env["CODER_SCRIPT_DATA_DIR"] = str(script_dir)
-        env["CODER_SCRIPT_BIN_DIR"] = str(bin_dir)
-        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-        return env
+        return self.env.build(script_data_dir=script_dir), script_dir
 
     def _tee(self, spec: ScriptSpec) -> IO[bytes] | None:
         if not spec.log_path.strip():
@@ -159,6 +160,22 @@ class ScriptRunner:
             self._log.warning("cannot open the script's log_path", script=spec.display_name, path=str(p),
                               error=str(e))
             return None
+
+    def _go_log_name(self, spec: ScriptSpec, log_file: Path) -> None:
+        """``coder-script-<log_source_id>.log`` in the log dir, where the Go agent writes a script's
+        output (Coder's troubleshooting docs point there): a link to the source's file."""
+        link = self.log_dir / f"coder-script-{spec.log_source_id}.log"
+        target = log_file.name if log_file.parent == self.log_dir else str(log_file)
+        with contextlib.suppress(OSError):
+            if os.readlink(link) == target:
+                return
+        try:
+            tmp = link.with_name(f".{link.name}.tmp")
+            tmp.unlink(missing_ok=True)
+            os.symlink(target, tmp)
+            os.replace(tmp, link)
+        except OSError as e:
+            self._log.warning("cannot link the script's log under Go's name", path=str(link), error=str(e))
 
     def _write(self, src: LogSource, lines: list[str], level: str) -> None:
         if not lines:
@@ -189,12 +206,11 @@ class ScriptRunner:
             transport.close()
             self._write(src, split.close(), level)
 
-    def _spawn(self, shell: str, spec: ScriptSpec, cwd: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes],
-                                                                                           int, int]:
+    def _spawn(self, argv: list[str], cwd: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int, int]:
         r_out, w_out = os.pipe()
         r_err, w_err = os.pipe()
         try:
-            proc = subprocess.Popen(self.priority.wrap([shell, "-c", spec.script]), stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(self.priority.wrap(argv), stdin=subprocess.DEVNULL,
                                     stdout=w_out, stderr=w_err, cwd=cwd, env=self.priority.env(env),
                                     start_new_session=True)
         except BaseException:
@@ -210,8 +226,10 @@ class ScriptRunner:
         """Run ``spec`` once; never raises for the script's own failures."""
         src = self.sink.source(spec.display_name, spec.icon, spec.log_source_id)
         log_file = getattr(self.sink, "file_of", lambda s: None)(src)
-        env = self._env(spec)
-        shell = user_shell(env)
+        if log_file is not None and not spec.log_path.strip():
+            self._go_log_name(spec, log_file)
+        env, script_dir = self._env(spec)
+        shell = login_user(env).shell
         cwd = resolve_directory(self.directory, env)
         tee = self._tee(spec)
         start = self.clock.now()
@@ -219,7 +237,8 @@ class ScriptRunner:
         status, code = Status.OK, 0
         try:
             try:
-                proc, r_out, r_err = self._spawn(shell, spec, cwd, env)
+                argv = command_argv(spec.script, shell, script_dir, script_file_name(spec.id))
+                proc, r_out, r_err = self._spawn(argv, cwd, env)
             except OSError as e:
                 self.sink.write(src, f"coder-agent: could not start the script with {shell}: {e}", "error")
                 log.warning("script could not start", shell=shell, error=str(e))
@@ -272,6 +291,18 @@ class ScriptRunner:
             await (finish or self.sink.flush)(src, timeout=self.flush_timeout)
         log.info("script finished", status=status.name.lower(), exit_code=code,
                  seconds=round(result.duration, 3))
+        return result
+
+    async def skip(self, spec: ScriptSpec, stage: Stage, reason: str) -> ScriptResult:
+        """Do not run ``spec`` (a script-order dependency did not succeed): say why on its log
+        source, as Go does ("Skipping script: …"), and return a SKIPPED result (exit code -1)."""
+        src = self.sink.source(spec.display_name, spec.icon, spec.log_source_id)
+        self.sink.write(src, f"Skipping script: {reason}.", "warn")
+        self._log.warning("skipping script", script=spec.display_name, reason=reason)
+        start = self.clock.now()
+        result = self._done(spec, stage, Status.SKIPPED, -1, start, None)
+        with contextlib.suppress(Exception):
+            await self.sink.flush(src, timeout=self.flush_timeout)
         return result
 
     def _done(self, spec: ScriptSpec, stage: Stage, status: Status, code: int, start: Any,

@@ -2,7 +2,10 @@
 
 Rules (rpc.md §5.3-5.5, §5.12):
 
-* At session start every ``run_on_start`` script runs in parallel; the phase outcome is ``done``,
+* At session start every ``run_on_start`` script runs in parallel, except for script-order rules
+  (Go's ``coder_script_order``, :func:`order_edges`): a script waits until the scripts it depends
+  on ended, and is SKIPPED (a warning line on its log source) when a requires=success one did not
+  succeed; rules on scripts outside the phase are dropped, a cycle voids them all; the phase outcome is ``done``,
   ``timed_out`` if any timed out, else ``failed`` if any failed (a script that left pipes open is
   a warning, not a failure). :data:`START_LIFECYCLE` maps it to READY / START_TIMEOUT /
   START_ERROR. Then cron scripts run on schedule (a run is skipped if the previous one still runs).
@@ -31,10 +34,31 @@ from .spec import ScriptResult, ScriptSpec, Stage, Status
 if TYPE_CHECKING:
     from ..logsink import LogSink
 
-__all__ = ["START_LIFECYCLE", "STOP_LIFECYCLE", "ConfigSession", "phase_outcome"]
+__all__ = ["START_LIFECYCLE", "STOP_LIFECYCLE", "ConfigSession", "order_edges", "phase_outcome"]
 
 START_LIFECYCLE = {"done": State.READY, "failed": State.START_ERROR, "timed_out": State.START_TIMEOUT}
 STOP_LIFECYCLE = {"done": State.OFF, "failed": State.SHUTDOWN_ERROR, "timed_out": State.SHUTDOWN_TIMEOUT}
+
+
+def order_edges(start: list[ScriptSpec]) -> dict[str, list[tuple[str, str]]] | None:
+    """Pure: each start script's satisfiable order dependencies (on another start script of the
+    phase; others are dropped, as Go drops them); None when they form a cycle."""
+    ids = {s.id for s in start}
+    edges = {s.id: [(d, r) for d, r in s.depends if d in ids and d != s.id] for s in start}
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def cyclic(n: str) -> bool:
+        if state.get(n) == 1:
+            return True
+        if state.get(n) == 2:
+            return False
+        state[n] = 1
+        if any(cyclic(d) for d, _ in edges.get(n, [])):
+            return True
+        state[n] = 2
+        return False
+
+    return None if any(cyclic(n) for n in edges) else edges
 
 
 def phase_outcome(results: list[ScriptResult]) -> str:
@@ -66,7 +90,7 @@ class ConfigSession:
         self.start_done.clear()
         self._cron = []
         start = [s for s in self.specs if s.run_on_start]
-        results = list(await asyncio.gather(*(self.runner.run(s, Stage.START) for s in start)))
+        results = await self._start_ordered(start)
         self.start_state = phase_outcome(results)
         self.start_done.set()
         self._log.info("start scripts finished", outcome=self.start_state, scripts=len(start))
@@ -81,6 +105,42 @@ class ConfigSession:
                 self._cron.append(asyncio.create_task(self._cron_loop(spec, cron)))
         if self._cron:
             await asyncio.gather(*self._cron)
+
+    async def _start_ordered(self, start: list[ScriptSpec]) -> list[ScriptResult]:
+        """Start scripts in parallel, except that a script waits for its order dependencies
+        (Go's ``coder_script_order``) and is skipped when a requires=success one did not succeed."""
+        found = order_edges(start)
+        if found is None:
+            self._log.warning("script order rules form a cycle; they are ignored and every script starts at once")
+        edges = found or {}
+        for s in start:
+            for rule in s.depends if found is not None else ():
+                if rule not in edges.get(s.id, ()):
+                    self._log.warning("ignoring script order rule with unsatisfiable dependency",
+                                      script=s.display_name, depends_on_script_id=rule[0])
+        ended = {s.id: asyncio.Event() for s in start}
+        outcome: dict[str, ScriptResult] = {}
+        names = {s.id: s.display_name or s.log_source_id for s in start}
+
+        async def one(spec: ScriptSpec) -> ScriptResult:
+            try:
+                deps = edges.get(spec.id, [])
+                for dep, _ in deps:
+                    await ended[dep].wait()
+                for dep, requires in deps:
+                    r = outcome[dep]
+                    if requires != "completion" and r.status is not Status.OK:
+                        verb = "was skipped" if r.status is Status.SKIPPED else "failed"
+                        result = await self.runner.skip(spec, Stage.START, f'dependency "{names[dep]}" {verb}')
+                        break
+                else:
+                    result = await self.runner.run(spec, Stage.START)
+                outcome[spec.id] = result
+                return result
+            finally:
+                ended[spec.id].set()
+
+        return list(await asyncio.gather(*(one(s) for s in start)))
 
     async def _cron_loop(self, spec: ScriptSpec, cron: Any) -> None:
         while True:

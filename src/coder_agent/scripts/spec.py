@@ -7,8 +7,9 @@ Rules:
   manifest script brings its own ``id`` and ``log_source_id`` (a missing ``id`` is tolerated, as
   rpc.md §5.3 advises).
 * :class:`ScriptResult` holds what ScriptCompleted needs: start/end (UTC), exit code (255 when
-  unknown: timeout, could not start), stage START/STOP/CRON, status OK/EXIT_FAILURE/TIMED_OUT/
-  PIPES_LEFT_OPEN (agent.proto's Timing enums, in the same order).
+  unknown: timeout, could not start; -1 when skipped), stage START/STOP/CRON, status
+  OK/EXIT_FAILURE/TIMED_OUT/PIPES_LEFT_OPEN/SKIPPED (agent.proto's Timing enums, in the same order).
+  A skipped script is not a failure of its phase (Go: the failed dependency reported its own).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Status(enum.IntEnum):
     EXIT_FAILURE = 1
     TIMED_OUT = 2
     PIPES_LEFT_OPEN = 3
+    SKIPPED = 4  # a requires=success dependency did not succeed (script order)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class ScriptSpec:
     cron: str = ""
     log_path: str = ""
     icon: str = ""
+    # Go's coder_script_order: (script id, "success" | "completion") that must end before this one starts
+    depends: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_config(cls, cfg: ScriptConfig) -> ScriptSpec:
@@ -79,6 +83,8 @@ class ScriptSpec:
             start_blocks_login=bool(d.get("start_blocks_login")), timeout=float(timeout),
             cron=str(d.get("cron") or "").strip(), log_path=str(d.get("log_path") or ""),
             icon=str(d.get("icon") or ""),
+            depends=tuple((str(x.get("script_id")), str(x.get("requires") or "success"))
+                          for x in d.get("order_dependencies") or () if x.get("script_id")),
         )
 
 
@@ -99,7 +105,7 @@ class ScriptResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in (Status.OK, Status.PIPES_LEFT_OPEN)
+        return self.status in (Status.OK, Status.PIPES_LEFT_OPEN, Status.SKIPPED)
 
     def as_dict(self) -> dict[str, Any]:
         return {"script_id": self.script_id, "display_name": self.display_name,

@@ -56,7 +56,7 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
@@ -66,8 +66,15 @@ from ..log import get_logger
 from ..rpc.proto import tailnet_pb2
 
 if TYPE_CHECKING:
-    from ..agentrpc.connection import RpcClient
     from ..rpc.transport import YamuxConnection
+
+
+class RpcConnection(Protocol):
+    """The agent RPC connection as the session layer holds it (``agentrpc.RpcClient`` fits; the
+    tailnet does not import the session layer)."""
+
+    @property
+    def conn(self) -> YamuxConnection: ...
 
 __all__ = [
     "COORDINATE",
@@ -79,6 +86,7 @@ __all__ = [
     "PeerLost",
     "PeerState",
     "RemovePeer",
+    "RpcConnection",
     "UpsertPeer",
     "run_coordination",
     "run_derp_map_subscriber",
@@ -415,8 +423,8 @@ class CoordinationController:
 # ---- asyncio runners --------------------------------------------------------------------------
 
 
-def _conn_of(rpc: RpcClient | YamuxConnection) -> YamuxConnection:
-    """The yamux connection behind an :class:`RpcClient` (or the connection itself)."""
+def _conn_of(rpc: RpcConnection | YamuxConnection) -> YamuxConnection:
+    """The yamux connection behind an :class:`RpcConnection` (or the connection itself)."""
     from ..rpc.transport import YamuxConnection
 
     if isinstance(rpc, YamuxConnection):
@@ -428,7 +436,7 @@ EventSink = Callable[[list[CoordinationEvent]], None]
 
 
 async def run_coordination(
-    rpc: RpcClient | YamuxConnection,
+    rpc: RpcConnection | YamuxConnection,
     controller: CoordinationController,
     on_events: EventSink,
     *,
@@ -537,7 +545,7 @@ async def run_coordination(
 DerpMapSink = Callable[[tailnet_pb2.DERPMap], Awaitable[None] | None]
 
 
-async def run_derp_map_subscriber(rpc: RpcClient | YamuxConnection, on_map: DerpMapSink) -> str:
+async def run_derp_map_subscriber(rpc: RpcConnection | YamuxConnection, on_map: DerpMapSink) -> str:
     """StreamDERPMaps on ``rpc``: call ``on_map`` with every map until the stream ends.
 
     ``on_map`` may be a plain function or a coroutine function. Returns why the stream

@@ -67,7 +67,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from ..clock import Clock, SystemClock
 from ..log import Collapse, get_logger
@@ -77,6 +77,7 @@ from .coordination import (
     CoordinationController,
     CoordinationEvent,
     RemovePeer,
+    RpcConnection,
     UpsertPeer,
     run_coordination,
     run_derp_map_subscriber,
@@ -97,14 +98,6 @@ PERSISTENT_KEEPALIVE: Final = 25.0
 DISCONNECT_TIMEOUT: Final = 5.0
 
 IpPacketHandler = Callable[[bytes], None]
-
-
-class RpcConnection(Protocol):
-    """The agent RPC connection as the session layer holds it (``agentrpc.RpcClient`` fits; the
-    engine does not import the session layer)."""
-
-    @property
-    def conn(self) -> YamuxConnection: ...
 
 
 @dataclass(frozen=True)

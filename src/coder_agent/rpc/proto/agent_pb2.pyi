@@ -92,7 +92,22 @@ class WorkspaceApp(_message.Message):
     def __init__(self, id: _Optional[bytes] = ..., url: _Optional[str] = ..., external: _Optional[bool] = ..., slug: _Optional[str] = ..., display_name: _Optional[str] = ..., command: _Optional[str] = ..., icon: _Optional[str] = ..., subdomain: _Optional[bool] = ..., subdomain_name: _Optional[str] = ..., sharing_level: _Optional[_Union[WorkspaceApp.SharingLevel, str]] = ..., healthcheck: _Optional[_Union[WorkspaceApp.Healthcheck, _Mapping]] = ..., health: _Optional[_Union[WorkspaceApp.Health, str]] = ..., hidden: _Optional[bool] = ...) -> None: ...
 
 class WorkspaceAgentScript(_message.Message):
-    __slots__ = ("log_source_id", "log_path", "script", "cron", "run_on_start", "run_on_stop", "start_blocks_login", "timeout", "display_name", "id")
+    __slots__ = ("log_source_id", "log_path", "script", "cron", "run_on_start", "run_on_stop", "start_blocks_login", "timeout", "display_name", "id", "order_dependencies")
+    class OrderDependency(_message.Message):
+        __slots__ = ("script_id", "requires")
+        class Requires(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+            __slots__ = ()
+            REQUIRES_UNSPECIFIED: _ClassVar[WorkspaceAgentScript.OrderDependency.Requires]
+            SUCCESS: _ClassVar[WorkspaceAgentScript.OrderDependency.Requires]
+            COMPLETION: _ClassVar[WorkspaceAgentScript.OrderDependency.Requires]
+        REQUIRES_UNSPECIFIED: WorkspaceAgentScript.OrderDependency.Requires
+        SUCCESS: WorkspaceAgentScript.OrderDependency.Requires
+        COMPLETION: WorkspaceAgentScript.OrderDependency.Requires
+        SCRIPT_ID_FIELD_NUMBER: _ClassVar[int]
+        REQUIRES_FIELD_NUMBER: _ClassVar[int]
+        script_id: bytes
+        requires: WorkspaceAgentScript.OrderDependency.Requires
+        def __init__(self, script_id: _Optional[bytes] = ..., requires: _Optional[_Union[WorkspaceAgentScript.OrderDependency.Requires, str]] = ...) -> None: ...
     LOG_SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     LOG_PATH_FIELD_NUMBER: _ClassVar[int]
     SCRIPT_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +118,7 @@ class WorkspaceAgentScript(_message.Message):
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
     log_source_id: bytes
     log_path: str
     script: str
@@ -113,7 +129,8 @@ class WorkspaceAgentScript(_message.Message):
     timeout: _duration_pb2.Duration
     display_name: str
     id: bytes
-    def __init__(self, log_source_id: _Optional[bytes] = ..., log_path: _Optional[str] = ..., script: _Optional[str] = ..., cron: _Optional[str] = ..., run_on_start: _Optional[bool] = ..., run_on_stop: _Optional[bool] = ..., start_blocks_login: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., display_name: _Optional[str] = ..., id: _Optional[bytes] = ...) -> None: ...
+    order_dependencies: _containers.RepeatedCompositeFieldContainer[WorkspaceAgentScript.OrderDependency]
+    def __init__(self, log_source_id: _Optional[bytes] = ..., log_path: _Optional[str] = ..., script: _Optional[str] = ..., cron: _Optional[str] = ..., run_on_start: _Optional[bool] = ..., run_on_stop: _Optional[bool] = ..., start_blocks_login: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., display_name: _Optional[str] = ..., id: _Optional[bytes] = ..., order_dependencies: _Optional[_Iterable[_Union[WorkspaceAgentScript.OrderDependency, _Mapping]]] = ...) -> None: ...
 
 class WorkspaceAgentMetadata(_message.Message):
     __slots__ = ("result", "description")
@@ -491,10 +508,12 @@ class Timing(_message.Message):
         EXIT_FAILURE: _ClassVar[Timing.Status]
         TIMED_OUT: _ClassVar[Timing.Status]
         PIPES_LEFT_OPEN: _ClassVar[Timing.Status]
+        SKIPPED: _ClassVar[Timing.Status]
     OK: Timing.Status
     EXIT_FAILURE: Timing.Status
     TIMED_OUT: Timing.Status
     PIPES_LEFT_OPEN: Timing.Status
+    SKIPPED: Timing.Status
     SCRIPT_ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
