@@ -5,8 +5,9 @@ Rules:
 
 * The user is ``ContainerUser``, else the container's default user (``docker exec -i <c> whoami``).
 * Its shell is the one in the container's ``/etc/passwd`` (``docker exec -i --user <u> <c> cat
-  /etc/passwd``); where the user has no entry (an arbitrary uid), ``/bin/sh`` (Go refuses then;
-  a shell is more useful).
+  /etc/passwd``); where the user has no entry (an arbitrary uid; Go refuses then, a shell is more
+  useful) or a shell that refuses logins (``nologin``, ``false``: the rule of
+  :func:`coder_agent.scripts.childenv.login_user`), ``/bin/sh``.
 * The session runs ``docker exec --interactive --tty [--user <u>] <c> <shell> -l`` (no command)
   or ``… <shell> -c <command>`` inside the agent's PTY: the CLI relays the terminal and its size.
 * A probe that fails (no ``docker``, no such container, not running) raises :class:`ContainerError`
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Mapping
 
 __all__ = ["ContainerError", "docker_exec_argv", "passwd_shell", "probe_shell"]
 
 FALLBACK_SHELL = "/bin/sh"
+_NO_LOGIN = ("nologin", "false")
 
 
 class ContainerError(RuntimeError):
@@ -38,12 +41,15 @@ def docker_exec_argv(container: str, user: str, shell: str, command: str) -> lis
 
 
 def passwd_shell(passwd: str, user: str) -> str | None:
-    """The login shell of ``user`` in a passwd file's text (the last matching line, as Go)."""
+    """The login shell of ``user`` in a passwd file's text (the last matching line, as Go); None
+    when there is none or it refuses logins."""
     shell = None
     for line in passwd.splitlines():
         fields = line.strip().split(":")
         if len(fields) >= 7 and fields[0] == user:
             shell = fields[6].strip() or None
+    if shell is None or os.path.basename(shell) in _NO_LOGIN:
+        return None
     return shell
 
 
