@@ -29,6 +29,8 @@ apt_install git openssh-client openssh-server
 # the HTTPS devserver; mount (util-linux) puts the log dir on a small tmpfs; iproute2 gives `ss`;
 # the user `nobody` (base-passwd) is the "other user" of the socket test
 apt_install openssl util-linux iproute2 base-passwd
+# reconnecting PTY (tests/rpty/test_screen.py): GNU screen for the screen backend
+apt_install screen
 
 # --- devcontainers: a Docker engine, the test image, the Dev Containers CLI -----------------
 # The engine: scripts/start-dockerd.sh (installs docker.io, starts dockerd; a no-op when one

@@ -210,7 +210,7 @@ async def test_command_that_cannot_start_reports_an_error(harness: Harness, monk
     srv, port = await harness.server()
     srv.directory_factory = lambda: "/nonexistent-dir"  # falls back to $HOME: still starts
     monkeypatch.setenv("SHELL", "/nonexistent/shell")
-    import coder_agent.rpty.server as mod
+    import coder_agent.rpty.session as mod
 
     def no_shell(env: Any) -> Any:
         from coder_agent.scripts.childenv import LoginUser
