@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from coder_agent.rpty import RptyServer, RptySettings
 from coder_agent.rpty.server import host_of
 from coder_agent.scripts.childenv import ChildEnv
 
-from ..conftest import apoll
+from ..conftest import apoll, t
 from .client import Client
 
 
@@ -86,7 +87,7 @@ async def test_reconnect_replays_earlier_output_then_streams(harness: Harness) -
     c2 = await Client.open(port, key)
     await c2.expect("first-2")  # replayed: the process printed it once, before c2 existed
     await c2.send("ping-pong\r")
-    await c2.expect("ping-pong\r\n(.|\n)*ping-pong")  # the terminal echo, then cat's copy
+    await c2.expect("ping-pong\r\n(?s:.*)ping-pong")  # the terminal echo, then cat's copy
     await c2.close()
 
 
@@ -109,15 +110,15 @@ async def test_two_clients_both_get_output_and_either_can_type(harness: Harness)
     key = sid()
     a = await Client.open(port, key, "exec cat")
     await a.send("one\r")
-    await a.expect("one\r\n(.|\n)*one")
+    await a.expect("one\r\n(?s:.*)one")
     b = await Client.open(port, key)
     await b.expect("one")  # replay
     assert srv.connections == 2 and len(srv.sessions) == 1
     await b.send("two\r")
-    await a.expect("two\r\n(.|\n)*two")
-    await b.expect("two\r\n(.|\n)*two")
+    await a.expect("two\r\n(?s:.*)two")
+    await b.expect("two\r\n(?s:.*)two")
     await a.send("three\r")
-    await b.expect("three\r\n(.|\n)*three")
+    await b.expect("three\r\n(?s:.*)three")
     await a.close()
     await b.close()
 
@@ -153,11 +154,11 @@ async def test_attached_session_outlives_the_idle_timeout(harness: Harness) -> N
     key = sid()
     c = await Client.open(port, key, "exec cat")
     await c.send("a\r")
-    await c.expect("a\r\n(.|\n)*a")
+    await c.expect("a\r\n(?s:.*)a")
     # Well past the idle timeout, the attached session still answers.
     await asyncio.sleep(1.0)
     await c.send("b\r")
-    await c.expect("b\r\n(.|\n)*b")
+    await c.expect("b\r\n(?s:.*)b")
     assert key in srv.sessions
     await c.close()
 
@@ -232,3 +233,49 @@ def test_host_of() -> None:
     assert host_of("fd7a:115c::1") == "fd7a:115c::1"
     assert host_of("10.0.0.1") == "10.0.0.1"
 
+
+
+async def test_replay_is_the_last_64k_exactly(harness: Harness) -> None:
+    srv, port = await harness.server()
+    key = sid()
+    a = await Client.open(port, key, "seq 1 60000; echo END-$((1+1)); exec cat")
+    await a.expect("END-2", timeout=30)
+    await a.close()
+    await apoll(lambda: srv.connections == 0)
+    b = await Client.open(port, key)
+    await b.expect("END-2\r\n")
+    await b.send("more\r")
+    m = await b.expect("more\r\n")
+    replay = bytes(b.out[:m.start()])
+    assert len(replay) == 64 * 1024
+    assert bytes(a.out).endswith(replay)
+    await b.close()
+
+
+async def test_a_client_that_does_not_read_is_dropped_not_the_session(harness: Harness) -> None:
+    srv, port = await harness.server(high_water=4096, stall_timeout=1.0)
+    key = sid()
+    # 40 MB of output on demand: more than the loopback socket buffers of a client that stopped reading.
+    reader = await Client.open(port, key,
+                               "read go; head -c 40000000 /dev/zero | tr '\\0' x; echo FLOOD-$((1+1)); exec cat")
+    stuck = await Client.open(port, key)
+    await apoll(lambda: srv.connections == 2)
+    stuck.writer.transport.pause_reading()  # type: ignore[attr-defined]
+    await reader.send("go\r")
+    deadline = asyncio.get_running_loop().time() + t(60)
+    while srv.connections != 1:  # keep reading (and discarding) the flood until the stuck one is dropped
+        assert asyncio.get_running_loop().time() < deadline, "the stuck connection was never dropped"
+        with contextlib.suppress(TimeoutError):
+            data = await asyncio.wait_for(reader.reader.read(1 << 20), 0.5)
+            assert data, "the reading client was closed"
+    assert key in srv.sessions
+    tail = b""
+    while b"FLOOD-2" not in tail:  # the rest of the flood still reaches the reading client
+        data = await asyncio.wait_for(reader.reader.read(1 << 20), t(30))
+        assert data, "the reading client was closed"
+        tail = (tail + data)[-64:]
+    reader.out.clear()
+    await reader.send("alive-check\r")
+    await reader.expect("alive-check\r\n(?s:.*)alive-check", timeout=60)
+    await reader.close()
+    await stuck.close()

@@ -93,6 +93,14 @@ async def command_for(init: InitRequest, env: Mapping[str, str], directory: str,
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
+def _buffered(w: asyncio.StreamWriter) -> int:
+    """Bytes waiting in ``w``'s transport; a transport that cannot tell is always drained."""
+    try:
+        return int(w.transport.get_write_buffer_size())
+    except (NotImplementedError, AttributeError):
+        return 1 << 62
+
+
 class Session:
     """The lifetime, the connections and closing; a backend adds the process side."""
 
@@ -243,7 +251,7 @@ class BufferedSession(Session):
                 if w.is_closing():
                     continue
                 w.write(data)
-                if w.transport.get_write_buffer_size() > self.settings.high_water:
+                if _buffered(w) > self.settings.high_water:
                     slow.append((cid, w))
             if slow:
                 await asyncio.gather(*(self._drain(cid, w) for cid, w in slow))
