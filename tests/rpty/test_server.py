@@ -175,10 +175,14 @@ async def test_server_close_ends_sessions_and_reports_shutdown(harness: Harness)
     srv, port = await harness.server()
     c = await Client.open(port, sid(), "echo pid=$$; exec sleep 1000")
     pid = int((await c.expect(r"pid=(\d+)")).group(1))
+    silent = Client(*await asyncio.open_connection("127.0.0.1", port))  # no header yet
+    await apoll(lambda: srv.connections == 2)
     await srv.close()
     await c.closed()
+    assert await silent.closed() == b""
     assert not alive(pid)
-    assert harness.events[-1][3:] == (1, "server shut down")
+    ends = [e[3:] for e in harness.events if e[0] == "disconnect"]
+    assert ends == [(1, "server shut down")] * 2
     assert srv.connections == 0
 
 

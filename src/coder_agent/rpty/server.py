@@ -75,8 +75,9 @@ class RptyServer:
         self.on_disconnect = on_disconnect
         self.clock: Clock = clock or SystemClock()
         self.sessions: dict[str, Session] = {}
-        self._open = 0
-        self._handlers: set[asyncio.Task[Any]] = set()
+        self._conns: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._listener: asyncio.Server | None = None
         self._closed = False
         self._log = get_logger("rpty")
@@ -84,7 +85,7 @@ class RptyServer:
     @property
     def connections(self) -> int:
         """Connections open now (from accept to close, header phase included)."""
-        return self._open
+        return len(self._conns)
 
     async def start(self) -> int:
         """Listen on 127.0.0.1 (an ephemeral port); returns the port."""
@@ -98,11 +99,9 @@ class RptyServer:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote_addr: str) -> None:
         """Serve one connection until it or its session ends; never raises for the peer's errors."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
         cid, ip = str(uuid.uuid4()), host_of(remote_addr)
-        self._open += 1
+        self._conns[cid] = (reader, writer)
+        self._idle.clear()
         self._report(self.on_connect, cid, ip)
         code, reason = 0, ""
         log = self._log.bind(connection=cid, remote=remote_addr)
@@ -124,12 +123,14 @@ class RptyServer:
             if self._closed and code == 0:
                 code, reason = 1, "server shut down"
             writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            self._open -= 1
-            self._report(self.on_disconnect, cid, ip, code, reason)
-            if task is not None:
-                self._handlers.discard(task)
+            try:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+            finally:
+                del self._conns[cid]
+                if not self._conns:
+                    self._idle.set()
+                self._report(self.on_disconnect, cid, ip, code, reason)
 
     def _report(self, cb: Callable[..., None] | None, *args: Any) -> None:
         if cb is None:
@@ -189,9 +190,11 @@ class RptyServer:
             self._listener.close()
         await asyncio.gather(*(s.close("server shut down") for s in list(self.sessions.values())),
                              return_exceptions=True)
-        for t in list(self._handlers):
-            t.cancel()
-        await asyncio.gather(*list(self._handlers), return_exceptions=True)
+        for reader, writer in list(self._conns.values()):  # those not attached (header, starting)
+            reader.feed_eof()
+            writer.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), 5.0)
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._listener.wait_closed(), 5.0)
