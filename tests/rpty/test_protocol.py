@@ -154,3 +154,22 @@ def test_lifetime_idle_after_last_detach() -> None:
     assert not lt.expired(99_999.0)
     with pytest.raises(RuntimeError):
         Lifetime(0.0).detach(1.0)
+
+
+@given(st.lists(st.binary(max_size=40), max_size=10))
+def test_input_parser_garbage_only_raises_protocol_error(chunks: list[bytes]) -> None:
+    p = InputParser(max_message=200)
+    try:
+        for c in chunks:
+            for m in p.feed(c):
+                assert isinstance(m, Input)
+    except ProtocolError:
+        pass
+
+
+@given(st.binary(max_size=80))
+def test_parse_init_garbage_only_raises_protocol_error(body: bytes) -> None:
+    try:
+        parse_init(body)
+    except ProtocolError:
+        pass
