@@ -62,6 +62,7 @@ async def test_session_runs_inside_the_container(tmp_path: Path, container: str)
     try:
         key = str(uuid.uuid4())
         c = await Client.open(port, key, "", height=30, width=90, container=container)
+        await c.expect("# ", timeout=30)  # the container's shell is up (typed-ahead input races docker's set-up)
         await c.send("echo in-$((2+3)) $(whoami) $(hostname); stty size\r")
         await c.expect(r"in-5 root \w+\r\n30 90", timeout=30)
         await c.close()
