@@ -38,6 +38,8 @@ apt_install logrotate
 # userspace TCP against the kernel's (tests/tailnet/test_tcp_kernel.py): iproute2 (ip netns, tc),
 # procps (sysctl), iptables (ip6tables' statistic match drops 1% where the kernel has no sch_netem)
 apt_install iproute2 procps iptables
+# reconnecting PTY (tests/rpty/test_screen.py): GNU screen for the screen backend
+apt_install screen
 
 # --- devcontainers: a Docker engine, the test image, the Dev Containers CLI -----------------
 # The engine: scripts/start-dockerd.sh (installs docker.io, starts dockerd; a no-op when one
