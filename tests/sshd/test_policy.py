@@ -1,0 +1,75 @@
+"""The SSH session policy (pure): Go's agentssh rules, without sockets or processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from coder_agent.scripts.childenv import LoginUser
+from coder_agent.sshd.policy import (
+    BLOCKED_MESSAGE,
+    Peer,
+    exit_status,
+    file_transfer_blocked,
+    host_key_seed,
+    motd_bytes,
+    session_argv,
+    session_env,
+    session_type,
+)
+
+USER = LoginUser("alice", "/home/alice", "/bin/zsh")
+
+
+def test_session_type_is_stripped_and_case_insensitive() -> None:
+    assert session_type({"CODER_SSH_SESSION_TYPE": "VSCode", "A": "1"}) == ("vscode", {"A": "1"})
+    assert session_type({"CODER_SSH_SESSION_TYPE": "jetbrains"})[0] == "jetbrains"
+    assert session_type({"A": "1"}) == ("ssh", {"A": "1"})
+    assert session_type({"CODER_SSH_SESSION_TYPE": "emacs"}) == ("unknown", {})
+
+
+def test_file_transfer_detection_as_go() -> None:
+    assert file_transfer_blocked(None, "sftp")
+    assert not file_transfer_blocked(None, "other")
+    assert file_transfer_blocked("scp -t /tmp", None)
+    assert file_transfer_blocked("/usr/bin/rsync --server --sender -vlogDtpre.iLsfxC . /x", None)
+    assert file_transfer_blocked("nc localhost 80", None)
+    assert file_transfer_blocked("'sftp' -b x", None)
+    assert not file_transfer_blocked("echo scp", None)
+    assert not file_transfer_blocked(None, None)  # a login shell
+    assert not file_transfer_blocked("", None)
+    assert BLOCKED_MESSAGE == b"\x02File transfer has been disabled.\n"
+
+
+def test_argv_exit_status_motd_seed() -> None:
+    assert session_argv("/bin/zsh", "ls -l") == ["/bin/zsh", "-c", "ls -l"]
+    assert session_argv("/bin/zsh", None) == ["/bin/zsh", "-l"]
+    assert session_argv("/bin/zsh", "") == ["/bin/zsh", "-l"]
+    assert exit_status(7) == 7
+    assert exit_status(-9) == 255  # killed by a signal: Go's -1 → 255
+    assert motd_bytes("hi\nthere\n") == b"hi\r\nthere\r\n"
+    a = host_key_seed("o", "w", "a")
+    assert a == host_key_seed("o", "w", "a") and len(a) == 32
+    assert a != host_key_seed("o", "w", "b") and a != host_key_seed("ow", "", "a")
+
+
+def test_session_env_layers() -> None:
+    env = session_env(
+        {"PATH": "/usr/bin", "CODER": "false", "HOME": "/home/alice", "KEEP": "1"},
+        {"FOO": "bar", "CODER_AGENT_TOKEN": "client-sent"},
+        user=USER, bin_dir=Path("/data/bin"), peer=Peer("fd7a::1", 5555, "fd7a::2", 1),
+        manifest={"workspace_name": "ws", "agent_name": "main", "owner": "me", "vs_code_port_proxy_uri": "https://p",
+                  "environment": {"FROM_MANIFEST": "$KEEP-x"}},
+        agent_env={"GIT_SSH_COMMAND": "/a gitssh --"}, token="secret", term="xterm", auth_sock="/tmp/agent.1")
+    assert env["FOO"] == "bar" and env["KEEP"] == "1"
+    assert env["CODER"] == "true" and env["CODER_WORKSPACE_NAME"] == "ws"
+    assert env["CODER_AGENT_TOKEN"] == "secret"
+    assert env["USER"] == env["LOGNAME"] == "alice" and env["SHELL"] == "/bin/zsh"
+    assert env["SSH_CLIENT"] == "fd7a::1 5555 1" and env["SSH_CONNECTION"] == "fd7a::1 5555 fd7a::2 1"
+    assert env["PATH"].startswith("/data/bin:")
+    assert env["VSCODE_PROXY_URI"] == "https://p" and env["FROM_MANIFEST"] == "1-x"
+    assert env["GIT_SSH_COMMAND"] == "/a gitssh --"
+    assert env["TERM"] == "xterm" and env["SSH_AUTH_SOCK"] == "/tmp/agent.1"
+    withheld = session_env({}, {"CODER_AGENT_TOKEN": "x"}, user=USER, bin_dir=Path("/b"), peer=Peer("h", 1),
+                           token="secret", token_in_env=False)
+    assert "CODER_AGENT_TOKEN" not in withheld
+    assert "TERM" not in withheld and "SSH_AUTH_SOCK" not in withheld
