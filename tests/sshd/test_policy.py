@@ -73,3 +73,11 @@ def test_session_env_layers() -> None:
                            token="secret", token_in_env=False)
     assert "CODER_AGENT_TOKEN" not in withheld
     assert "TERM" not in withheld and "SSH_AUTH_SOCK" not in withheld
+
+
+def test_jetbrains_marker() -> None:
+    from coder_agent.sshd.jetbrains import is_jetbrains
+
+    assert is_jetbrains("/opt/idea/jbr/bin/java -Didea.vendor.name=JetBrains -cp x")
+    assert is_jetbrains("java -DIDEA.VENDOR.NAME=jetbrains")
+    assert not is_jetbrains("node server.js --port 3000")

@@ -15,6 +15,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import termios
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -83,7 +84,11 @@ async def _start(tmp: Path, **kw: Any) -> Harness:
                       "directory": str(work), "environment": {"FROM_MANIFEST": "yes"}}, [])
     reporter = Recorder()
     # The daemon's own environment, as under systemd: no terminal, no agent of its own.
-    penv = {k: v for k, v in os.environ.items() if k not in ("TERM", "SSH_AUTH_SOCK")}
+    # Its own HOME: this machine's ~/.profile runs `pyenv rehash`, which can wait a minute for a lock.
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    (home / ".bash_profile").write_text("PS1='$ '\n")
+    penv = {k: v for k, v in os.environ.items() if k not in ("TERM", "SSH_AUTH_SOCK")} | {"HOME": str(home)}
     server = SshServer(env, host_key_seed=host_key_seed("alice", "ws", "main"), reporter=reporter,
                        kill_grace=t(3), process_env=penv, **kw)
     port = await server.start()
@@ -269,8 +274,7 @@ async def test_sftp_put_get_10mb_from_home(sshd: Harness) -> None:
     batch.write_text(f"pwd\nput {src} {up}\nget {up} {down}\n")
     rc, out = await _tool("sftp", *_opts(sshd.port), "-b", str(batch), f"{USER}@127.0.0.1")
     assert rc == 0, out
-    home = os.path.expanduser("~")
-    assert f"Remote working directory: {home}" in out
+    assert f"Remote working directory: {sshd.tmp / 'home'}" in out
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     assert hashlib.sha256(up.read_bytes()).hexdigest() == digest
     assert hashlib.sha256(down.read_bytes()).hexdigest() == digest
@@ -448,3 +452,48 @@ async def test_stop_hangs_up_running_sessions(sshd: Harness) -> None:
     await sshd.server.stop()  # SIGHUP is ignored by the command: SIGKILL after the grace
     assert _gone(pid)
     await asyncio.wait_for(p.wait(), t(15))
+
+
+async def test_jetbrains_counted_through_its_forwarded_channel(sshd: Harness) -> None:
+    # A stand-in IDE backend: any process listening with JetBrains' marker in its command line.
+    port = _free_port()
+    backend = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ECHO_SERVER, str(port), "-Didea.vendor.name=JetBrains",
+        stdout=asyncio.subprocess.PIPE)
+    assert backend.stdout is not None
+    assert await asyncio.wait_for(backend.stdout.readline(), t(15)) == b"ready\n"
+    lport = _free_port()
+    p = await asyncio.create_subprocess_exec(
+        *sshd.argv("-N", "-o", "ExitOnForwardFailure=yes", "-L", f"127.0.0.1:{lport}:127.0.0.1:{port}",
+                   f"{USER}@127.0.0.1"), stdin=asyncio.subprocess.DEVNULL)
+    try:
+        await _until_echoes(lambda: asyncio.open_connection("127.0.0.1", lport))  # each try opens and closes one
+        await apoll(lambda: any(c[1] == "jetbrains" for c in sshd.reporter.connects), 10)
+        reader, writer = await asyncio.open_connection("127.0.0.1", lport)
+        writer.write(b"x")
+        assert await asyncio.wait_for(reader.readexactly(1), t(10)) == b"x"
+        assert sshd.server.session_counts()["jetbrains"] == 1
+        writer.close()
+        await apoll(lambda: sshd.server.session_counts()["jetbrains"] == 0, 10)
+        assert all(d[1:] == ("jetbrains", "127.0.0.1", 0, "normal close") for d in sshd.reporter.disconnects)
+        assert len(sshd.reporter.disconnects) == len(sshd.reporter.connects)
+    finally:
+        p.terminate()
+        await p.wait()
+        backend.kill()
+        await backend.wait()
+
+
+ECHO_SERVER = """
+import socket, sys, threading
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+print("ready", flush=True)
+def serve(c):
+    while d := c.recv(65536):
+        c.sendall(d)
+    c.close()
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""

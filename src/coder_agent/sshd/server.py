@@ -33,18 +33,20 @@ import os
 import posixpath
 import uuid
 import warnings
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Mapping
+from typing import Protocol, cast
 
 with warnings.catch_warnings():  # asyncssh still imports DSA support, which cryptography deprecates
     warnings.filterwarnings("ignore", message=".*DSA")
     import asyncssh
     from asyncssh.channel import SSHChannel
+    from asyncssh.forward import SSHForwarder
     from asyncssh.misc import SoftEOFReceived
     from asyncssh.stream import SSHServerStreamSession
 
 from ..log import get_logger
 from ..scripts.childenv import ChildEnv, login_user
+from .jetbrains import is_jetbrains, listening_cmdline
 from .policy import (
     BLOCKED_EXIT,
     BLOCKED_MESSAGE,
@@ -165,14 +167,14 @@ class SshServer:
             self._counts[kind] += delta
 
     def report_connect(self, id: str, kind: str, ip: str) -> None:
-        if self.reporter is not None and kind != "jetbrains":
+        if self.reporter is not None:
             try:
                 self.reporter.on_connect(id, kind, ip)
             except Exception:
                 self.log.exception("connection reporter failed")
 
     def report_disconnect(self, id: str, kind: str, ip: str, status: int, reason: str) -> None:
-        if self.reporter is not None and kind != "jetbrains":
+        if self.reporter is not None:
             try:
                 self.reporter.on_disconnect(id, kind, ip, status, reason)
             except Exception:
@@ -210,8 +212,20 @@ class _Connection(asyncssh.SSHServer):
     def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
         return _Session(self)
 
-    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
-        return True
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
+                             orig_port: int) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:
+        return self._forward(dest_host, dest_port)
+
+    async def _forward(self, host: str, port: int) -> asyncssh.SSHTCPSession[bytes]:
+        """asyncssh's own forwarding, watched when the destination is a JetBrains backend."""
+        jetbrains = is_jetbrains(await asyncio.to_thread(listening_cmdline, port))
+        try:
+            _, peer = await asyncio.get_running_loop().create_connection(SSHForwarder, host, port)
+        except OSError as e:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(e)) from None
+        # An SSHForwarder is what asyncssh itself hands back as the channel's session.
+        fwd = SSHForwarder(peer) if not jetbrains else _JetBrainsForward(peer, self.server, self.peer().client_host)
+        return cast("asyncssh.SSHTCPSession[bytes]", fwd)
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         return True
@@ -221,6 +235,24 @@ class _Connection(asyncssh.SSHServer):
 
     def unix_server_requested(self, listen_path: str) -> bool:
         return True
+
+
+class _JetBrainsForward(SSHForwarder):
+    """A forwarded channel to a JetBrains backend: one ``jetbrains`` session while it is open."""
+
+    def __init__(self, peer: SSHForwarder, server: SshServer, ip: str) -> None:
+        super().__init__(peer)
+        self._server, self._ip, self._id = server, ip, str(uuid.uuid4())
+        self._open = True
+        server.count("jetbrains", 1)
+        server.report_connect(self._id, "jetbrains", ip)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._open:
+            self._open = False
+            self._server.count("jetbrains", -1)
+            self._server.report_disconnect(self._id, "jetbrains", self._ip, 0, "normal close")
 
 
 class _HomeSFTPServer(asyncssh.SFTPServer):
@@ -255,7 +287,8 @@ class _Session(SSHServerStreamSession[bytes]):
     def __init__(self, owner: _Connection) -> None:
         self.owner = owner
         self.server = owner.server
-        self.home = login_user(self._penv()).home
+        penv = self._penv()
+        self.home = penv.get("HOME") or login_user(penv).home  # $HOME first, as Go's userHomeDir
         super().__init__(self._run, lambda chan: _HomeSFTPServer(chan, self.home), _SFTP_VERSION, False)
         self.id = str(uuid.uuid4())
         self.kind = "ssh"
@@ -296,7 +329,8 @@ class _Session(SSHServerStreamSession[bytes]):
         self.kind, _ = session_type(chan.get_environment())
         self.ip = self.owner.peer().client_host
         self.started = True
-        self.server.report_connect(self.id, self.kind, self.ip)
+        if self.kind != "jetbrains":  # counted and reported through its forwarded channel
+            self.server.report_connect(self.id, self.kind, self.ip)
         command, subsystem = chan.get_command(), chan.get_subsystem()
         if self.server.block_file_transfer and file_transfer_blocked(command, subsystem):
             self.server.log.warning("file transfer blocked", session_id=self.id,
@@ -322,7 +356,8 @@ class _Session(SSHServerStreamSession[bytes]):
         if self.finished:
             return
         self.finished = True
-        self.server.report_disconnect(self.id, self.kind, self.ip, status, reason)
+        if self.kind != "jetbrains":
+            self.server.report_disconnect(self.id, self.kind, self.ip, status, reason)
 
     def _environment(self, chan: asyncssh.SSHServerChannel[bytes]) -> dict[str, str]:
         e = self.server.env
@@ -365,7 +400,8 @@ class _Session(SSHServerStreamSession[bytes]):
         done = asyncio.Event()
         self.command_running = True
         self.server._running.add(done)
-        self.server.count(self.kind, 1)
+        counted = self.kind if self.kind != "jetbrains" else ""  # see _JetBrainsForward
+        self.server.count(counted, 1)
         result = SessionResult(255, "internal error")
         log = self.server.log.bind(session_id=self.id, session_type=self.kind)
 
@@ -387,7 +423,7 @@ class _Session(SSHServerStreamSession[bytes]):
             result = SessionResult(255, f"internal error: {e}")
             send_exit(255)
         finally:
-            self.server.count(self.kind, -1)
+            self.server.count(counted, -1)
             self.command_running = False
             self._finish(result.status, result.reason)
             done.set()
