@@ -45,11 +45,13 @@ with warnings.catch_warnings():  # asyncssh still imports DSA support, which cry
     from asyncssh.stream import SSHServerStreamSession
 
 from ..log import get_logger
+from ..procprio import ChildPriority
 from ..scripts.childenv import ChildEnv, login_user
 from .jetbrains import is_jetbrains, listening_cmdline
 from .policy import (
     BLOCKED_EXIT,
     BLOCKED_MESSAGE,
+    SESSION_ERROR_EXIT,
     SESSION_TYPE_VAR,
     Peer,
     file_transfer_blocked,
@@ -85,7 +87,8 @@ def host_key(seed: bytes) -> asyncssh.SSHKey:
 
 class SshServer:
     """The SSH server. ``env`` is the daemon's :class:`ChildEnv` (manifest, token, agent variables);
-    ``process_env`` replaces ``os.environ`` as the base of commands' environments (tests)."""
+    ``process_env`` replaces ``os.environ`` as the base of commands' environments (tests);
+    ``priority`` is the daemon's ``oom_score_adj``/nice for children (as Go's agentexec)."""
 
     def __init__(
         self,
@@ -96,6 +99,7 @@ class SshServer:
         reporter: ConnectionReporter | None = None,
         kill_grace: float = 3.0,
         process_env: Mapping[str, str] | None = None,
+        priority: ChildPriority | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self.env = env
@@ -103,6 +107,7 @@ class SshServer:
         self.reporter = reporter
         self.kill_grace = kill_grace
         self.process_env = process_env
+        self.priority = priority or ChildPriority()
         self.host = host
         self.log = get_logger("sshd")
         self._seed = host_key_seed
@@ -234,6 +239,11 @@ class _Connection(asyncssh.SSHServer):
         return True
 
     def unix_server_requested(self, listen_path: str) -> bool:
+        try:  # as Go: the socket's parent directory is created (0700) when missing
+            os.makedirs(os.path.dirname(listen_path) or ".", 0o700, exist_ok=True)
+        except OSError as e:
+            self.server.log.warning("unix forward refused", path=listen_path, error=str(e))
+            return False
         return True
 
 
@@ -325,6 +335,15 @@ class _Session(SSHServerStreamSession[bytes]):
         return subsystem == "sftp"
 
     def session_started(self) -> None:
+        try:
+            self._start()
+        except Exception as e:  # an exception here would take the whole connection down
+            self.server.log.error("ssh session failed to start", error=f"{type(e).__name__}: {e}")
+            self._finish(SESSION_ERROR_EXIT, f"start: {e}")
+            with contextlib.suppress(Exception):
+                self._channel().exit(SESSION_ERROR_EXIT)
+
+    def _start(self) -> None:
         chan = self._channel()
         self.kind, _ = session_type(chan.get_environment())
         self.ip = self.owner.peer().client_host
@@ -411,9 +430,10 @@ class _Session(SSHServerStreamSession[bytes]):
 
         try:
             env = self._environment(chan)
+            prio = self.server.priority
             result = await run_session(
-                session_argv(user.shell, command), env, self._directory(), stdin=stdin, stdout=stdout,
-                stderr=stderr, events=_Control(), pty=self._pty, closed=self.closed, send_exit=send_exit,
+                prio.wrap(session_argv(user.shell, command)), prio.env(env), self._directory(), stdin=stdin,
+                stdout=stdout, stderr=stderr, events=_Control(), pty=self._pty, closed=self.closed, send_exit=send_exit,
                 kill_grace=self.server.kill_grace, preamble=self._motd(command),
                 on_spawn=lambda p: log.info("ssh session started", pid=p.pid, pty=self._pty is not None,
                                             login_shell=not command))
