@@ -228,6 +228,8 @@ async def test_pty_login_shell_follows_window_changes(sshd: Harness) -> None:
         os.write(master, b"shopt -q login_shell && echo LOGIN_$((6*7)); echo TERM_$TERM\n")
         await _expect(master, buf, b"LOGIN_42")
         await _expect(master, buf, b"TERM_" + os.environ.get("TERM", "dumb").encode())
+        os.write(master, b'[ "$(tty)" = "$SSH_TTY" ] && echo SAME_TTY_$((1+1))\n')
+        await _expect(master, buf, b"SAME_TTY_2")
         os.write(master, b"stty size | tr ' ' x\n")
         await _expect(master, buf, b"24x80")
         _winsize(master, 40, 132)  # the kernel sends ssh SIGWINCH; ssh sends a window-change
@@ -497,3 +499,11 @@ def serve(c):
 while True:
     threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
 """
+
+
+def test_max_timeout_as_go() -> None:
+    from coder_agent.sshd.server import _keepalive
+
+    assert _keepalive(0) == {"keepalive_interval": 0}
+    assert _keepalive(9) == {"keepalive_interval": 3, "keepalive_count_max": 3}  # ≥ 3 s: keepalive
+    assert _keepalive(2) == {"keepalive_interval": 2, "keepalive_count_max": 1}

@@ -88,7 +88,8 @@ def host_key(seed: bytes) -> asyncssh.SSHKey:
 class SshServer:
     """The SSH server. ``env`` is the daemon's :class:`ChildEnv` (manifest, token, agent variables);
     ``process_env`` replaces ``os.environ`` as the base of commands' environments (tests);
-    ``priority`` is the daemon's ``oom_score_adj``/nice for children (as Go's agentexec)."""
+    ``priority`` is the daemon's ``oom_score_adj``/nice for children (as Go's agentexec);
+    ``max_timeout`` is Go's ``--ssh-max-timeout`` (seconds, 0: none; see :func:`_keepalive`)."""
 
     def __init__(
         self,
@@ -100,6 +101,7 @@ class SshServer:
         kill_grace: float = 3.0,
         process_env: Mapping[str, str] | None = None,
         priority: ChildPriority | None = None,
+        max_timeout: float = 0.0,
         host: str = "127.0.0.1",
     ) -> None:
         self.env = env
@@ -108,6 +110,7 @@ class SshServer:
         self.kill_grace = kill_grace
         self.process_env = process_env
         self.priority = priority or ChildPriority()
+        self.max_timeout = max_timeout
         self.host = host
         self.log = get_logger("sshd")
         self._seed = host_key_seed
@@ -126,7 +129,7 @@ class SshServer:
         self._acceptor = await asyncssh.listen(
             self.host, 0, server_factory=lambda: _Connection(self), server_host_keys=[host_key(self._seed)],
             encoding=None, line_editor=False, agent_forwarding=True, allow_scp=False, x11_forwarding=False,
-            keepalive_interval=0, login_timeout=120, config=[])
+            login_timeout=120, config=[], **_keepalive(self.max_timeout))
         self.port = int(self._acceptor.sockets[0].getsockname()[1])
         self.log.info("ssh server listening", port=self.port)
         return self.port
@@ -184,6 +187,16 @@ class SshServer:
                 self.reporter.on_disconnect(id, kind, ip, status, reason)
             except Exception:
                 self.log.exception("connection reporter failed")
+
+
+def _keepalive(max_timeout: float) -> dict[str, float]:
+    """Go's ``MaxTimeout``: 3 s or more becomes a keepalive (a third of it, 3 unanswered probes
+    drop the client); shorter, an idle connection is dropped after it; 0 is neither."""
+    if max_timeout >= 3:
+        return {"keepalive_interval": max_timeout / 3, "keepalive_count_max": 3}
+    if max_timeout > 0:
+        return {"keepalive_interval": max_timeout, "keepalive_count_max": 1}
+    return {"keepalive_interval": 0}
 
 
 class _Connection(asyncssh.SSHServer):

@@ -230,6 +230,7 @@ async def run_session(
         if pty is not None:
             master, slave = os.openpty()
             _set_winsize(slave, pty)
+            env = {**env, "SSH_TTY": os.ttyname(slave)}  # as OpenSSH and Go's pty package
             # Not asyncio's subprocess: it cannot make the PTY the controlling terminal (preexec_fn).
             proc = subprocess.Popen(  # noqa: ASYNC220
                 list(argv), stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=dict(env),
