@@ -81,3 +81,17 @@ def test_jetbrains_marker() -> None:
     assert is_jetbrains("/opt/idea/jbr/bin/java -Didea.vendor.name=JetBrains -cp x")
     assert is_jetbrains("java -DIDEA.VENDOR.NAME=jetbrains")
     assert not is_jetbrains("node server.js --port 3000")
+
+
+def test_terminal_modes_applied() -> None:
+    import termios
+
+    from coder_agent.sshd.termmodes import apply_modes
+
+    base = [termios.ICRNL, termios.OPOST, termios.CS7, termios.ECHO | termios.ICANON, 0, 0, [b"\x00"] * 32]
+    out = apply_modes(base, {3: 8, 1: 255, 53: 0, 50: 1, 36: 0, 42: 1, 91: 1, 200: 7})
+    assert out[6][termios.VERASE] == b"\x08" and out[6][termios.VINTR] == b"\x00"  # 255: disabled
+    assert not out[3] & termios.ECHO and out[3] & termios.ISIG and out[3] & termios.ICANON
+    assert not out[0] & termios.ICRNL and out[0] & 0o40000  # IUTF8
+    assert out[2] & termios.CSIZE == termios.CS8
+    assert base[6][termios.VERASE] == b"\x00"  # a copy

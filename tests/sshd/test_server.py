@@ -218,6 +218,9 @@ async def _expect(fd: int, buf: bytearray, pattern: bytes, timeout: float = 15) 
 async def test_pty_login_shell_follows_window_changes(sshd: Harness) -> None:
     master, slave = os.openpty()
     _winsize(slave, 24, 80)
+    attrs = termios.tcgetattr(slave)
+    attrs[6][termios.VERASE] = b"\x08"  # a mode the client sends that differs from the default (^?)
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
     proc = subprocess.Popen(sshd.argv("-tt", f"{USER}@127.0.0.1"), stdin=slave, stdout=slave, stderr=slave,
                             start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
     os.close(slave)
@@ -230,6 +233,8 @@ async def test_pty_login_shell_follows_window_changes(sshd: Harness) -> None:
         await _expect(master, buf, b"TERM_" + os.environ.get("TERM", "dumb").encode())
         os.write(master, b'[ "$(tty)" = "$SSH_TTY" ] && echo SAME_TTY_$((1+1))\n')
         await _expect(master, buf, b"SAME_TTY_2")
+        os.write(master, b"stty -a | grep -q 'erase = ^H;' && echo ERASE_$((2*4))\n")
+        await _expect(master, buf, b"ERASE_8")  # the client's terminal modes were applied
         os.write(master, b"stty size | tr ' ' x\n")
         await _expect(master, buf, b"24x80")
         _winsize(master, 40, 132)  # the kernel sends ssh SIGWINCH; ssh sends a window-change

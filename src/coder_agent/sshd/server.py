@@ -191,7 +191,8 @@ class SshServer:
 
 def _keepalive(max_timeout: float) -> dict[str, float]:
     """Go's ``MaxTimeout``: 3 s or more becomes a keepalive (a third of it, 3 unanswered probes
-    drop the client); shorter, an idle connection is dropped after it; 0 is neither."""
+    drop the client). Shorter (odd), one probe per ``max_timeout`` and the first unanswered drops
+    the client: Go's absolute connection deadline is not reproduced. 0: neither."""
     if max_timeout >= 3:
         return {"keepalive_interval": max_timeout / 3, "keepalive_count_max": 3}
     if max_timeout > 0:
@@ -335,7 +336,7 @@ class _Session(SSHServerStreamSession[bytes]):
     def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int],
                       term_modes: Mapping[int, int]) -> bool:
         cols, rows, xpix, ypix = term_size
-        self._pty = PtyRequest(term_type, cols, rows, xpix, ypix)
+        self._pty = PtyRequest(term_type, cols, rows, xpix, ypix, dict(term_modes))
         return True
 
     def shell_requested(self) -> bool:

@@ -31,11 +31,12 @@ import struct
 import subprocess
 import termios
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..scripts.runner import wait_exit
 from .policy import SESSION_ERROR_EXIT, exit_status
+from .termmodes import apply_modes
 
 __all__ = ["PtyRequest", "SessionResult", "hang_up", "run_session"]
 
@@ -49,6 +50,7 @@ class PtyRequest:
     rows: int
     xpixels: int = 0
     ypixels: int = 0
+    modes: Mapping[int, int] = field(default_factory=dict)  # the client's terminal modes (opcode → value)
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,9 @@ async def run_session(
         if pty is not None:
             master, slave = os.openpty()
             _set_winsize(slave, pty)
+            if pty.modes:
+                with contextlib.suppress(OSError, termios.error):  # the defaults are a fine fallback
+                    termios.tcsetattr(slave, termios.TCSANOW, apply_modes(termios.tcgetattr(slave), pty.modes))
             env = {**env, "SSH_TTY": os.ttyname(slave)}  # as OpenSSH and Go's pty package
             # Not asyncio's subprocess: it cannot make the PTY the controlling terminal (preexec_fn).
             proc = subprocess.Popen(  # noqa: ASYNC220
