@@ -38,7 +38,7 @@ from coder_agent.sshd.server import SshServer
 async def main():
     env = ChildEnv({}, Path(sys.argv[1]))
     env.set_manifest({"workspace_name": "bench", "agent_name": "main", "owner": "me"}, [])
-    server = SshServer(env, host_key_seed=host_key_seed("me", "bench", "main"))
+    server = SshServer(env, host_key_seed=host_key_seed("me", "bench", "main"), require_registered_peer=False)
     print(await server.start(), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await server.stop()

@@ -89,6 +89,7 @@ async def _start(tmp: Path, **kw: Any) -> Harness:
     home.mkdir(exist_ok=True)
     (home / ".bash_profile").write_text("PS1='$ '\n")
     penv = {k: v for k, v in os.environ.items() if k not in ("TERM", "SSH_AUTH_SOCK")} | {"HOME": str(home)}
+    kw.setdefault("require_registered_peer", False)  # OpenSSH's client straight to the loopback port
     server = SshServer(env, host_key_seed=host_key_seed("alice", "ws", "main"), reporter=reporter,
                        kill_grace=t(3), process_env=penv, **kw)
     port = await server.start()
@@ -404,6 +405,7 @@ async def test_background_child_signalled_on_disconnect(sshd: Harness) -> None:
 
 
 async def test_reports_and_counts_by_session_type(sshd: Harness) -> None:
+    sshd.server.require_registered_peer = True  # as in the daemon: only what the tunnel registered
     # Through a splice, as the tunnel does: the server learns the tunnel peer from register_peer.
     async def splice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_r, up_w = await asyncio.open_connection("127.0.0.1", sshd.port)
@@ -438,6 +440,9 @@ async def test_reports_and_counts_by_session_type(sshd: Harness) -> None:
         await apoll(lambda: sshd.reporter.disconnects, 10)
         assert sshd.reporter.disconnects == [(sid, "vscode", "fd7a:115c:a1e0::7", 3, "")]
         assert sshd.server.session_counts() == {"ssh": 0, "vscode": 0, "jetbrains": 0}
+        rc, _, err = await sshd.run("true")  # straight to the loopback port: not the tunnel, refused
+        assert rc == 255 and "Permission denied" in err
+        sshd.server.require_registered_peer = False
         assert (await sshd.run("true"))[0] == 0
         await apoll(lambda: len(sshd.reporter.disconnects) == 2, 10)
         assert [c[1:] for c in sshd.reporter.connects[1:]] == [("ssh", "127.0.0.1")]

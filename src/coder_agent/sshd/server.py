@@ -3,6 +3,8 @@
 The tunnel serves its SSH ports (1 and 22) by splicing each tunnelled TCP connection to
 :meth:`SshServer.start`'s loopback port, and tells the server, with :meth:`SshServer.register_peer`
 (before it splices the first byte), which tunnel address that loopback connection stands for.
+Only registered loopback connections are served: there is no SSH authentication, and any local
+process can reach a loopback port.
 
 Rules:
 
@@ -89,7 +91,9 @@ class SshServer:
     """The SSH server. ``env`` is the daemon's :class:`ChildEnv` (manifest, token, agent variables);
     ``process_env`` replaces ``os.environ`` as the base of commands' environments (tests);
     ``priority`` is the daemon's ``oom_score_adj``/nice for children (as Go's agentexec);
-    ``max_timeout`` is Go's ``--ssh-max-timeout`` (seconds, 0: none; see :func:`_keepalive`)."""
+    ``max_timeout`` is Go's ``--ssh-max-timeout`` (seconds, 0: none; see :func:`_keepalive`);
+    ``require_registered_peer`` False serves any loopback client (tests, benchmarks) — never in
+    the daemon: there is no authentication, so any local process could run commands as us."""
 
     def __init__(
         self,
@@ -102,6 +106,7 @@ class SshServer:
         process_env: Mapping[str, str] | None = None,
         priority: ChildPriority | None = None,
         max_timeout: float = 0.0,
+        require_registered_peer: bool = True,
         host: str = "127.0.0.1",
     ) -> None:
         self.env = env
@@ -111,6 +116,7 @@ class SshServer:
         self.process_env = process_env
         self.priority = priority or ChildPriority()
         self.max_timeout = max_timeout
+        self.require_registered_peer = require_registered_peer
         self.host = host
         self.log = get_logger("sshd")
         self._seed = host_key_seed
@@ -152,6 +158,14 @@ class SshServer:
         """The loopback connection from ``local_client_port`` carries the tunnel's connection from
         ``tunnel_remote_addr`` (to ``tunnel_local_addr``, the agent's side, when given)."""
         self._peers[local_client_port] = (tunnel_remote_addr, tunnel_local_addr)
+
+    def unregister_peer(self, local_client_port: int) -> None:
+        """Forget a registration whose connection never reached the server (the tunnel's splice
+        failed); a connection that did is forgotten when it closes."""
+        self._peers.pop(local_client_port, None)
+
+    def registered(self, client_port: int) -> bool:
+        return client_port in self._peers
 
     def session_counts(self) -> dict[str, int]:
         """Running commands per session type: ``ssh``, ``vscode``, ``jetbrains``."""
@@ -226,7 +240,13 @@ class _Connection(asyncssh.SSHServer):
         return self.server.peer_of((str(sock[0]), int(sock[1])), (str(peer[0]), int(peer[1])))
 
     def begin_auth(self, username: str) -> bool:
-        return False  # no authentication: the tunnel already authenticated the peer (Go's NoClientAuth)
+        # No authentication (Go's NoClientAuth): the tunnel authenticated the peer. So a loopback
+        # client the tunnel did not register (it registers before it splices the first byte, and
+        # key exchange is over by now) is some local process: it gets no way to authenticate.
+        if self.server.require_registered_peer and not self.server.registered(self.client_port):
+            self.server.log.warning("ssh connection refused: not from the tunnel", client_port=self.client_port)
+            return True
+        return False
 
     def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
         return _Session(self)
