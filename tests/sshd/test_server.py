@@ -64,6 +64,7 @@ class Harness:
 
     async def _run(self, opts: list[str], command: str, input: bytes | None = None, timeout: float = 30,
                    env: dict[str, str] | None = None, port: int | None = None) -> tuple[int, str, str]:
+        """``ssh [opts] user@127.0.0.1 command``: exit status, stdout, stderr."""
         p = await asyncio.create_subprocess_exec(
             *self.argv(*opts, port=port), f"{USER}@127.0.0.1", command,
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
@@ -160,6 +161,14 @@ async def test_exit_status_passes_through(sshd: Harness) -> None:
     rc, out, _ = await sshd.run("echo out; echo err >&2; exit 0")
     assert rc == 0 and out == "out\n"
     assert (await sshd.run("kill -9 $$"))[0] == 255  # a signal death, as Go reports it
+
+
+async def test_stdin_and_large_output_both_ways(sshd: Harness) -> None:
+    data = os.urandom(8 * 1024 * 1024)
+    rc, out, _ = await sshd.run("sha256sum; head -c 8388608 /dev/zero | wc -c", input=data, timeout=60)
+    assert rc == 0
+    assert out.split()[0] == hashlib.sha256(data).hexdigest()  # all of stdin, then its EOF
+    assert out.split()[-1] == "8388608"
 
 
 async def test_environment_as_go(sshd: Harness) -> None:

@@ -70,7 +70,10 @@ _SFTP_VERSION = 3
 
 
 class ConnectionReporter(Protocol):
-    """Where sessions are reported (the lead maps these to ReportConnection)."""
+    """Where sessions are reported (ReportConnection CONNECT/DISCONNECT). ``type`` is ``ssh``,
+    ``vscode``, ``jetbrains`` or ``unknown`` (a ``CODER_SSH_SESSION_TYPE`` nobody knows: Go's
+    TYPE_UNSPECIFIED); ``ip`` the client's tunnel address (its host); ``id`` a UUID string. Called
+    on the event loop; must not block."""
 
     def on_connect(self, id: str, type: str, ip: str) -> None: ...
 
