@@ -95,3 +95,30 @@ def test_terminal_modes_applied() -> None:
     assert not out[0] & termios.ICRNL and out[0] & 0o40000  # IUTF8
     assert out[2] & termios.CSIZE == termios.CS8
     assert base[6][termios.VERASE] == b"\x00"  # a copy
+
+
+def test_listener_cmdlines_from_procfs(tmp_path: Path) -> None:
+    import os
+
+    from coder_agent.sshd.jetbrains import ListenerCmdlines
+
+    proc = tmp_path / "proc"
+    (proc / "net").mkdir(parents=True)
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    line = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1\n"
+    (proc / "net" / "tcp").write_text(header + line)  # 127.0.0.1:8080 listening, inode 4242
+    (proc / "77" / "fd").mkdir(parents=True)
+    os.symlink("socket:[4242]", proc / "77" / "fd" / "3")
+    (proc / "77" / "cmdline").write_bytes(b"java\0-Didea.vendor.name=JetBrains\0")
+    now = [0.0]
+    f = ListenerCmdlines(proc, ttl=5, clock=lambda: now[0])
+    assert f(8080) == "java -Didea.vendor.name=JetBrains"
+    assert f(9090) == ""
+    (proc / "77" / "cmdline").write_bytes(b"other\0")
+    assert f(8080).startswith("java")  # within the TTL: the port's answer is reused
+    now[0] = 10
+    assert f(8080).startswith("java")  # same inode: still no walk
+    (proc / "net" / "tcp").write_text(header + line.replace(" 4242 ", " 4343 "))
+    os.symlink("socket:[4343]", proc / "77" / "fd" / "4")
+    now[0] = 20
+    assert f(8080) == "other"  # a new listener (inode): walked again

@@ -49,7 +49,7 @@ with warnings.catch_warnings():  # asyncssh still imports DSA support, which cry
 from ..log import get_logger
 from ..procprio import ChildPriority
 from ..scripts.childenv import ChildEnv, login_user
-from .jetbrains import is_jetbrains, listening_cmdline
+from .jetbrains import ListenerCmdlines, is_jetbrains
 from .policy import (
     BLOCKED_EXIT,
     BLOCKED_MESSAGE,
@@ -120,6 +120,7 @@ class SshServer:
         self.priority = priority or ChildPriority()
         self.max_timeout = max_timeout
         self.require_registered_peer = require_registered_peer
+        self.listener_cmdline = ListenerCmdlines()
         self.host = host
         self.log = get_logger("sshd")
         self._seed = host_key_seed
@@ -260,7 +261,7 @@ class _Connection(asyncssh.SSHServer):
 
     async def _forward(self, host: str, port: int) -> asyncssh.SSHTCPSession[bytes]:
         """asyncssh's own forwarding, watched when the destination is a JetBrains backend."""
-        jetbrains = is_jetbrains(await asyncio.to_thread(listening_cmdline, port))
+        jetbrains = is_jetbrains(await asyncio.to_thread(self.server.listener_cmdline, port))
         try:
             _, peer = await asyncio.get_running_loop().create_connection(SSHForwarder, host, port)
         except OSError as e:
