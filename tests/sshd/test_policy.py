@@ -122,3 +122,12 @@ def test_listener_cmdlines_from_procfs(tmp_path: Path) -> None:
     os.symlink("socket:[4343]", proc / "77" / "fd" / "4")
     now[0] = 20
     assert f(8080) == "other"  # a new listener (inode): walked again
+
+
+def test_connection_types_match_agent_proto() -> None:
+    from coder_agent.rpc.proto import agent_pb2
+    from coder_agent.sshd.policy import CONNECTION_TYPE
+
+    t = agent_pb2.Connection
+    assert CONNECTION_TYPE == {"unknown": t.TYPE_UNSPECIFIED, "ssh": t.SSH, "vscode": t.VSCODE,
+                               "jetbrains": t.JETBRAINS}

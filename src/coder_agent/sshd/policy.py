@@ -36,12 +36,15 @@ from typing import Any
 from ..scripts.childenv import LoginUser, build_child_env
 
 __all__ = [
-    "BLOCKED_COMMANDS", "BLOCKED_EXIT", "BLOCKED_MESSAGE", "SESSION_ERROR_EXIT", "SESSION_TYPE_VAR", "Peer",
+    "BLOCKED_COMMANDS", "BLOCKED_EXIT", "BLOCKED_MESSAGE", "CONNECTION_TYPE", "SESSION_ERROR_EXIT", "SESSION_TYPE_VAR",
+    "Peer",
     "exit_status", "file_transfer_blocked", "host_key_seed", "motd_bytes", "session_argv", "session_env",
     "session_type",
 ]
 
 SESSION_TYPE_VAR = "CODER_SSH_SESSION_TYPE"
+# agent.proto Connection.Type for each session type (ReportConnection); "unknown" is TYPE_UNSPECIFIED.
+CONNECTION_TYPE = {"unknown": 0, "ssh": 1, "vscode": 2, "jetbrains": 3}
 SESSION_TYPES = ("ssh", "vscode", "jetbrains")
 BLOCKED_COMMANDS = frozenset({"nc", "rsync", "scp", "sftp"})
 BLOCKED_EXIT = 65
