@@ -120,8 +120,12 @@ def _round_trips(tmp: Path, name: str, port: int, key: Path | None, runs: int) -
             samples.append(time.perf_counter() - t0)
         return statistics.median(samples)
     finally:
-        master.terminate()
-        master.wait()
+        master.terminate()  # an OpenSSH master can linger on SIGTERM: then SIGKILL
+        try:
+            master.wait(5)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait()
 
 
 def _sftp(tmp: Path, port: int, key: Path | None, batch: str) -> float:

@@ -462,6 +462,20 @@ async def test_reports_and_counts_by_session_type(sshd: Harness) -> None:
         relay.close()
 
 
+async def test_detached_server_outlives_its_exec_session(sshd: Harness) -> None:
+    # How VS Code starts its server over SSH: a session that ended by itself signals nothing.
+    rc, out, _ = await sshd.run("nohup sleep 300 >/dev/null 2>&1 & echo $!")
+    assert rc == 0
+    pid = int(out)
+    try:
+        await apoll(lambda: sshd.reporter.disconnects, 10)
+        await asyncio.sleep(t(1))  # a grace's worth of time: nothing may come (this one can only fail)
+        assert not _gone(pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+
+
 async def test_stop_hangs_up_running_sessions(sshd: Harness) -> None:
     p = await asyncio.create_subprocess_exec(
         *sshd.argv(f"{USER}@127.0.0.1", "trap '' HUP; echo $$; exec sleep 300"),
