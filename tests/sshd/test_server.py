@@ -267,6 +267,21 @@ async def test_pty_login_shell_follows_window_changes(sshd: Harness) -> None:
         os.close(master)
 
 
+async def _login_output(h: Harness) -> str:
+    p = await asyncio.create_subprocess_exec(
+        *h.argv("-tt", f"{USER}@127.0.0.1"), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await asyncio.wait_for(p.communicate(b"exit 0\n"), t(30))
+    return out.decode(errors="replace")
+
+
+async def test_motd_only_on_login_shells_without_hushlogin(sshd: Harness) -> None:
+    assert "Welcome to the workspace" in await _login_output(sshd)
+    assert "Welcome" not in (await sshd.run("true", "-tt"))[1]  # a command, even with a PTY: quiet
+    (sshd.tmp / "home" / ".hushlogin").touch()
+    assert "Welcome" not in await _login_output(sshd)
+
+
 # -- file transfer ---------------------------------------------------------------------------------
 
 
