@@ -168,25 +168,15 @@ class SshServer:
         failed); a connection that did is forgotten when it closes."""
         self._peers.pop(local_client_port, None)
 
-    def registered(self, client_port: int) -> bool:
-        return client_port in self._peers
+    def claim_peer(self, client_port: int) -> tuple[tuple[str, int], tuple[str, int] | None] | None:
+        """The registration for a loopback connection, handed over to it (None: unregistered)."""
+        return self._peers.pop(client_port, None)
 
     def session_counts(self) -> dict[str, int]:
         """Running commands per session type: ``ssh``, ``vscode``, ``jetbrains``."""
         return dict(self._counts)
 
     # -- for connections and sessions ------------------------------------------------------------
-
-    def peer_of(self, sockname: tuple[str, int], peername: tuple[str, int]) -> Peer:
-        found = self._peers.get(peername[1])
-        if found is None:
-            return Peer(peername[0], peername[1], sockname[0], sockname[1])
-        (rhost, rport), local = found
-        lhost, lport = local if local is not None else ("0.0.0.0", 0)
-        return Peer(rhost, rport, lhost, lport)
-
-    def forget_peer(self, client_port: int) -> None:
-        self._peers.pop(client_port, None)
 
     def count(self, kind: str, delta: int) -> None:
         if kind in self._counts:
@@ -223,6 +213,8 @@ class _Connection(asyncssh.SSHServer):
         self.server = server
         self.conn: asyncssh.SSHServerConnection | None = None
         self.client_port = 0
+        self.registration: tuple[tuple[str, int], tuple[str, int] | None] | None = None
+        self.claimed = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -231,23 +223,32 @@ class _Connection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._conns.discard(self)
-        self.server.forget_peer(self.client_port)
+        if not self.claimed:  # closed before authentication: its registration is of no more use
+            self.server.claim_peer(self.client_port)
 
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
 
     def peer(self) -> Peer:
+        """Both ends as the session reports them: the tunnel's when registered, else the socket's."""
+        if self.registration is not None:
+            (rhost, rport), local = self.registration
+            lhost, lport = local if local is not None else ("0.0.0.0", 0)
+            return Peer(rhost, rport, lhost, lport)
         assert self.conn is not None
         sock = self.conn.get_extra_info("sockname") or ("127.0.0.1", 0)
         peer = self.conn.get_extra_info("peername") or ("127.0.0.1", 0)
-        return self.server.peer_of((str(sock[0]), int(sock[1])), (str(peer[0]), int(peer[1])))
+        return Peer(str(peer[0]), int(peer[1]), str(sock[0]), int(sock[1]))
 
     def begin_auth(self, username: str) -> bool:
         # No authentication (Go's NoClientAuth): the tunnel authenticated the peer. So a loopback
         # client the tunnel did not register (it registers before it splices the first byte, and
         # key exchange is over by now) is some local process: it gets no way to authenticate.
-        if self.server.require_registered_peer and not self.server.registered(self.client_port):
+        if not self.claimed:
+            self.claimed = True
+            self.registration = self.server.claim_peer(self.client_port)
+        if self.server.require_registered_peer and self.registration is None:
             self.server.log.warning("ssh connection refused: not from the tunnel", client_port=self.client_port)
             return True
         return False
