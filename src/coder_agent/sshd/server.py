@@ -387,6 +387,8 @@ class _Session(SSHServerStreamSession[bytes]):
         self.kind, _ = session_type(chan.get_environment())
         self.ip = self.owner.peer().client_host
         self.started = True
+        if self.kind == "unknown":
+            self.server.log.warning("invalid ssh session type", session_id=self.id)
         if self.kind != "jetbrains":  # counted and reported through its forwarded channel
             self.server.report_connect(self.id, self.kind, self.ip)
         command, subsystem = chan.get_command(), chan.get_subsystem()
