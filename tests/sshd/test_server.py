@@ -30,8 +30,6 @@ from coder_agent.sshd.server import SshServer
 
 from ..conftest import apoll, t, unavailable
 
-pytestmark = pytest.mark.skipif(shutil.which("ssh") is None, reason="needs openssh-client")
-
 USER = getpass.getuser()
 TOKEN = "tok-sshd-test-123"
 
@@ -75,6 +73,8 @@ class Harness:
 
 
 async def _start(tmp: Path, **kw: Any) -> Harness:
+    if not all(shutil.which(tool) for tool in ("ssh", "sftp", "scp")):
+        unavailable("needs OpenSSH's client (apt-get install openssh-client)")
     work = tmp / "work"
     work.mkdir(exist_ok=True)
     (tmp / "motd").write_text("Welcome to the workspace\nsecond line\n")
