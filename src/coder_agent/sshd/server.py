@@ -165,7 +165,7 @@ class SshServer:
 
     def unregister_peer(self, local_client_port: int) -> None:
         """Forget a registration whose connection never reached the server (the tunnel's splice
-        failed); a connection that did is forgotten when it closes."""
+        failed); one that did reach it is claimed by it when it authenticates."""
         self._peers.pop(local_client_port, None)
 
     def claim_peer(self, client_port: int) -> tuple[tuple[str, int], tuple[str, int] | None] | None:
