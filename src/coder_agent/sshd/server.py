@@ -315,6 +315,13 @@ class _HomeSFTPServer(asyncssh.SFTPServer):
     def map_path(self, path: bytes) -> bytes:
         return path if path.startswith(b"/") else posixpath.join(self._home, path)
 
+    # File data is read and written in a thread: a slow disk must not stall the daemon's loop.
+    async def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        return await asyncio.to_thread(super().read, file_obj, offset, size)  # type: ignore[arg-type]
+
+    async def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        return await asyncio.to_thread(super().write, file_obj, offset, data)  # type: ignore[arg-type]
+
     def exit(self) -> None:
         # asyncssh closes the channel without an exit status; scp (SFTP mode) then fails. Go sends 0.
         with contextlib.suppress(Exception):
