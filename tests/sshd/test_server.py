@@ -375,6 +375,39 @@ async def test_local_and_remote_forwards_tcp_and_unix(sshd: Harness) -> None:
     await apoll(lambda: _refused(rport), 10)
 
 
+async def test_remote_forwards_cancelled(sshd: Harness) -> None:
+    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    eport = echo.sockets[0].getsockname()[1]
+    ctl, rport, rsock = sshd.tmp / "ctl", _free_port(), sshd.tmp / "r2.sock"
+    master = await asyncio.create_subprocess_exec(*sshd.argv("-M", "-N", "-S", str(ctl), f"{USER}@127.0.0.1"),
+                                                  stdin=asyncio.subprocess.DEVNULL)
+    try:
+        await apoll(ctl.exists, 15)
+        for op in ("forward", "cancel"):
+            for spec in (f"{rport}:127.0.0.1:{eport}", f"{rsock}:127.0.0.1:{eport}"):
+                rc, out = await _tool("ssh", "-F", "/dev/null", "-S", str(ctl), "-O", op, "-R", spec,
+                                      f"{USER}@127.0.0.1")
+                assert rc == 0, out
+            if op == "forward":
+                await _until_echoes(lambda: asyncio.open_connection("127.0.0.1", rport))
+                await _until_echoes(lambda: asyncio.open_unix_connection(str(rsock)))
+        await apoll(lambda: _refused(rport), 10)  # cancel-tcpip-forward closed the listener
+        await apoll(lambda: _unix_refused(rsock), 10)  # and cancel-streamlocal-forward@openssh.com
+    finally:
+        master.terminate()
+        await master.wait()
+        echo.close()
+
+
+def _unix_refused(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return True
+    return False
+
+
 def _refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
