@@ -31,7 +31,7 @@ from bench._util import row
 SERVE = r"""
 import asyncio, sys
 from pathlib import Path
-from coder_agent.scripts.childenv import ChildEnv
+from coder_agent.childenv import ChildEnv
 from coder_agent.sshd.policy import host_key_seed
 from coder_agent.sshd.server import SshServer
 

@@ -25,7 +25,8 @@ PKG = "coder_agent"
 
 # One folder each, wired by daemon.py (ARCHITECTURE.md): they import one another only through
 # the interface modules below.
-CAPABILITIES = {"agentrpc", "appstatus", "devcontainers", "gitauth", "logs", "ports", "reinit", "scripts", "tailnet"}
+CAPABILITIES = {"agentrpc", "appstatus", "devcontainers", "gitauth", "logs", "ports", "reinit", "rpty", "scripts",
+                "sshd", "tailnet"}
 # capability -> the modules of other capabilities it may import (Protocols, small types, the
 # script runner the agent session drives).
 INTERFACES: dict[str, set[str]] = {
@@ -35,6 +36,10 @@ INTERFACES: dict[str, set[str]] = {
                  "coder_agent.devcontainers.cliparse"},
     "devcontainers": {"coder_agent.scripts.runner", "coder_agent.scripts.spec"},
     "scripts": {"coder_agent.logs.text"},
+    # sessions are process groups started and ended as scripts' are (kill_group, wait_exit)
+    "rpty": {"coder_agent.scripts.runner"},
+    # ... and JetBrains' forwarded channel is recognised by the listener's owner (the pure /proc/net reader)
+    "sshd": {"coder_agent.scripts.runner", "coder_agent.ports.procnet"},
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coder_agent.scripts.childenv import LoginUser
+from coder_agent.childenv import LoginUser
 from coder_agent.sshd.policy import (
     BLOCKED_MESSAGE,
     Peer,

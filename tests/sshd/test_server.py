@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from coder_agent.scripts.childenv import ChildEnv
+from coder_agent.childenv import ChildEnv
 from coder_agent.sshd.policy import host_key_seed
 from coder_agent.sshd.server import SshServer
 

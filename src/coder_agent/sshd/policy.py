@@ -14,7 +14,7 @@ Rules:
 * **Exit status**: the process's; a death by signal is 255 (Go's ``-1 → 255``, as OpenSSH);
   a session that could not start is 229 (Go's ``MagicSessionErrorCode``).
 * **Environment**: the daemon's environment, ``LOGNAME``/``SHELL``, then the client's variables
-  (accepted, as Go), then :func:`~coder_agent.scripts.childenv.build_child_env` on top (so the
+  (accepted, as Go), then :func:`~coder_agent.childenv.build_child_env` on top (so the
   agent's own variables win) with ``SSH_CLIENT``/``SSH_CONNECTION`` from the peer's address; a
   PTY adds ``TERM``, agent forwarding ``SSH_AUTH_SOCK``.
 * **MOTD**: only for a login shell with a PTY, unless ``~/.hushlogin`` exists; each line ends in
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..scripts.childenv import LoginUser, build_child_env
+from ..childenv import LoginUser, build_child_env
 
 __all__ = [
     "BLOCKED_COMMANDS", "BLOCKED_EXIT", "BLOCKED_MESSAGE", "CONNECTION_TYPE", "SESSION_ERROR_EXIT", "SESSION_TYPE_VAR",

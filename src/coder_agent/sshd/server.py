@@ -46,9 +46,9 @@ with warnings.catch_warnings():  # asyncssh still imports DSA support, which cry
     from asyncssh.misc import SoftEOFReceived
     from asyncssh.stream import SSHServerStreamSession
 
+from ..childenv import ChildEnv, login_user
 from ..log import get_logger
 from ..procprio import ChildPriority
-from ..scripts.childenv import ChildEnv, login_user
 from .jetbrains import ListenerCmdlines, is_jetbrains
 from .policy import (
     BLOCKED_EXIT,
