@@ -157,12 +157,13 @@ class Endpoint:
         return self.next_consume if self.held and self.consume_every else None
 
 
-def simulate(link: Link, server: Endpoint, client: Endpoint, *, limit: float = 3600.0) -> float:
+def simulate(link: Link, server: Endpoint, client: Endpoint, *, limit: float = 36_000.0,
+             max_steps: int = 200_000) -> float:
     """Run until nothing is left to do; return the simulated time when both applications saw the end."""
     now = 0.0
     client.key = client.stack.connect(CLIENT, 40000, SERVER, 8080, now)
     done_at: float | None = None
-    for _ in range(2_000_000):
+    for _ in range(max_steps):
         link.send(now, "server", client.stack.packets_to_send())
         link.send(now, "client", server.stack.packets_to_send())
         if done_at is None and (server.closed or server.reset) and (client.closed or client.reset):
