@@ -198,7 +198,7 @@ SIZES = [0, 1, 1219, 1220, 1221, 9_999, 65_536, 150_000, 400_000]
     seed=st.integers(0, 2**32 - 1),
     up=st.sampled_from(SIZES),
     down=st.sampled_from(SIZES),
-    loss=st.sampled_from([0.0, 0.01, 0.05, 0.15, 0.3]),
+    loss=st.sampled_from([0.0, 0.01, 0.05, 0.15]),  # at 30% both ways, 15 lost retransmissions in a row happen
     dup=st.sampled_from([0.0, 0.02, 0.1]),
     jitter=st.sampled_from([0.0, 0.005, 0.03]),
     slow_reader=st.booleans(),
@@ -207,7 +207,9 @@ SIZES = [0, 1, 1219, 1220, 1221, 9_999, 65_536, 150_000, 400_000]
 def test_transfer_both_ways_is_byte_exact(seed: int, up: int, down: int, loss: float, dup: float, jitter: float,
                                           slow_reader: bool, server_closes_last: bool) -> None:
     rng = random.Random(seed)
-    cfg = TcpConfig(recv_buffer=32 * 1024, send_buffer=24 * 1024, time_wait=240.0)  # > the last RTO backoff
+    # TIME-WAIT outlasts every retransmission of the peer's FIN (15 x 60 s): a lossy link must not turn
+    # the last ACK's loss into a RST here (a real TIME-WAIT is shorter and accepts that rare outcome)
+    cfg = TcpConfig(recv_buffer=32 * 1024, send_buffer=24 * 1024, time_wait=1000.0)
     up_data = rng.randbytes(up)
     down_data = rng.randbytes(down)
     server = Endpoint(TcpStack(cfg, rng=random.Random(seed ^ 1)), down_data,

@@ -728,6 +728,10 @@ class TcpStack:
                 used += 1
         self._ack_pending.pop(conn.key, None)
         self._packet(conn.key, seq, conn.rcv_nxt, flags, self._window_field(conn), b"", payload, conn)
+        if seq + used > conn.snd_max:
+            # a retransmission that reaches the end of the stream may carry a FIN never sent before:
+            # SND.MAX must cover it, or the peer's ACK of it would look like an ACK of unsent data
+            conn.snd_max = seq + used
         return used
 
     def _output(self, conn: _Conn, now: float) -> None:
