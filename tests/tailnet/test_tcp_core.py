@@ -556,3 +556,29 @@ def test_state_table_has_no_way_back_to_the_handshake() -> None:
     for state, moves in tcp._TRANSITIONS.items():
         for nxt in moves.values():
             assert nxt not in handshake or state is State.REQUESTED
+
+
+def test_data_queued_before_the_handshake_completes_goes_out_once_it_does() -> None:
+    stack = TcpStack(rng=random.Random(1))
+    key = syn_to(stack)
+    stack.accept(key, 0.0)
+    [synack] = [parse(p) for p in stack.packets_to_send()]
+    assert stack.send(key, b"SSH-2.0-banner\r\n", 0.001) == 16
+    assert stack.packets_to_send() == []
+    assert stack.receive_packet(from_client(5555, 1001, synack.seq + 1, ACK), 0.01) == [tcp.Connected(key)]
+    [d] = [parse(p) for p in stack.packets_to_send()]
+    assert d.payload == b"SSH-2.0-banner\r\n" and d.seq == synack.seq + 1
+
+
+def test_memory_per_idle_connection_is_small() -> None:
+    import tracemalloc
+
+    stack = TcpStack(rng=random.Random(1))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for sport in range(1000, 2000):
+        established(stack, sport)
+    per_conn = (tracemalloc.get_traced_memory()[0] - before) / 1000
+    tracemalloc.stop()
+    assert len(stack) == 1000 and stack.next_deadline() is None  # idle: no timer at all
+    assert per_conn < 2048, per_conn
