@@ -157,12 +157,13 @@ class Endpoint:
         return self.next_consume if self.held and self.consume_every else None
 
 
-def simulate(link: Link, server: Endpoint, client: Endpoint, *, limit: float = 3600.0) -> float:
+def simulate(link: Link, server: Endpoint, client: Endpoint, *, limit: float = 36_000.0,
+             max_steps: int = 200_000) -> float:
     """Run until nothing is left to do; return the simulated time when both applications saw the end."""
     now = 0.0
     client.key = client.stack.connect(CLIENT, 40000, SERVER, 8080, now)
     done_at: float | None = None
-    for _ in range(2_000_000):
+    for _ in range(max_steps):
         link.send(now, "server", client.stack.packets_to_send())
         link.send(now, "client", server.stack.packets_to_send())
         if done_at is None and (server.closed or server.reset) and (client.closed or client.reset):
@@ -197,7 +198,7 @@ SIZES = [0, 1, 1219, 1220, 1221, 9_999, 65_536, 150_000, 400_000]
     seed=st.integers(0, 2**32 - 1),
     up=st.sampled_from(SIZES),
     down=st.sampled_from(SIZES),
-    loss=st.sampled_from([0.0, 0.01, 0.05, 0.15, 0.3]),
+    loss=st.sampled_from([0.0, 0.01, 0.05, 0.15]),  # at 30% both ways, 15 lost retransmissions in a row happen
     dup=st.sampled_from([0.0, 0.02, 0.1]),
     jitter=st.sampled_from([0.0, 0.005, 0.03]),
     slow_reader=st.booleans(),
@@ -206,7 +207,9 @@ SIZES = [0, 1, 1219, 1220, 1221, 9_999, 65_536, 150_000, 400_000]
 def test_transfer_both_ways_is_byte_exact(seed: int, up: int, down: int, loss: float, dup: float, jitter: float,
                                           slow_reader: bool, server_closes_last: bool) -> None:
     rng = random.Random(seed)
-    cfg = TcpConfig(recv_buffer=32 * 1024, send_buffer=24 * 1024, time_wait=240.0)  # > the last RTO backoff
+    # TIME-WAIT outlasts every retransmission of the peer's FIN (15 x 60 s): a lossy link must not turn
+    # the last ACK's loss into a RST here (a real TIME-WAIT is shorter and accepts that rare outcome)
+    cfg = TcpConfig(recv_buffer=32 * 1024, send_buffer=24 * 1024, time_wait=1000.0)
     up_data = rng.randbytes(up)
     down_data = rng.randbytes(down)
     server = Endpoint(TcpStack(cfg, rng=random.Random(seed ^ 1)), down_data,
@@ -553,3 +556,29 @@ def test_state_table_has_no_way_back_to_the_handshake() -> None:
     for state, moves in tcp._TRANSITIONS.items():
         for nxt in moves.values():
             assert nxt not in handshake or state is State.REQUESTED
+
+
+def test_data_queued_before_the_handshake_completes_goes_out_once_it_does() -> None:
+    stack = TcpStack(rng=random.Random(1))
+    key = syn_to(stack)
+    stack.accept(key, 0.0)
+    [synack] = [parse(p) for p in stack.packets_to_send()]
+    assert stack.send(key, b"SSH-2.0-banner\r\n", 0.001) == 16
+    assert stack.packets_to_send() == []
+    assert stack.receive_packet(from_client(5555, 1001, synack.seq + 1, ACK), 0.01) == [tcp.Connected(key)]
+    [d] = [parse(p) for p in stack.packets_to_send()]
+    assert d.payload == b"SSH-2.0-banner\r\n" and d.seq == synack.seq + 1
+
+
+def test_memory_per_idle_connection_is_small() -> None:
+    import tracemalloc
+
+    stack = TcpStack(rng=random.Random(1))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for sport in range(1000, 2000):
+        established(stack, sport)
+    per_conn = (tracemalloc.get_traced_memory()[0] - before) / 1000
+    tracemalloc.stop()
+    assert len(stack) == 1000 and stack.next_deadline() is None  # idle: no timer at all
+    assert per_conn < 2048, per_conn

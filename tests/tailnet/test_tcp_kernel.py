@@ -59,9 +59,11 @@ async def client(ns: TunNamespace, *args: object, timeout: float = 120) -> dict[
     try:
         out, err = await asyncio.wait_for(proc.communicate(), t(timeout))
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise AssertionError(f"client {args} did not finish within {t(timeout)} s") from None
+    finally:
+        if proc.returncode is None:  # timed out or cancelled: the namespace goes away, so must the client
+            proc.kill()
+            await proc.wait()
     assert proc.returncode == 0, err.decode()
     result: dict[str, Any] = json.loads(out)
     return result

@@ -9,7 +9,9 @@ an idle stack never wakes) before calling :meth:`TcpStack.handle_timers`. Every 
 that can start a timer takes ``now`` (seconds, any monotonic origin).
 
 Connections are keyed by :class:`ConnKey` (local address and port, remote address and
-port; addresses are the 16 raw bytes).
+port; addresses are the 16 raw bytes). Packets with IPv6 extension headers, bad TCP
+checksums or port 0 are dropped; the stack answers for any destination address (which
+addresses are ours is the caller's routing).
 
 Opening. Every SYN for an unknown 4-tuple becomes :class:`ConnectionRequested`, and
 nothing goes back to the peer until the caller decides: :meth:`TcpStack.accept` sends
@@ -31,7 +33,8 @@ Rules this module enforces:
   segments are kept (inside the window only, at most one receive buffer of bytes)
   and delivered when the hole fills; each one is answered by an immediate duplicate
   ACK. In-order data is acknowledged once per :meth:`TcpStack.packets_to_send`
-  (ACKs of one batch coalesce; an outgoing data segment carries the ACK instead).
+  (ACKs of one batch coalesce; an outgoing data segment carries the ACK instead), or at
+  once when a quarter of the receive buffer is unacknowledged. Pure ACKs carry SND.MAX.
 * Send: :meth:`TcpStack.send` takes only what fits in ``TcpConfig.send_buffer`` and
   returns the count; when it took less than offered, :class:`Writable` follows once
   half the buffer is free again. Nagle is off (Go's default).
@@ -728,6 +731,10 @@ class TcpStack:
                 used += 1
         self._ack_pending.pop(conn.key, None)
         self._packet(conn.key, seq, conn.rcv_nxt, flags, self._window_field(conn), b"", payload, conn)
+        if seq + used > conn.snd_max:
+            # a retransmission that reaches the end of the stream may carry a FIN never sent before:
+            # SND.MAX must cover it, or the peer's ACK of it would look like an ACK of unsent data
+            conn.snd_max = seq + used
         return used
 
     def _output(self, conn: _Conn, now: float) -> None:
