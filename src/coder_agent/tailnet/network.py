@@ -15,7 +15,10 @@ then ``coordination`` and ``derp map subscriber`` on the same connection):
 * :meth:`close` (session shutdown: SIGTERM or reinit) sends ``disconnect{}`` while the
   connection is still up and drops the engine; the next session's first manifest builds a new
   one (reinit: new agent id, new keys, new addresses).
-* ``on_engine`` callbacks see every engine built (part 2 plugs its TCP stack in there).
+* ``on_engine`` callbacks see every engine built. Each engine gets a :class:`~.tunnel.TunnelTcp`
+  (TCP inside the tunnel: its packets come from ``on_ip_packet``); ``on_tunnel`` callbacks
+  register their port handlers on it (the agent HTTP API on 4, the speedtest on 3...).
+  :meth:`stats` gives the session the tunnel's counters for UpdateStats.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..rpc.proto import agent_pb2
     from .engine import Tailnet
+    from .tunnel import TunnelTcp
 
 __all__ = ["TailnetNetwork", "TailnetStreamEnded"]
 
@@ -50,6 +54,8 @@ class TailnetNetwork:
         self.registry = registry
         self.engine: Tailnet | None = None
         self.on_engine: list[Callable[[Tailnet], None]] = []
+        self.on_tunnel: list[Callable[[TunnelTcp], None]] = []
+        self.tunnel: TunnelTcp | None = None
         self.log = get_logger("tailnet")
         self._why_off: str | None = None
         self._closing = False
@@ -84,11 +90,17 @@ class TailnetNetwork:
     def _build(self, agent_id: Any, derp_map: Any, flags: Any) -> Tailnet:
         from .derpclient import DialOptions
         from .engine import Tailnet
+        from .tunnel import TunnelTcp
 
         engine = Tailnet(agent_id=agent_id, derp_map=derp_map, coder_url=self.settings.url,
                          dial=DialOptions.from_settings(self.settings), flags=flags, clock=self.clock,
                          registry=self.registry, log=self.log)
         self.engine = engine
+        tunnel = TunnelTcp(engine.send_ip, lambda: engine.local_addresses, log=self.log)
+        engine.on_ip_packet = tunnel.receive
+        self.tunnel = tunnel
+        for tunnel_hook in self.on_tunnel:
+            tunnel_hook(tunnel)
         for hook in self.on_engine:
             hook(engine)
         engine.start()
@@ -97,6 +109,9 @@ class TailnetNetwork:
     async def close(self) -> None:
         self._closing = True
         engine, self.engine = self.engine, None
+        tunnel, self.tunnel = self.tunnel, None
+        if tunnel is not None:
+            await tunnel.close()
         if engine is not None:
             await engine.close()
 
