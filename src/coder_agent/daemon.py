@@ -302,7 +302,8 @@ class Daemon:
         self.session.on_new_session(pipeline.new_session)  # log sources are registered again by the new session
         app_status = appstatus.make_service(client=self.client, store=self.store, clock=self.clock,
                                             scrub=self.redactor.scrub, metrics=self.metrics, manifests=self.manifests)
-        network = tailnet.make_network(settings=s, clock=self.clock, metrics=self.metrics, status=status)
+        network = tailnet.make_network(settings=s, clock=self.clock, metrics=self.metrics, status=status, api=api,
+                                       own_ports=self.own_ports)
         groups: list[list[Service]] = [
             logs.setup(pipeline, settings=s, store=self.store, routes=api, status=status),
             scripts.setup(settings=s, clock=self.clock, sink=pipeline, child_env=self.child_env,

@@ -471,8 +471,15 @@ class AgentSession:
                 interval = _interval(resp.report_interval)
 
     def _stats(self) -> agent_pb2.Stats:
-        # No tailnet here: no peer connections to count, so zeros and -1 latency are the truth.
-        return agent_pb2.Stats(connection_count=0, connection_median_latency_ms=-1.0)
+        # Tunnel traffic from the network (Go's connstats); no disco pings, so the latency is -1.
+        network = self.parts.network
+        t = network.stats() if network is not None else None
+        if t is None:
+            return agent_pb2.Stats(connection_count=0, connection_median_latency_ms=-1.0)
+        return agent_pb2.Stats(connection_count=t.connections,
+                               connections_by_proto={"TCP": t.connections} if t.connections else {},
+                               connection_median_latency_ms=-1.0, rx_packets=t.rx_packets, rx_bytes=t.rx_bytes,
+                               tx_packets=t.tx_packets, tx_bytes=t.tx_bytes)
 
 
 def _interval(d: duration_pb2.Duration) -> float:

@@ -23,7 +23,7 @@ then ``coordination`` and ``derp map subscriber`` on the same connection):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CoderAgentError
@@ -32,6 +32,7 @@ from ..log import get_logger
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from ..agentrpc.parts import TunnelStats
     from ..clock import Clock
     from ..config import Settings
     from ..rpc.proto import agent_pb2
@@ -56,6 +57,7 @@ class TailnetNetwork:
         self.on_engine: list[Callable[[Tailnet], None]] = []
         self.on_tunnel: list[Callable[[TunnelTcp], None]] = []
         self.tunnel: TunnelTcp | None = None
+        self.on_close: list[Callable[[], Awaitable[None]]] = []
         self.log = get_logger("tailnet")
         self._why_off: str | None = None
         self._closing = False
@@ -114,6 +116,27 @@ class TailnetNetwork:
             await tunnel.close()
         if engine is not None:
             await engine.close()
+        for hook in self.on_close:
+            await hook()
+
+    def stats(self) -> TunnelStats | None:
+        if self.tunnel is None:
+            return None
+        from ..agentrpc.parts import TunnelStats
+
+        c = self.tunnel.take_stats()
+        return TunnelStats(connections=c.connections, rx_packets=c.rx_packets, rx_bytes=c.rx_bytes,
+                           tx_packets=c.tx_packets, tx_bytes=c.tx_bytes)
+
+    def netcheck(self) -> dict[str, Any]:
+        """``GET /api/v0/netcheck``: what this agent knows of its network — the DERP home region,
+        latencies and connection state (no STUN/UDP probing: the agent only uses DERP)."""
+        engine = self.engine
+        if engine is None:
+            return {"tailnet": self.status(), "derp": None}
+        st = engine.status()
+        keys = ("home_region", "home_latency_ms", "derp_connection", "derp_transport", "derp_regions", "derp_latency")
+        return {"tailnet": st["state"], "derp": {k: st[k] for k in keys}, "udp": False, "ipv6": False}
 
     def status(self) -> dict[str, Any]:
         if self.engine is None:
