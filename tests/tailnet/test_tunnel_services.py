@@ -102,8 +102,10 @@ async def test_agent_http_api_on_port_4(tunnelled: Tunnelled) -> None:
             code, body = await curl(rig, "/api/v0/listening-ports")
         assert all(p["network"] == "tcp" for p in body["ports"])
         # the daemon's own loopback listener for port 4 is never one of the workspace's ports
-        st = rig.daemon.api("GET", "/api/v0/status").json()
-        assert "tailnet" in st
+        st = rig.daemon.api("GET", "/api/v0/status").json()["tailnet"]
+        own = st["http_api_loopback_port"]
+        assert own not in {p["port"] for p in body["ports"]}, (own, body)
+        assert st["tcp"]["ports"] == [3, 4] and st["tcp"]["connections"] >= 0
     finally:
         listener.close()
 

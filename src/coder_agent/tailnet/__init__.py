@@ -39,7 +39,7 @@ def make_network(*, settings: Settings, clock: Clock, metrics: Metrics, status: 
     from .network import TailnetNetwork
 
     network = TailnetNetwork(settings=settings, clock=clock, registry=metrics.registry)
-    http_api = AgentHttpApi(api, metrics, own_ports, network.netcheck)
+    http_api = AgentHttpApi(api, metrics, own_ports, network.netcheck, network.extra_status)
 
     def serve_ports(tunnel: TunnelTcp) -> None:
         tunnel.register(4, http_api.handle)

@@ -89,12 +89,13 @@ class AgentHttpApi:
     """Port 4: see the module rules. ``netcheck`` gives the body of ``GET /api/v0/netcheck``."""
 
     def __init__(self, api: LocalAPI, metrics: Metrics, own_ports: set[int],
-                 netcheck: Callable[[], dict[str, Any]]) -> None:
+                 netcheck: Callable[[], dict[str, Any]], status: dict[str, Any] | None = None) -> None:
         self.api = api
         self.metrics = metrics
         self.own_ports = own_ports
         self.netcheck = netcheck
         self.port: int | None = None
+        self._status = status if status is not None else {}
         self._runner: web.AppRunner | None = None
         self._starting: asyncio.Lock | None = None
         api.route("POST", "/api/v0/list-directory", self._list_directory)
@@ -152,16 +153,16 @@ class AgentHttpApi:
                 assert server is not None and server.sockets
                 self.port = int(server.sockets[0].getsockname()[1])
                 self.own_ports.add(self.port)
+                self._status["http_api_loopback_port"] = self.port
                 self._runner = runner
             return self.port
 
     async def handle(self, conn: TunnelConn) -> None:
         """A tunnel connection to port 4: spliced to the loopback listener."""
-        from .tunnel import splice
+        from .tunnel import forward_to
 
         port = await self.start()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        await splice(conn, reader, writer)
+        await forward_to("127.0.0.1", port)(conn)
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -170,3 +171,4 @@ class AgentHttpApi:
             if self.port is not None:
                 self.own_ports.discard(self.port)
             self.port = None
+            self._status.pop("http_api_loopback_port", None)

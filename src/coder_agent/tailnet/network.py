@@ -58,6 +58,7 @@ class TailnetNetwork:
         self.on_tunnel: list[Callable[[TunnelTcp], None]] = []
         self.tunnel: TunnelTcp | None = None
         self.on_close: list[Callable[[], Awaitable[None]]] = []
+        self.extra_status: dict[str, Any] = {}  # more keys for status (the HTTP API's loopback port)
         self.log = get_logger("tailnet")
         self._why_off: str | None = None
         self._closing = False
@@ -141,4 +142,8 @@ class TailnetNetwork:
     def status(self) -> dict[str, Any]:
         if self.engine is None:
             return {"state": "off" if self._why_off else "waiting for the manifest", "reason": self._why_off}
-        return self.engine.status()
+        st = self.engine.status()
+        if self.tunnel is not None:
+            st["tcp"] = self.tunnel.status()
+        st.update(self.extra_status)
+        return st

@@ -51,7 +51,8 @@ from .tcp import (
     split_ipv6,
 )
 
-__all__ = ["DIAL_TIMEOUT", "SSH_KEEPALIVE_IDLE", "ConnHandler", "TunnelConn", "TunnelCounters", "TunnelTcp"]
+__all__ = ["DIAL_TIMEOUT", "SSH_KEEPALIVE_IDLE", "ConnHandler", "TunnelConn", "TunnelCounters", "TunnelTcp",
+           "forward_to", "splice"]
 
 DIAL_TIMEOUT: Final = 5.0
 SSH_KEEPALIVE_IDLE: Final = 72 * 3600.0  # Go: ports 1 and 22 get 72 h keepalive idle
@@ -415,6 +416,10 @@ class TunnelTcp:
     def open_connections(self) -> int:
         return len(self._conns)
 
+    def status(self) -> dict[str, object]:
+        return {"connections": len(self._conns), "tcp_states": len(self.stack), "forwarded": self.forwarded,
+                "refused": self.refused, "ports": sorted(self._handlers)}
+
     def take_stats(self) -> TunnelCounters:
         """The counters since the previous call (Go's connstats are per report interval)."""
         c = self.counters
@@ -472,3 +477,16 @@ async def splice(conn: TunnelConn, reader: asyncio.StreamReader, writer: asyncio
             with contextlib.suppress(BaseException):
                 await task
         writer.close()
+
+
+def forward_to(host: str, port: int | Callable[[], int]) -> ConnHandler:
+    """A handler that splices each tunnel connection to a local listener (``port`` may be a
+    callable, read per connection): how a server that wants a real socket (the SSH server on
+    loopback, say) is put on a tunnel port with :meth:`TunnelTcp.register`."""
+
+    async def handle(conn: TunnelConn) -> None:
+        target = port() if callable(port) else port
+        reader, writer = await asyncio.open_connection(host, target)
+        await splice(conn, reader, writer)
+
+    return handle
