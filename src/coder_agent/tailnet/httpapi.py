@@ -14,9 +14,12 @@ Rules:
 * Transport: the application runs on a loopback listener (127.0.0.1, a kernel-chosen port,
   added to the daemon's own ports so it never shows as a listening port), started with the first
   tunnel connection to port 4; each such connection is spliced to it like a forwarded port.
-  Measured on this machine: a request through the extra loopback hop costs well under a
-  millisecond next to the tunnel's own latency, and it keeps aiohttp on a real socket
-  transport (its flow control, keep-alive and timeouts untouched).
+  Measured (``bench.tunnel``, new connection per request, medians): a whole
+  ``GET /api/v0/netcheck`` straight to the loopback listener takes 0.65 ms, through the tunnel
+  4.0 ms, so the hop (a loopback connect and the splice) is at most a sixth of a request's time;
+  in exchange aiohttp runs on a real socket transport, its flow control, keep-alive and
+  timeouts untouched, where feeding it a home-made transport would need our own versions of all
+  of them.
 * 20 s per request (Go's chi server: 20 s read/write timeouts): a handler still running after
   that is cut and the client gets 504 JSON.
 """
