@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench._util import row, rss_kib
+from bench._util import cpu_seconds, row, rss_kib
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "tests" / "tailnet" / "tcp_client.py"
@@ -134,7 +134,7 @@ async def go_baseline(tmp: Path, mb: int) -> float:
                 await bb.close()
 
 
-async def ours(tmp: Path, mb: int, idle: int) -> tuple[float, int, int, float, float]:
+async def ours(tmp: Path, mb: int, idle: int) -> tuple[float, int, int, float, float, float]:
     from coder_agent.devserver import DevAgent, DevServer
     from tests.conftest import DaemonProcess
     from tests.tailnet.rig import Tunnelled
@@ -152,7 +152,9 @@ async def ours(tmp: Path, mb: int, idle: int) -> tuple[float, int, int, float, f
                 assert d.proc is not None
                 sink = await _start(sys.executable, "-c", SINK, "127.0.0.1", "7001")
                 try:
+                    cpu0 = cpu_seconds(d.proc.pid)
                     rate = await _upload(rig.wg, rig.agent_ip, 7001, mb)
+                    busy = (cpu_seconds(d.proc.pid) - cpu0) / (mb / rate)
                     r = await rig.wg.ans(sys.executable, "-c", GETS, rig.agent_ip, "4", "30", timeout=120)
                     assert r.returncode == 0, r.stderr
                     via_tunnel = float(json.loads(r.stdout)["median"])
@@ -174,7 +176,7 @@ async def ours(tmp: Path, mb: int, idle: int) -> tuple[float, int, int, float, f
                         await _stop(hold)
                 finally:
                     await _stop(sink)
-                return rate, rss_idle, rss_held, via_tunnel, direct
+                return rate, rss_idle, rss_held, via_tunnel, direct, busy
         finally:
             await asyncio.to_thread(d.stop)
 
@@ -189,7 +191,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ca-bt-", dir="/tmp") as d:
         tmp = Path(d)
         base = await go_baseline(tmp, mb)
-        rate, rss_idle, rss_held, via_tunnel, direct = await ours(tmp, mb, args.idle)
+        rate, rss_idle, rss_held, via_tunnel, direct, busy = await ours(tmp, mb, args.idle)
     print(f"one forwarded TCP connection, {mb} MiB upload, kernel → wireguard-go → DERP relay → X")
     print("| measure | ours | baseline | ratio |")
     print("|---|---|---|---|")
@@ -198,7 +200,8 @@ async def main() -> None:
               rss_idle / 1024, "MiB"))
     print(row("port 4 GET /api/v0/netcheck, new connection each: through the tunnel vs the loopback hop alone",
               via_tunnel * 1000, direct * 1000, "ms"))
-    print(f"per idle connection: {(rss_held - rss_idle) / args.idle:.1f} KiB")
+    print(f"per idle connection: {(rss_held - rss_idle) / args.idle:.1f} KiB; "
+          f"daemon CPU during the transfer: {busy * 100:.0f}% of one core")
 
 
 if __name__ == "__main__":

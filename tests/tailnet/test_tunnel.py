@@ -21,7 +21,7 @@ import pytest
 
 from coder_agent.devserver import DevAgent, DevServer
 
-from ..conftest import t
+from ..conftest import apoll, t
 from .rig import Tunnelled
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
@@ -141,6 +141,41 @@ async def test_megabytes_each_way_and_200_concurrent_connections(tunnelled: Tunn
         assert many["ok"] and many["completed"] == 200, many
     print(f"8 MiB up {8 / up['seconds']:.2f} MiB/s, down {8 / down['seconds']:.2f} MiB/s; "
           f"200 echo connections in {many['seconds']:.1f} s")
+
+
+async def test_a_local_server_that_stops_reading_closes_the_window(tunnelled: Tunnelled) -> None:
+    """Backpressure: bytes for a local socket that is not drained stay bounded in the daemon
+    (the client's window closes), and everything arrives once the server reads again."""
+    rig = tunnelled
+    paused = asyncio.Event()
+    resume = asyncio.Event()
+
+    async def slow_sink(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        sock = w.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        paused.set()
+        await resume.wait()
+        await sink(r, w)
+
+    size = 24 * MB
+    async with serve("127.0.0.1", slow_sink) as port:
+        up = asyncio.ensure_future(rig.ns_script(CLIENT, "upload", rig.agent_ip, port, size, timeout=300))
+        await asyncio.wait_for(paused.wait(), t(30))
+
+        def held() -> dict[str, Any]:
+            st: dict[str, Any] = rig.daemon.api("GET", "/api/v0/status").json()["tailnet"]["tcp"]
+            return st
+
+        # the window fills up and stays shut: what the daemon holds stops at its receive buffer
+        full = await apoll(lambda: (h := held())["held_received_bytes"] >= 128 * 1024 and h, timeout=t(30))
+        await asyncio.sleep(2)
+        later = held()
+        assert later["held_received_bytes"] <= 256 * 1024 + 1220, later
+        assert later["held_received_bytes"] >= full["held_received_bytes"] - 1220, (full, later)
+        assert not up.done()
+        resume.set()
+        res = await up
+        assert res["ok"], res
 
 
 async def test_100_mb_each_way_under_one_percent_loss(tunnelled: Tunnelled) -> None:

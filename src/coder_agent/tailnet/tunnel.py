@@ -417,8 +417,15 @@ class TunnelTcp:
         return len(self._conns)
 
     def status(self) -> dict[str, object]:
+        received = sent = 0
+        for key, conn in self._conns.items():
+            if key in self.stack:
+                out, unconsumed = self.stack.buffered(key)
+                received += unconsumed
+                sent += out + len(conn._out)
         return {"connections": len(self._conns), "tcp_states": len(self.stack), "forwarded": self.forwarded,
-                "refused": self.refused, "ports": sorted(self._handlers)}
+                "refused": self.refused, "ports": sorted(self._handlers),
+                "held_received_bytes": received, "held_send_bytes": sent}
 
     def take_stats(self) -> TunnelCounters:
         """The counters since the previous call (Go's connstats are per report interval)."""
