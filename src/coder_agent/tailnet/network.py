@@ -84,7 +84,10 @@ class TailnetNetwork:
         if engine is None:
             engine = self._build(inputs.agent_id, inputs.derp_map, inputs.flags)
         else:
+            old_id = engine.agent_id
             await engine.update(inputs.agent_id, inputs.derp_map, inputs.flags)
+            if engine.agent_id != old_id and self.tunnel is not None:
+                self.tunnel.reset_all()  # new addresses: connections to the old ones are gone
         reason = await engine.run_on_rpc(rpc)  # type: ignore[arg-type]  # agentrpc.RpcClient has .conn
         if self._closing or engine is not self.engine:
             return

@@ -435,6 +435,14 @@ class TunnelTcp:
         self._seen_since_report = len(self._conns)
         return c
 
+    def reset_all(self) -> None:
+        """Reset every connection (the agent's addresses changed: reinit)."""
+        for conn in list(self._conns.values()):
+            conn.abort()
+        for key in self.stack.keys():  # noqa: SIM118  (TcpStack is not iterable; keys() is a copy)
+            self.stack.abort(key)
+        self._flush_out()
+
     async def close(self) -> None:
         """Reset every connection and stop the timer and the tasks."""
         for conn in list(self._conns.values()):
