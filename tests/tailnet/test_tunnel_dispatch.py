@@ -123,6 +123,32 @@ async def test_other_ports_are_forwarded_to_v4_then_v6_loopback_and_a_closed_por
     await pair.tunnel.close()
 
 
+async def test_a_tunnel_connection_reads_lines_like_a_stream_reader() -> None:
+    pair = Pair()
+    lines: list[bytes] = []
+
+    async def lined(conn: TunnelConn) -> None:
+        lines.append(await conn.readline())
+        lines.append(await conn.readuntil(b";"))
+        lines.append(await conn.readexactly(3))
+        lines.append(await conn.readline())  # EOF before a newline: the partial line
+        assert conn.get_extra_info("peername")[:2] == conn.remote
+        conn.write(b"bye")
+        conn.close()
+        await conn.wait_closed()
+
+    pair.tunnel.register(7000, lined)
+    key = pair.connect(7000)
+    await apoll(lambda: pair.of(key, Connected), timeout=5)
+    pair.send(key, b"one\ntwo;three")
+    pair.send(key, b"four")
+    pair.client.close(key, pair.loop.time())
+    pair.flush()
+    await apoll(lambda: pair.received(key) == b"bye" and pair.of(key, PeerClosed), timeout=5)
+    assert lines == [b"one\n", b"two;", b"thr", b"eefour"]
+    await pair.tunnel.close()
+
+
 async def test_packets_for_other_addresses_are_ignored() -> None:
     pair = Pair()
     other = ipaddress.IPv6Address("fd7a:115c:a1e0::99").packed

@@ -78,8 +78,10 @@ class TunnelConn:
     """One accepted tunnel connection, shaped like an asyncio stream pair.
 
     ``read()`` returns bytes (b"" at the peer's FIN, raises ConnectionResetError after a
-    reset); ``write()`` queues, ``drain()`` waits for room; ``write_eof()`` half-closes;
-    ``close()`` closes both ways (what arrives later is discarded); ``abort()`` resets.
+    reset); ``readexactly``/``readuntil``/``readline`` as a StreamReader's; ``write()`` queues,
+    ``drain()`` waits for room; ``write_eof()`` half-closes; ``close()`` closes both ways (what
+    arrives later is discarded), ``wait_closed()`` waits for the end; ``abort()`` resets. One
+    object serves as both the reader and the writer of a StreamReader/StreamWriter pair.
     """
 
     def __init__(self, tunnel: TunnelTcp, key: ConnKey) -> None:
@@ -126,6 +128,46 @@ class TunnelConn:
                 raise asyncio.IncompleteReadError(bytes(buf), n)
             buf += chunk
         return bytes(buf)
+
+    async def readuntil(self, separator: bytes = b"\n", limit: int = 64 * 1024) -> bytes:
+        """Bytes up to and including ``separator``; IncompleteReadError at EOF before it,
+        ValueError past ``limit``. What follows stays for the next read."""
+        buf = bytearray()
+        while (i := buf.find(separator)) < 0:
+            if len(buf) > limit:
+                raise ValueError(f"no {separator!r} within {limit} bytes")
+            chunk = await self.read()
+            if not chunk:
+                raise asyncio.IncompleteReadError(bytes(buf), None)
+            buf += chunk
+        end = i + len(separator)
+        if end < len(buf):
+            self._chunks.appendleft(bytes(buf[end:]))
+            self._unreleased -= len(buf) - end
+        return bytes(buf[:end])
+
+    async def readline(self) -> bytes:
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as e:
+            return e.partial
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        """``peername`` (the client's tunnel address and port) and ``sockname``, as a socket's."""
+        if name == "peername":
+            return (*self.remote, 0, 0)
+        if name == "sockname":
+            return (str(ipaddress.IPv6Address(self.key.local_addr)), self.local_port, 0, 0)
+        return default
+
+    def is_closing(self) -> bool:
+        return self._eof_wanted or self.closed.is_set()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    async def wait_closed(self) -> None:
+        await self.closed.wait()
 
     def write(self, data: bytes) -> None:
         if self._error is not None:
