@@ -18,6 +18,9 @@ One :class:`TunnelTcp` per engine (coder-tailnet.md §1 "Dispatch / port forward
   socket that does not drain closes the client's window; :meth:`TunnelConn.drain` waits until
   every written byte is in the stack's bounded send buffer, so the splice reads the local socket
   only while the tunnel can take more.
+* Bounds: SYNs waiting for their dial are at most ``TcpConfig.max_pending`` (1024, like
+  tailscale's in-flight connection attempts); each dial tries 5 s per address. An idle
+  forwarded connection costs about 13 KiB of the daemon's RSS (``bench.tunnel``).
 * Counters for UpdateStats (:meth:`TunnelTcp.take_stats`): IP packets and bytes in and out
   through the tunnel's TCP, and the connections seen since the last report.
 """
