@@ -40,6 +40,8 @@ INTERFACES: dict[str, set[str]] = {
     "rpty": {"coder_agent.scripts.runner"},
     # ... and JetBrains' forwarded channel is recognised by the listener's owner (the pure /proc/net reader)
     "sshd": {"coder_agent.scripts.runner", "coder_agent.ports.procnet"},
+    # the tunnel's traffic for UpdateStats, in the agent session's interface module
+    "tailnet": {"coder_agent.agentrpc.parts"},
 }
 
 

@@ -307,7 +307,8 @@ class Daemon:
         self.session.on_new_session(pipeline.new_session)  # log sources are registered again by the new session
         app_status = appstatus.make_service(client=self.client, store=self.store, clock=self.clock,
                                             scrub=self.redactor.scrub, metrics=self.metrics, manifests=self.manifests)
-        network = tailnet.make_network(settings=s, clock=self.clock, metrics=self.metrics, status=status)
+        network = tailnet.make_network(settings=s, clock=self.clock, metrics=self.metrics, status=status, api=api,
+                                       own_ports=self.own_ports)
         dc_services = devcontainers.setup(settings=s, store=self.store, sink=pipeline, manifests=self.manifests,
                                           command_env=self.command_env, priority=self.child_priority, routes=api,
                                           status=status)

@@ -59,8 +59,9 @@ async def test_daemon_joins_the_tailnet_and_answers_through_it(  # type: ignore[
     assert node.id == keys.node_id(agent_id)
     assert sorted(node.addresses) == sorted(f"{a}/128" for a in keys.addresses(agent_id))
     assert all(r.update_self.node.preferred_derp != 0 for r in view.requests_of(agent_id, "update_self"))
-    st = await apoll(lambda: (s := _tailnet_status(d))["home_region"] == 999 and s, timeout=t(20))
-    assert st["derp_connection"] == "connected" and st["coordinating"]
+    # the home region is chosen before its DERP connection is up: wait for both (a loaded machine)
+    await apoll(lambda: (s := _tailnet_status(d))["home_region"] == 999 and s["derp_connection"] == "connected"
+                and s["coordinating"], timeout=t(20))
 
     client_addr = ipaddress.IPv6Address(keys.TAILSCALE_SERVICE_PREFIX.network_address.packed[:6] + os.urandom(10))
     async with WgPeer(short_tmp, address=str(client_addr)) as wg:

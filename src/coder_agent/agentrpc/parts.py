@@ -30,7 +30,19 @@ if TYPE_CHECKING:
     from ..sessionowner import SessionOwner
     from ..status import StatusRegistry
 
-__all__ = ["AgentParts", "AppStatusSwitch", "DevcontainerStarter", "NetworkRoutine"]
+__all__ = ["AgentParts", "AppStatusSwitch", "DevcontainerStarter", "NetworkRoutine", "TunnelStats"]
+
+
+@dataclass(frozen=True)
+class TunnelStats:
+    """The tunnel's traffic over one UpdateStats interval (Go's connstats): IP packets and
+    bytes each way, and the TCP connections open or opened in the interval."""
+
+    connections: int = 0
+    rx_packets: int = 0
+    rx_bytes: int = 0
+    tx_packets: int = 0
+    tx_bytes: int = 0
 
 
 class AppStatusSwitch(Protocol):
@@ -67,6 +79,10 @@ class NetworkRoutine(Protocol):
     async def serve(self, rpc: object, manifest: agent_pb2.Manifest) -> None: ...
 
     async def close(self) -> None: ...
+
+    def stats(self) -> TunnelStats | None:
+        """The counters since the previous call (None: no tunnel)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -597,8 +597,15 @@ class AgentSession:
                 self.log.warning("resource usage push refused", error=e.message)
 
     def _stats(self) -> agent_pb2.Stats:
-        # No tailnet here: no peer connections or sessions to count, so zeros and -1 latency are the truth.
-        return agent_pb2.Stats(connection_count=0, connection_median_latency_ms=-1.0, metrics=self._metrics())
+        # Tunnel traffic from the network (Go's connstats); no disco pings, so the latency is -1.
+        network = self.parts.network
+        t = network.stats() if network is not None else None
+        if t is None:
+            return agent_pb2.Stats(connection_count=0, connection_median_latency_ms=-1.0, metrics=self._metrics())
+        return agent_pb2.Stats(connection_count=t.connections,
+                               connections_by_proto={"TCP": t.connections} if t.connections else {},
+                               connection_median_latency_ms=-1.0, rx_packets=t.rx_packets, rx_bytes=t.rx_bytes,
+                               tx_packets=t.tx_packets, tx_bytes=t.tx_bytes, metrics=self._metrics())
 
     def _metrics(self) -> list[agent_pb2.Stats.Metric]:
         """The Go agent's own metrics, by its names: scripts run (counter, by success) and, once the

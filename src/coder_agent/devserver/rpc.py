@@ -467,6 +467,8 @@ class _Service:
             self.rec.stats.append({"at": time.monotonic(), "connection_count": s.connection_count,
                                    "connection_median_latency_ms": s.connection_median_latency_ms,
                                    "rx_bytes": s.rx_bytes, "tx_bytes": s.tx_bytes,
+                                   "rx_packets": s.rx_packets, "tx_packets": s.tx_packets,
+                                   "connections_by_proto": dict(s.connections_by_proto),
                                    "session_counts": dict(s.session_counts),
                                    "metrics": [(mt.name, mt.value) for mt in s.metrics],
                                    "metric_details": [{"name": mt.name, "value": mt.value,

@@ -116,6 +116,17 @@ class LocalAPI:
     def route(self, method: str, path: str, handler: Handler) -> None:
         self.app.router.add_route(method, path, handler)
 
+    def subset(self, keep: Callable[[str, str], bool]) -> web.Application:
+        """A second application with the same error handling and the same handlers for the
+        routes ``keep(method, path pattern)`` selects (one implementation, two listeners: the
+        tailnet's agent HTTP API on port 4 serves this). Call after every route is registered."""
+        app = web.Application(middlewares=[self._timed, self._errors], client_max_size=2 << 20)
+        for r in self.app.router.routes():
+            canonical = r.resource.canonical if r.resource is not None else ""
+            if canonical and keep(r.method, canonical):
+                app.router.add_route(r.method, canonical, r.handler)
+        return app
+
     async def _hello(self, request: web.Request) -> web.Response:
         return json_response({"message": "Hello from the agent!"})
 

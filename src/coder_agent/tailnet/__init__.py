@@ -7,6 +7,11 @@ The capability: :func:`make_network` builds the :class:`~.network.TailnetNetwork
 composition root hands to the agent session (it runs on every agent RPC connection) and shows
 under ``tailnet`` in ``GET /api/v0/status``. Nothing heavy is imported until a manifest carries
 a DERP map.
+
+Inside the tunnel (:mod:`.tunnel`): port 4 serves the agent HTTP API (:mod:`.httpapi`, the
+local API's handlers for the routes coderd calls), port 3 the speedtest (:mod:`.speedtest`),
+ports 1, 22 and 2 are refused until their servers register, every other port is forwarded to
+the workspace's loopback.
 """
 
 from __future__ import annotations
@@ -16,16 +21,31 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..clock import Clock
     from ..config import Settings
+    from ..localapi import LocalAPI
     from ..metrics import Metrics
     from ..status import StatusRegistry
     from .network import TailnetNetwork
+    from .tunnel import TunnelTcp
 
 __all__ = ["make_network"]
 
 
-def make_network(*, settings: Settings, clock: Clock, metrics: Metrics, status: StatusRegistry) -> TailnetNetwork:
+def make_network(*, settings: Settings, clock: Clock, metrics: Metrics, status: StatusRegistry, api: LocalAPI,
+                 own_ports: set[int]) -> TailnetNetwork:
+    """``api``: the local API, whose handlers port 4 serves too (and where list-directory and
+    netcheck are added); ``own_ports``: the daemon's own listeners (port 4's loopback joins)."""
+    from . import speedtest
+    from .httpapi import AgentHttpApi
     from .network import TailnetNetwork
 
     network = TailnetNetwork(settings=settings, clock=clock, registry=metrics.registry)
+    http_api = AgentHttpApi(api, metrics, own_ports, network.netcheck, network.extra_status)
+
+    def serve_ports(tunnel: TunnelTcp) -> None:
+        tunnel.register(4, http_api.handle)
+        tunnel.register(3, speedtest.serve)
+
+    network.on_tunnel.append(serve_ports)
+    network.on_close.append(http_api.close)
     status.add("tailnet", network.status)
     return network

@@ -436,6 +436,11 @@ class Tailnet:
     # ---- timers ------------------------------------------------------------------------------------
 
     @property
+    def local_addresses(self) -> frozenset[bytes]:
+        """The agent's two addresses, 16 raw bytes each (they change on reinit)."""
+        return self._local
+
+    @property
     def timer_deadline(self) -> float | None:
         """When the device timer fires next (``clock.monotonic()`` time), None when idle."""
         return self._timer_at if self._timer is not None else None
