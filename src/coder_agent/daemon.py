@@ -39,6 +39,7 @@ from .childenv import ChildEnv
 from .clock import Clock, SystemClock
 from .coderapi.client import CoderClient, FixedToken, TokenFile, TokenProvider
 from .config import Settings
+from .connreports import ConnectionReports
 from .controlplane import ConnState, ControlPlane
 from .errors import ConfigError
 from .feed import Feed
@@ -57,7 +58,9 @@ from .status import StatusRegistry
 
 if TYPE_CHECKING:
     from .agentrpc.parts import AgentParts, AppStatusSwitch, DevcontainerStarter, NetworkRoutine
+    from .connreports import SessionCounts
     from .manifest import Manifest
+    from .tunnelports import TunnelService
 
 __all__ = ["EXIT_AUTH", "EXIT_CONFIG", "EXIT_OK", "Daemon"]
 
@@ -117,6 +120,10 @@ class Daemon:
                                     token_in_env=not settings.no_token_in_env)
         self.child_priority = procprio.from_process()  # oom_score_adj / nice of every child we start
         self.manifests: Feed[Manifest] = Feed("manifest")  # published by the agent session (coder_agent.agentrpc)
+        # SSH / web-terminal session events, sent by the agent session as ReportConnection
+        self.connection_reports = ConnectionReports(self.clock.now)
+        # What the tunnel serves on the agent's fixed ports (1, 22: SSH; 2: reconnecting PTY); filled by compose().
+        self.tunnel_services: dict[int, TunnelService] = {}
         self.session = SessionOwner(shutdown_timeout=settings.shutdown_timeout, refresh_token=self.tokens.refresh,
                                     retry_now=self._retry_now.set, scrub=self.redactor.scrub)
         self._session_driver = session_driver  # tests: replaces the agent RPC session
@@ -274,7 +281,8 @@ class Daemon:
     # composition -------------------------------------------------------------------------
 
     def agent_parts(self, app_status: AppStatusSwitch | None = None, network: NetworkRoutine | None = None,
-                    devcontainers: DevcontainerStarter | None = None) -> AgentParts:
+                    devcontainers: DevcontainerStarter | None = None,
+                    session_counts: SessionCounts | None = None) -> AgentParts:
         """What the agent RPC capability uses (also how tests build an AgentSession)."""
         from .agentrpc.parts import AgentParts
 
@@ -285,6 +293,7 @@ class Daemon:
             wait_retry_now=self.wait_retry_now,
             auth_refused=lambda reason: self.exit_with(EXIT_AUTH, reason), app_status=app_status,
             metrics=self.metrics, network=network, devcontainers=devcontainers,
+            connections=self.connection_reports, session_counts=session_counts,
         )
 
     def compose(self) -> None:
@@ -294,6 +303,9 @@ class Daemon:
         capability offers another something: the log pipeline first (everyone writes to it),
         the app-status service before the agent session (which switches its transport)."""
         from . import agentrpc, appstatus, devcontainers, gitauth, logs, ports, reinit, scripts, tailnet
+        from .connreports import SumCounts
+        from .rpty import service as rpty
+        from .sshd import service as sshd
 
         s, api, status = self.settings, self.local_api, self.status_keys
         api.route("GET", "/api/v0/status", self._status_handler)
@@ -314,6 +326,11 @@ class Daemon:
         from .agentrpc.parts import DevcontainerStarter
 
         starter = next((svc for svc in dc_services if isinstance(svc, DevcontainerStarter)), None)
+        ssh = sshd.make_service(settings=s, command_env=self.command_env, priority=self.child_priority,
+                                manifests=self.manifests, own_ports=self.own_ports, reports=self.connection_reports)
+        pty = rpty.make_service(settings=s, command_env=self.command_env, own_ports=self.own_ports,
+                                reports=self.connection_reports)
+        self.tunnel_services = {1: ssh, 22: ssh, 2: pty}  # the lead hands these to the tailnet capability
         groups: list[list[Service]] = [
             logs.setup(pipeline, settings=s, store=self.store, routes=api, status=status),
             scripts.setup(settings=s, clock=self.clock, sink=pipeline, command_env=self.command_env,
@@ -324,8 +341,11 @@ class Daemon:
                           api_address=lambda: api.display_address, routes=api, status=status),
             ports.setup(settings=s, clock=self.clock, metrics=self.metrics, own_ports=self.own_ports, routes=api),
             dc_services,
+            sshd.setup(ssh, status=status),
+            rpty.setup(pty, status=status),
             # the agent session takes over the session and the control-plane state
-            agentrpc.setup(self.agent_parts(app_status=app_status, network=network, devcontainers=starter),
+            agentrpc.setup(self.agent_parts(app_status=app_status, network=network, devcontainers=starter,
+                                            session_counts=SumCounts(ssh, pty)),
                            routes=api),
             reinit.setup(settings=s, client=self.client, store=self.store, clock=self.clock,
                          manifests=self.manifests, reinitialize=self.session.reinitialize,

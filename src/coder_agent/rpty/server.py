@@ -3,7 +3,10 @@
 Rules:
 
 * :meth:`RptyServer.handle` serves one connection given as asyncio streams (the tunnel calls it);
-  :meth:`RptyServer.start` also listens on 127.0.0.1 (an ephemeral port) for splicing.
+  :meth:`RptyServer.start` also listens on 127.0.0.1 (an ephemeral port) for splicing. The
+  splicer tells which tunnel address a loopback connection stands for with
+  :meth:`RptyServer.register_peer` (before its first byte); with ``require_registered_peer``
+  (the daemon) an unregistered loopback connection is closed at once: it is some local process.
 * A connection sends the header (:mod:`.protocol`); a bad or missing header closes it. Sessions
   are keyed by the header's ``ID``: the first connection creates one (concurrent first connections
   create it once; a failure to start is every waiting connection's error), later ones attach.
@@ -67,7 +70,7 @@ class RptyServer:
     def __init__(self, env: ChildEnv | Callable[[], Mapping[str, str]], *,
                  directory: str | Callable[[], str] = "", settings: RptySettings | None = None,
                  on_connect: OnConnect | None = None, on_disconnect: OnDisconnect | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, require_registered_peer: bool = False) -> None:
         self.env_factory: Callable[[], Mapping[str, str]] = env.build if isinstance(env, ChildEnv) else env
         self.directory_factory: Callable[[], str] = directory if callable(directory) else (lambda: directory)
         self.settings = settings or RptySettings()
@@ -81,6 +84,8 @@ class RptyServer:
         self._listener: asyncio.Server | None = None
         self._closed = False
         self._log = get_logger("rpty")
+        self.require_registered_peer = require_registered_peer
+        self._peers: dict[int, str] = {}  # loopback client port -> the tunnel's "host:port"
 
     @property
     def connections(self) -> int:
@@ -93,9 +98,24 @@ class RptyServer:
         port: int = self._listener.sockets[0].getsockname()[1]
         return port
 
+    def register_peer(self, local_client_port: int, remote: tuple[str, int],
+                      local: tuple[str, int] | None = None) -> None:
+        """The loopback connection from ``local_client_port`` carries the tunnel's from ``remote``."""
+        host, port = remote
+        self._peers[local_client_port] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def unregister_peer(self, local_client_port: int) -> None:
+        self._peers.pop(local_client_port, None)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        await self.handle(reader, writer, f"{peer[0]}:{peer[1]}" if peer else "")
+        remote = self._peers.pop(int(peer[1]), None) if peer else None
+        if remote is None and self.require_registered_peer:
+            self._log.warning("reconnecting pty connection refused: not from the tunnel",
+                              client_port=peer[1] if peer else 0)
+            writer.close()
+            return
+        await self.handle(reader, writer, remote or (f"{peer[0]}:{peer[1]}" if peer else ""))
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote_addr: str) -> None:
         """Serve one connection until it or its session ends; never raises for the peer's errors."""
