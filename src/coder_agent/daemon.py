@@ -10,10 +10,11 @@ Rules:
 * The agent session has one owner, :class:`~coder_agent.sessionowner.SessionOwner` (its state
   table: start, stop, reinit). Reinit (prebuild claim, :mod:`coder_agent.reinit`) keeps the
   process, the local API and metrics up (status ``phase`` is "reinitializing").
-* Stop is two-phase: the first SIGTERM/SIGINT runs the graceful stop (session shutdown: stop
-  scripts, final lifecycle, log flush; then services drain) within ``shutdown_timeout``; a
-  second signal cancels everything at once (and ends the process within HARD_STOP_GRACE even if
-  something is stuck). SIGHUP retries the control-plane connection now.
+* Stop is two-phase: the first SIGTERM/SIGINT runs the graceful stop (SSH and web-terminal
+  sessions hang up, ≤ 5 s, as Go's; session shutdown: stop scripts, final lifecycle, log flush;
+  then services drain) within ``shutdown_timeout``; a second signal cancels everything at once
+  (and ends the process within HARD_STOP_GRACE even if something is stuck). SIGHUP retries the
+  control-plane connection now.
 * :meth:`Daemon.compose` is the only place that knows every capability: each is
   ``setup(<its parts>) -> list[Service]`` with typed parameters (settings, store, clock, the
   route registrar, the status registry, the log sink, the manifest feed, the session owner...),
@@ -29,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -124,6 +126,9 @@ class Daemon:
         self.connection_reports = ConnectionReports(self.clock.now)
         # What the tunnel serves on the agent's fixed ports (1, 22: SSH; 2: reconnecting PTY); filled by compose().
         self.tunnel_services: dict[int, TunnelService] = {}
+        # Closed first at a graceful stop, while the agent session still reports (Go: the SSH server
+        # shuts down before the stop scripts run): SSH and web-terminal sessions hang up.
+        self._terminals: list[Callable[[], Awaitable[None]]] = []
         self.session = SessionOwner(shutdown_timeout=settings.shutdown_timeout, refresh_token=self.tokens.refresh,
                                     retry_now=self._retry_now.set, scrub=self.redactor.scrub)
         self._session_driver = session_driver  # tests: replaces the agent RPC session
@@ -331,6 +336,7 @@ class Daemon:
         pty = rpty.make_service(settings=s, command_env=self.command_env, own_ports=self.own_ports,
                                 reports=self.connection_reports)
         self.tunnel_services = {1: ssh, 22: ssh, 2: pty}  # the lead hands these to the tailnet capability
+        self._terminals = [ssh.drain, pty.drain]
         groups: list[list[Service]] = [
             logs.setup(pipeline, settings=s, store=self.store, routes=api, status=status),
             scripts.setup(settings=s, clock=self.clock, sink=pipeline, command_env=self.command_env,
@@ -456,5 +462,9 @@ class Daemon:
 
     async def _graceful(self) -> None:
         budget = self.settings.shutdown_timeout
+        if self._terminals:  # their DISCONNECT reports go out with the session's last words
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(5.0, budget)):
+                    await asyncio.gather(*(close() for close in self._terminals), return_exceptions=True)
         await self.session.shutdown(budget)  # a reinit in progress finishes its stop first
         await self.services.stop(min(10.0, budget))
