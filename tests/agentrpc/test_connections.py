@@ -218,3 +218,38 @@ async def test_older_coderd_without_report_connection(ds: DevServer, agent: Call
     assert len(a.daemon.connection_reports) == 0 and reports(ds) == []
     n = len(rec_of(ds).stats)
     await apoll(lambda: len(rec_of(ds).stats) > n, 10)  # the session goes on (stats keep coming)
+
+
+async def test_graceful_stop_reports_open_sessions_ended(ds: DevServer, make_daemon: Callable[..., Daemon]) -> None:
+    # the whole daemon (compose wires the servers, the reports and tunnel_services); SIGTERM-like stop
+    daemon = make_daemon(ds, CODER_AGENT_DEVCONTAINERS_ENABLE="false", CODER_AGENT_SHUTDOWN_TIMEOUT="10")
+    task = asyncio.create_task(daemon.run())
+    splicer: Splicer | None = None
+    p: asyncio.subprocess.Process | None = None
+    try:
+        await apoll(lambda: daemon.tunnel_services or task.done(), 10)
+        assert not task.done(), task.exception()
+        assert set(daemon.tunnel_services) == {1, 2, 22} and daemon.tunnel_services[1] is daemon.tunnel_services[22]
+        splicer = Splicer(daemon.tunnel_services[22], 22)
+        port = await splicer.start()
+        p = await asyncio.create_subprocess_exec(
+            *ssh_argv(port), "echo started; exec sleep 60", stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        assert p.stdout is not None
+        assert await asyncio.wait_for(p.stdout.readline(), t(30)) == b"started\n"
+        (connect,) = await apoll(lambda: reports(ds), 15)
+        assert (connect["action"], connect["type"]) == ("CONNECT", "SSH")
+        daemon.request_stop()
+        await asyncio.wait_for(task, t(30))
+        assert [(r["action"], r["id"]) for r in reports(ds)] == [("CONNECT", connect["id"]),
+                                                                 ("DISCONNECT", connect["id"])]
+        await asyncio.wait_for(p.wait(), t(10))  # the client was hung up on
+    finally:
+        if splicer is not None:
+            splicer.close()
+        if p is not None and p.returncode is None:
+            p.kill()
+            await p.wait()
+        if not task.done():
+            daemon.request_stop()
+            await asyncio.wait_for(task, t(30))
