@@ -147,6 +147,8 @@ class Settings(BaseModel):
     block_file_transfer: bool = False
     # seconds an unused reconnecting-PTY session (the web terminal) lives after its last detach
     reconnecting_pty_timeout: Seconds = Field(default=300.0, gt=0)
+    # Go's --ssh-max-timeout: SSH keepalive probes drop a client silent this long (0: never)
+    ssh_max_timeout: Duration = Field(default=72 * 3600.0, ge=0)
     # CODER_AGENT_SUBSYSTEM: comma-separated envbox | envbuilder | exectrace, reported in UpdateStartup
     subsystem: Annotated[str, AfterValidator(_subsystems)] = ""
 
@@ -288,6 +290,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reconnecting_pty_timeout", "--reconnecting-pty-timeout", "CODER_AGENT_RECONNECTING_PTY_TIMEOUT",
             "reconnecting_pty_timeout", "float",
             help="seconds a web-terminal session outlives its last connection (default 300)"),
+    Setting("ssh_max_timeout", "--ssh-max-timeout", "CODER_AGENT_SSH_MAX_TIMEOUT", "ssh_max_timeout",
+            help="drop an SSH client silent this long (keepalives; e.g. 60s, 72h; 0: never; default 72h)"),
     Setting("subsystem", None, "CODER_AGENT_SUBSYSTEM", "subsystem",
             help="comma-separated envbox | envbuilder | exectrace, reported to coderd"),
 )

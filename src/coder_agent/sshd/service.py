@@ -64,7 +64,8 @@ class SshService:
 
     def __init__(self, *, command_env: ChildEnv, priority: ChildPriority, manifests: Feed[Manifest],
                  own_ports: set[int], reports: ConnectionReports | None, block_file_transfer: bool,
-                 start_on_manifest: bool, process_env: Mapping[str, str] | None = None) -> None:
+                 start_on_manifest: bool, max_timeout: float = 0.0,
+                 process_env: Mapping[str, str] | None = None) -> None:
         self.health = Health()
         self.command_env = command_env
         self.priority = priority
@@ -73,6 +74,7 @@ class SshService:
         self.reports = reports
         self.block_file_transfer = block_file_transfer
         self.process_env = process_env
+        self.max_timeout = max_timeout
         self.server: SshServer | None = None
         self.log = get_logger("sshd")
         self._want = asyncio.Event()  # start the server (first manifest or first use)
@@ -104,7 +106,7 @@ class SshService:
                 self.command_env, host_key_seed=host_key_seed(owner, workspace, agent),
                 block_file_transfer=self.block_file_transfer,
                 reporter=_Reporter(self.reports) if self.reports is not None else None,
-                priority=self.priority, process_env=self.process_env)
+                priority=self.priority, process_env=self.process_env, max_timeout=self.max_timeout)
             port = await server.start()
         except Exception as e:
             if not ready.done():
@@ -161,7 +163,7 @@ def make_service(*, settings: Settings, command_env: ChildEnv, priority: ChildPr
     """The SSH server: the tunnel's port 1/22 service and a session counter."""
     return SshService(command_env=command_env, priority=priority, manifests=manifests, own_ports=own_ports,
                       reports=reports, block_file_transfer=settings.block_file_transfer,
-                      start_on_manifest=settings.tailnet_enable)
+                      start_on_manifest=settings.tailnet_enable, max_timeout=settings.ssh_max_timeout)
 
 
 def setup(service: SshService, *, status: StatusRegistry) -> list[Service]:
