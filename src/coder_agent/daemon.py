@@ -333,8 +333,8 @@ class Daemon:
         starter = next((svc for svc in dc_services if isinstance(svc, DevcontainerStarter)), None)
         ssh = sshd.make_service(settings=s, command_env=self.command_env, priority=self.child_priority,
                                 manifests=self.manifests, own_ports=self.own_ports, reports=self.connection_reports)
-        pty = rpty.make_service(settings=s, command_env=self.command_env, own_ports=self.own_ports,
-                                reports=self.connection_reports)
+        pty = rpty.make_service(settings=s, command_env=self.command_env, priority=self.child_priority,
+                                own_ports=self.own_ports, reports=self.connection_reports)
         self.tunnel_services = {1: ssh, 22: ssh, 2: pty}  # the lead hands these to the tailnet capability
         self._terminals = [ssh.drain, pty.drain]
         groups: list[list[Service]] = [

@@ -91,6 +91,7 @@ async def agent(ds: DevServer, make_daemon: Callable[..., Daemon]) -> AsyncItera
                                         priority=daemon.child_priority, manifests=daemon.manifests,
                                         own_ports=daemon.own_ports, reports=daemon.connection_reports)
         pty = rpty_service.make_service(settings=daemon.settings, command_env=daemon.command_env,
+                                        priority=daemon.child_priority,
                                         own_ports=daemon.own_ports, reports=daemon.connection_reports)
         before_start(daemon)
         session = new_session(daemon.agent_parts(session_counts=SumCounts(ssh, pty)), tick=0.2)

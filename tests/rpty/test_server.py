@@ -308,3 +308,14 @@ async def test_registered_peers_only(harness: Harness, monkeypatch: pytest.Monke
     c2 = await Client.open(port, sid(), "echo leaked")
     assert b"leaked" not in await c2.closed()
     assert len(harness.events) == 2
+
+
+async def test_sessions_get_the_daemons_child_priority(harness: Harness) -> None:
+    from coder_agent.procprio import ChildPriority
+
+    srv, port = await harness.server()
+    srv.priority = ChildPriority(nice_increment=3)
+    c = await Client.open(port, sid(), "echo nice=$(nice)")
+    m = await c.expect(r"nice=(\d+)")
+    assert int(m.group(1)) == min(19, os.nice(0) + 3)
+    await c.close()

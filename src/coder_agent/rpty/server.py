@@ -35,9 +35,10 @@ from typing import Any
 from ..childenv import ChildEnv
 from ..clock import Clock, SystemClock
 from ..log import get_logger
+from ..procprio import ChildPriority
 from .protocol import HeaderReader, InitRequest, ProtocolError
 from .screen import ScreenSession
-from .session import BufferedSession, RptySettings, Session, SessionClosed, command_for
+from .session import BufferedSession, Command, RptySettings, Session, SessionClosed, command_for
 
 __all__ = ["RptyServer", "RptySettings", "backend_for", "host_of"]
 
@@ -67,12 +68,14 @@ class RptyServer:
 
     ``env`` gives each session's environment: a :class:`~coder_agent.childenv.ChildEnv`
     (its ``build()``) or a callable returning a mapping. ``directory`` is the working directory
-    setting (a string or a callable for one that follows the manifest)."""
+    setting (a string or a callable for one that follows the manifest). ``priority`` is the daemon's
+    ``oom_score_adj``/nice for its children."""
 
     def __init__(self, env: ChildEnv | Callable[[], Mapping[str, str]], *,
                  directory: str | Callable[[], str] = "", settings: RptySettings | None = None,
                  on_connect: OnConnect | None = None, on_disconnect: OnDisconnect | None = None,
-                 clock: Clock | None = None, require_registered_peer: bool = False) -> None:
+                 clock: Clock | None = None, require_registered_peer: bool = False,
+                 priority: ChildPriority | None = None) -> None:
         self.env_factory: Callable[[], Mapping[str, str]] = env.build if isinstance(env, ChildEnv) else env
         self.directory_factory: Callable[[], str] = directory if callable(directory) else (lambda: directory)
         self.settings = settings or RptySettings()
@@ -87,6 +90,7 @@ class RptyServer:
         self._closed = False
         self._log = get_logger("rpty")
         self.require_registered_peer = require_registered_peer
+        self.priority = priority or ChildPriority()
         self._peers: dict[int, str] = {}  # loopback client port -> the tunnel's "host:port"
         self._registered = asyncio.Event()  # set (and cleared by waiters) on each registration
 
@@ -203,7 +207,9 @@ class RptyServer:
         s = cls(init.id, self.settings, self.clock, self._forget)
         self.sessions[init.id] = s
         try:
-            await s.start(await command_for(init, env, self.directory_factory(), self.settings), init)
+            cmd = await command_for(init, env, self.directory_factory(), self.settings)
+            prio = self.priority  # oom_score_adj / nice as every child of the daemon (Go's agentexec)
+            await s.start(Command(prio.wrap(cmd.argv), prio.env(cmd.env), cmd.cwd), init)
         except BaseException as e:
             self._forget(s)
             if not s.ready.done():

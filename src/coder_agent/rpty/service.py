@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ..childenv import ChildEnv
     from ..config import Settings
     from ..connreports import ConnectionReports
+    from ..procprio import ChildPriority
     from ..service import Service
     from ..status import StatusRegistry
 
@@ -96,7 +97,7 @@ class RptyService:
                 "connections": self.server.connections, "sessions": len(self.server.sessions)}
 
 
-def make_service(*, settings: Settings, command_env: ChildEnv, own_ports: set[int],
+def make_service(*, settings: Settings, command_env: ChildEnv, priority: ChildPriority, own_ports: set[int],
                  reports: ConnectionReports | None, require_registered_peer: bool = True) -> RptyService:
     """The reconnecting-PTY server (``require_registered_peer`` False only in tests)."""
 
@@ -108,7 +109,7 @@ def make_service(*, settings: Settings, command_env: ChildEnv, own_ports: set[in
         on_connect=(lambda cid, ip: reports.connect(cid, APP, ip)) if reports is not None else None,
         on_disconnect=((lambda cid, ip, code, reason: reports.disconnect(cid, APP, ip, code, reason))
                        if reports is not None else None),
-        require_registered_peer=require_registered_peer)
+        require_registered_peer=require_registered_peer, priority=priority)
     return RptyService(server, own_ports)
 
 
