@@ -23,7 +23,7 @@ from coder_agent.daemon import Daemon
 from coder_agent.devserver import DevServer
 from coder_agent.rpty import service as rpty_service
 from coder_agent.sshd import service as sshd_service
-from coder_agent.tunnelports import TunnelService
+from coder_agent.tunnelports import TunnelService, splice
 
 from ..conftest import apoll, t
 from ..rpty.client import Client
@@ -35,36 +35,22 @@ AGENT_IP = "fd7a:115c:a1e0:4353:89d9:4ca8:9c42:8d2d"
 
 
 class Splicer:
-    """A stand-in for the tunnel's port: each accepted connection is spliced to the service's
-    loopback port after ``register_peer`` (client port numbers 40000, 40001, ...)."""
+    """A stand-in for the tunnel's port: each accepted connection is handed to
+    :func:`~coder_agent.tunnelports.splice`, as the tailnet will (client ports 40000, 40001, ...)."""
 
     def __init__(self, svc: TunnelService, agent_port: int) -> None:
         self.svc = svc
         self.agent_port = agent_port
         self.next_port = 40000
         self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._splice, "127.0.0.1", 0)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _splice(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        port = await self.svc.port()
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", port)
-        self.svc.register_peer(up_w.get_extra_info("sockname")[1], (CLIENT_IP, self.next_port),
-                               (AGENT_IP, self.agent_port))
-        self.next_port += 1
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError):
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            with contextlib.suppress(Exception):
-                w.close()
-
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        client_port, self.next_port = self.next_port, self.next_port + 1
+        await splice(self.svc, reader, writer, (CLIENT_IP, client_port), (AGENT_IP, self.agent_port))
 
     def close(self) -> None:
         if self.server is not None:
