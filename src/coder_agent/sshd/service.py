@@ -1,4 +1,4 @@
-"""The SSH server as a capability of the daemon: :func:`setup` → one :class:`SshService`.
+"""The SSH server as a capability of the daemon: one :class:`SshService`.
 
 Rules:
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..log import get_logger
@@ -81,7 +81,7 @@ class SshService:
         self._named = asyncio.Event()  # a manifest came: the host key's names are known
         self._start_on_manifest = start_on_manifest
         self._ready: asyncio.Future[int] | None = None
-        self._unsubscribe: Callable[[], None] = manifests.subscribe(self._on_manifest)
+        manifests.subscribe(self._on_manifest)  # for the daemon's life, as the service
 
     def _on_manifest(self, m: Manifest | None) -> None:
         if m is not None:
@@ -96,6 +96,8 @@ class SshService:
 
     async def run(self) -> None:
         ready = self._ready_future()
+        if not self._want.is_set():
+            self.health.set("ok", "idle: starts with the first manifest (tailnet on) or the first connection")
         await self._want.wait()
         await self._named.wait()
         m = self.manifests.latest
