@@ -71,8 +71,8 @@ class Agent:
 async def agent(ds: DevServer, make_daemon: Callable[..., Daemon]) -> AsyncIterator[Callable[..., Any]]:
     made: list[tuple[Agent, list[asyncio.Task[None]], list[Splicer]]] = []
 
-    async def make(before_start: Callable[[Daemon], None] = lambda d: None) -> Agent:
-        daemon = make_daemon(ds)
+    async def make(before_start: Callable[[Daemon], None] = lambda d: None, **env: str) -> Agent:
+        daemon = make_daemon(ds, **env)
         ssh = sshd_service.make_service(settings=daemon.settings, command_env=daemon.command_env,
                                         priority=daemon.child_priority, manifests=daemon.manifests,
                                         own_ports=daemon.own_ports, reports=daemon.connection_reports)
@@ -240,3 +240,16 @@ async def test_graceful_stop_reports_open_sessions_ended(ds: DevServer, make_dae
         if not task.done():
             daemon.request_stop()
             await asyncio.wait_for(task, t(30))
+
+
+async def test_without_tailnet_the_ssh_server_starts_on_first_use(ds: DevServer, agent: Callable[..., Any]) -> None:
+    a: Agent = await agent(CODER_AGENT_TAILNET_ENABLE="false")
+    await apoll(lambda: a.daemon.manifests.latest is not None, 15)
+    await apoll(lambda: a.ssh.health.state == "ok", 5)
+    await apoll(lambda: rec_of(ds).stats, 10)  # a while after the manifest: it would have started by now
+    assert a.ssh.server is None and a.ssh.status()["listening"] is False  # asyncssh not even imported for it
+    q = await asyncio.create_subprocess_exec(*ssh_argv(a.ssh_port), "exit 5", stdin=asyncio.subprocess.DEVNULL,
+                                             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(q.communicate(), t(30))
+    assert q.returncode == 5, err  # the splice's port() started it
+    assert a.ssh.status()["listening"] is True
