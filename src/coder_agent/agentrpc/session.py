@@ -4,9 +4,9 @@ Rules (coder-agent-rpc.md §5.1–§5.12, §6.13–§6.16):
 
 * Per connection: GetManifest → UpdateStartup (``v``-semver version, absolute directory) →
   the "stop" routines (metadata, app health, stats), plus the "remain" routines (lifecycle
-  reporter, ScriptCompleted queue, log transport) that keep running during shutdown. An error
-  in any routine ends the connection and the loop redials; ``FeatureUnavailable`` only ends
-  that routine.
+  reporter, ScriptCompleted queue, connection reports, log transport) that keep running during
+  shutdown. An error in any routine ends the connection and the loop redials;
+  ``FeatureUnavailable`` only ends that routine.
 * Process state lives here, outside the connection: the lifecycle queue (replayed in order
   after a reconnect), the ScriptCompleted queue, and "start scripts already ran" — the first
   manifest of the session sets STARTING and runs start scripts once; every manifest (later
@@ -599,7 +599,7 @@ class AgentSession:
                 self.log.warning("resource usage push refused", error=e.message)
 
     def _stats(self) -> agent_pb2.Stats:
-        # No tailnet here: no peer connections or sessions to count, so zeros and -1 latency are the truth.
+        # No tailnet here: no peer connections to count, so zeros and -1 latency are the truth.
         stats = agent_pb2.Stats(connection_count=0, connection_median_latency_ms=-1.0, metrics=self._metrics())
         self._add_session_counts(stats)
         return stats
@@ -631,7 +631,13 @@ class AgentSession:
         while True:
             ev = await reports.wait()
             C = agent_pb2.Connection
-            conn = C(id=uuid.UUID(ev.id).bytes, action=C.CONNECT if ev.connect else C.DISCONNECT,
+            try:
+                cid = uuid.UUID(ev.id).bytes
+            except ValueError:  # never from our servers; must not stall the queue
+                self.log.warning("connection report with a bad id dropped", id=ev.id)
+                reports.sent(ev)
+                continue
+            conn = C(id=cid, action=C.CONNECT if ev.connect else C.DISCONNECT,
                      type=C.Type.Name(ev.type), timestamp=_stamp(ev.at), ip=ev.ip, status_code=ev.status_code,
                      app_name=ev.app)
             if ev.reason is not None:
