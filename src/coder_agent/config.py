@@ -145,6 +145,10 @@ class Settings(BaseModel):
     log_stackdriver: Path | None = None
     no_reap: bool = False
     block_file_transfer: bool = False
+    # seconds an unused reconnecting-PTY session (the web terminal) lives after its last detach
+    reconnecting_pty_timeout: Seconds = Field(default=300.0, gt=0)
+    # Go's --ssh-max-timeout: SSH keepalive probes drop a client silent this long (0: never)
+    ssh_max_timeout: Duration = Field(default=72 * 3600.0, ge=0)
     # CODER_AGENT_SUBSYSTEM: comma-separated envbox | envbuilder | exectrace, reported in UpdateStartup
     subsystem: Annotated[str, AfterValidator(_subsystems)] = ""
 
@@ -283,6 +287,11 @@ SETTINGS: tuple[Setting, ...] = (
             help="as PID 1, do not start the process reaper (run the daemon in this process)"),
     Setting("block_file_transfer", "--block-file-transfer", "CODER_AGENT_BLOCK_FILE_TRANSFER", "block_file_transfer",
             "bool", help="refuse file transfers (SFTP, scp, rsync) over SSH, as Go's agent"),
+    Setting("reconnecting_pty_timeout", "--reconnecting-pty-timeout", "CODER_AGENT_RECONNECTING_PTY_TIMEOUT",
+            "reconnecting_pty_timeout", "float",
+            help="seconds a web-terminal session outlives its last connection (default 300)"),
+    Setting("ssh_max_timeout", "--ssh-max-timeout", "CODER_AGENT_SSH_MAX_TIMEOUT", "ssh_max_timeout",
+            help="drop an SSH client silent this long (keepalives; e.g. 60s, 72h; 0: never; default 72h)"),
     Setting("subsystem", None, "CODER_AGENT_SUBSYSTEM", "subsystem",
             help="comma-separated envbox | envbuilder | exectrace, reported to coderd"),
 )

@@ -10,10 +10,11 @@ Rules:
 * The agent session has one owner, :class:`~coder_agent.sessionowner.SessionOwner` (its state
   table: start, stop, reinit). Reinit (prebuild claim, :mod:`coder_agent.reinit`) keeps the
   process, the local API and metrics up (status ``phase`` is "reinitializing").
-* Stop is two-phase: the first SIGTERM/SIGINT runs the graceful stop (session shutdown: stop
-  scripts, final lifecycle, log flush; then services drain) within ``shutdown_timeout``; a
-  second signal cancels everything at once (and ends the process within HARD_STOP_GRACE even if
-  something is stuck). SIGHUP retries the control-plane connection now.
+* Stop is two-phase: the first SIGTERM/SIGINT runs the graceful stop (SSH and web-terminal
+  sessions hang up, ≤ 5 s, as Go's; session shutdown: stop scripts, final lifecycle, log flush;
+  then services drain) within ``shutdown_timeout``; a second signal cancels everything at once
+  (and ends the process within HARD_STOP_GRACE even if something is stuck). SIGHUP retries the
+  control-plane connection now.
 * :meth:`Daemon.compose` is the only place that knows every capability: each is
   ``setup(<its parts>) -> list[Service]`` with typed parameters (settings, store, clock, the
   route registrar, the status registry, the log sink, the manifest feed, the session owner...),
@@ -29,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -39,6 +41,7 @@ from .childenv import ChildEnv
 from .clock import Clock, SystemClock
 from .coderapi.client import CoderClient, FixedToken, TokenFile, TokenProvider
 from .config import Settings
+from .connreports import ConnectionReports
 from .controlplane import ConnState, ControlPlane
 from .errors import ConfigError
 from .feed import Feed
@@ -57,7 +60,9 @@ from .status import StatusRegistry
 
 if TYPE_CHECKING:
     from .agentrpc.parts import AgentParts, AppStatusSwitch, DevcontainerStarter, NetworkRoutine
+    from .connreports import SessionCounts
     from .manifest import Manifest
+    from .tunnelports import TunnelService
 
 __all__ = ["EXIT_AUTH", "EXIT_CONFIG", "EXIT_OK", "Daemon"]
 
@@ -117,6 +122,13 @@ class Daemon:
                                     token_in_env=not settings.no_token_in_env)
         self.child_priority = procprio.from_process()  # oom_score_adj / nice of every child we start
         self.manifests: Feed[Manifest] = Feed("manifest")  # published by the agent session (coder_agent.agentrpc)
+        # SSH / web-terminal session events, sent by the agent session as ReportConnection
+        self.connection_reports = ConnectionReports(self.clock.now)
+        # What the tunnel serves on the agent's fixed ports (1, 22: SSH; 2: reconnecting PTY); filled by compose().
+        self.tunnel_services: dict[int, TunnelService] = {}
+        # Closed first at a graceful stop, while the agent session still reports (Go: the SSH server
+        # shuts down before the stop scripts run): SSH and web-terminal sessions hang up.
+        self._terminals: list[Callable[[], Awaitable[None]]] = []
         self.session = SessionOwner(shutdown_timeout=settings.shutdown_timeout, refresh_token=self.tokens.refresh,
                                     retry_now=self._retry_now.set, scrub=self.redactor.scrub)
         self._session_driver = session_driver  # tests: replaces the agent RPC session
@@ -274,7 +286,8 @@ class Daemon:
     # composition -------------------------------------------------------------------------
 
     def agent_parts(self, app_status: AppStatusSwitch | None = None, network: NetworkRoutine | None = None,
-                    devcontainers: DevcontainerStarter | None = None) -> AgentParts:
+                    devcontainers: DevcontainerStarter | None = None,
+                    session_counts: SessionCounts | None = None) -> AgentParts:
         """What the agent RPC capability uses (also how tests build an AgentSession)."""
         from .agentrpc.parts import AgentParts
 
@@ -285,6 +298,7 @@ class Daemon:
             wait_retry_now=self.wait_retry_now,
             auth_refused=lambda reason: self.exit_with(EXIT_AUTH, reason), app_status=app_status,
             metrics=self.metrics, network=network, devcontainers=devcontainers,
+            connections=self.connection_reports, session_counts=session_counts,
         )
 
     def compose(self) -> None:
@@ -294,6 +308,9 @@ class Daemon:
         capability offers another something: the log pipeline first (everyone writes to it),
         the app-status service before the agent session (which switches its transport)."""
         from . import agentrpc, appstatus, devcontainers, gitauth, logs, ports, reinit, scripts, tailnet
+        from .connreports import SumCounts
+        from .rpty import service as rpty
+        from .sshd import service as sshd
 
         s, api, status = self.settings, self.local_api, self.status_keys
         api.route("GET", "/api/v0/status", self._status_handler)
@@ -307,14 +324,20 @@ class Daemon:
         self.session.on_new_session(pipeline.new_session)  # log sources are registered again by the new session
         app_status = appstatus.make_service(client=self.client, store=self.store, clock=self.clock,
                                             scrub=self.redactor.scrub, metrics=self.metrics, manifests=self.manifests)
-        network = tailnet.make_network(settings=s, clock=self.clock, metrics=self.metrics, status=status, api=api,
-                                       own_ports=self.own_ports)
         dc_services = devcontainers.setup(settings=s, store=self.store, sink=pipeline, manifests=self.manifests,
                                           command_env=self.command_env, priority=self.child_priority, routes=api,
                                           status=status)
         from .agentrpc.parts import DevcontainerStarter
 
         starter = next((svc for svc in dc_services if isinstance(svc, DevcontainerStarter)), None)
+        ssh = sshd.make_service(settings=s, command_env=self.command_env, priority=self.child_priority,
+                                manifests=self.manifests, own_ports=self.own_ports, reports=self.connection_reports)
+        pty = rpty.make_service(settings=s, command_env=self.command_env, priority=self.child_priority,
+                                own_ports=self.own_ports, reports=self.connection_reports)
+        self.tunnel_services = {1: ssh, 22: ssh, 2: pty}
+        network = tailnet.make_network(settings=s, clock=self.clock, metrics=self.metrics, status=status, api=api,
+                                       own_ports=self.own_ports, services=self.tunnel_services)
+        self._terminals = [ssh.drain, pty.drain]
         groups: list[list[Service]] = [
             logs.setup(pipeline, settings=s, store=self.store, routes=api, status=status),
             scripts.setup(settings=s, clock=self.clock, sink=pipeline, command_env=self.command_env,
@@ -325,8 +348,11 @@ class Daemon:
                           api_address=lambda: api.display_address, routes=api, status=status),
             ports.setup(settings=s, clock=self.clock, metrics=self.metrics, own_ports=self.own_ports, routes=api),
             dc_services,
+            sshd.setup(ssh, status=status),
+            rpty.setup(pty, status=status),
             # the agent session takes over the session and the control-plane state
-            agentrpc.setup(self.agent_parts(app_status=app_status, network=network, devcontainers=starter),
+            agentrpc.setup(self.agent_parts(app_status=app_status, network=network, devcontainers=starter,
+                                            session_counts=SumCounts(ssh, pty)),
                            routes=api),
             reinit.setup(settings=s, client=self.client, store=self.store, clock=self.clock,
                          manifests=self.manifests, reinitialize=self.session.reinitialize,
@@ -437,5 +463,9 @@ class Daemon:
 
     async def _graceful(self) -> None:
         budget = self.settings.shutdown_timeout
+        if self._terminals:  # their DISCONNECT reports go out with the session's last words
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(5.0, budget)):
+                    await asyncio.gather(*(close() for close in self._terminals), return_exceptions=True)
         await self.session.shutdown(budget)  # a reinit in progress finishes its stop first
         await self.services.stop(min(10.0, budget))

@@ -281,3 +281,41 @@ async def test_a_client_that_does_not_read_is_dropped_not_the_session(harness: H
     await reader.expect("alive-check\r\n(?s:.*)alive-check", timeout=60)
     await reader.close()
     await stuck.close()
+
+
+# -- behind the tunnel: only registered loopback connections ---------------------------------------
+
+
+async def test_registered_peers_only(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    import coder_agent.rpty.server as server_mod
+
+    monkeypatch.setattr(server_mod, "REGISTER_WAIT", 1.0)
+    srv, port = await harness.server()
+    srv.require_registered_peer = True
+    # the tunnel registers right after its loopback connect (maybe after our accept), before any byte
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    srv.register_peer(w.get_extra_info("sockname")[1], ("fd7a:115c:a1e0::9", 41000), ("fd7a:115c:a1e0::1", 2))
+    c = Client(r, w)
+    from coder_agent.rpty.protocol import InitRequest, encode_init
+
+    w.write(encode_init(InitRequest(id=sid(), height=24, width=80, command="echo via-tunnel-$((2*3))")))
+    await c.expect("via-tunnel-6")
+    await c.closed()
+    await apoll(lambda: len(harness.events) == 2, 10)
+    assert [e[0] for e in harness.events] == ["connect", "disconnect"]
+    assert harness.events[0][2] == "fd7a:115c:a1e0::9"  # the tunnel's client, not the loopback socket
+    # a local process straight to the loopback port is never served nor reported
+    c2 = await Client.open(port, sid(), "echo leaked")
+    assert b"leaked" not in await c2.closed()
+    assert len(harness.events) == 2
+
+
+async def test_sessions_get_the_daemons_child_priority(harness: Harness) -> None:
+    from coder_agent.procprio import ChildPriority
+
+    srv, port = await harness.server()
+    srv.priority = ChildPriority(nice_increment=3)
+    c = await Client.open(port, sid(), "echo nice=$(nice)")
+    m = await c.expect(r"nice=(\d+)")
+    assert int(m.group(1)) == min(19, os.nice(0) + 3)
+    await c.close()

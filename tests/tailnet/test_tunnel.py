@@ -124,10 +124,10 @@ async def test_forwarded_ports_reach_ipv4_and_ipv6_loopback_and_a_closed_port_is
         assert not got6["refused"] and got6["reply"].endswith("hello from v6"), got6
     closed = await rig.ns_python(HTTP_GET, rig.agent_ip, free_port())
     assert closed["refused"] and closed["seconds"] < 1.0, closed
-    # the reserved SSH/RPTY ports are refused until their servers are wired in
-    for port in (1, 2, 22):
+    # the reserved SSH ports are the agent's SSH server, not forwarded (test_tunnel_ssh.py uses them)
+    for port in (1, 22):
         got = await rig.ns_python(HTTP_GET, rig.agent_ip, port)
-        assert got["refused"], (port, got)
+        assert not got["refused"] and got["reply"].startswith("SSH-2.0-"), (port, got)
 
 
 async def test_megabytes_each_way_and_200_concurrent_connections(tunnelled: Tunnelled) -> None:

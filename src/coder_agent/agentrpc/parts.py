@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..clock import Clock
     from ..coderapi.client import CoderClient, TokenProvider
     from ..config import Settings
+    from ..connreports import ConnectionReports, SessionCounts
     from ..controlplane import ControlPlane
     from ..devcontainers.cliparse import UpResult
     from ..feed import Feed
@@ -105,3 +106,5 @@ class AgentParts:
     network: NetworkRoutine | None = None  # the tailnet, served on every connection
     devcontainers: DevcontainerStarter | None = None  # brings manifest devcontainers up
     app_status: AppStatusSwitch | None = None
+    connections: ConnectionReports | None = None  # SSH / web-terminal sessions, sent as ReportConnection
+    session_counts: SessionCounts | None = None  # open sessions by app, sent in UpdateStats

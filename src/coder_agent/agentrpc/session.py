@@ -4,9 +4,9 @@ Rules (coder-agent-rpc.md §5.1–§5.12, §6.13–§6.16):
 
 * Per connection: GetManifest → UpdateStartup (``v``-semver version, absolute directory) →
   the "stop" routines (metadata, app health, stats), plus the "remain" routines (lifecycle
-  reporter, ScriptCompleted queue, log transport) that keep running during shutdown. An error
-  in any routine ends the connection and the loop redials; ``FeatureUnavailable`` only ends
-  that routine.
+  reporter, ScriptCompleted queue, connection reports, log transport) that keep running during
+  shutdown. An error in any routine ends the connection and the loop redials;
+  ``FeatureUnavailable`` only ends that routine.
 * Process state lives here, outside the connection: the lifecycle queue (replayed in order
   after a reconnect), the ScriptCompleted queue, and "start scripts already ran" — the first
   manifest of the session sets STARTING and runs start scripts once; every manifest (later
@@ -28,12 +28,13 @@ import contextlib
 import datetime as dt
 import os
 import re
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, empty_pb2, timestamp_pb2
 
 from .. import __version__
 from ..childenv import command_argv, login_user, script_file_name
@@ -269,6 +270,7 @@ class AgentSession:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._lifecycle_loop(client))
                 tg.create_task(self._completions_loop(client))
+                tg.create_task(self._connections_loop(client))
                 if not self._stopping:
                     self._stoppable = tg.create_task(self._stop_routines(client))
         finally:
@@ -601,11 +603,63 @@ class AgentSession:
         network = self.parts.network
         t = network.stats() if network is not None else None
         if t is None:
-            return agent_pb2.Stats(connection_count=0, connection_median_latency_ms=-1.0, metrics=self._metrics())
-        return agent_pb2.Stats(connection_count=t.connections,
-                               connections_by_proto={"TCP": t.connections} if t.connections else {},
-                               connection_median_latency_ms=-1.0, rx_packets=t.rx_packets, rx_bytes=t.rx_bytes,
-                               tx_packets=t.tx_packets, tx_bytes=t.tx_bytes, metrics=self._metrics())
+            stats = agent_pb2.Stats(connection_count=0, connection_median_latency_ms=-1.0, metrics=self._metrics())
+        else:
+            stats = agent_pb2.Stats(connection_count=t.connections,
+                                    connections_by_proto={"TCP": t.connections} if t.connections else {},
+                                    connection_median_latency_ms=-1.0, rx_packets=t.rx_packets, rx_bytes=t.rx_bytes,
+                                    tx_packets=t.tx_packets, tx_bytes=t.tx_bytes, metrics=self._metrics())
+        self._add_session_counts(stats)
+        return stats
+
+    def _add_session_counts(self, stats: agent_pb2.Stats) -> None:
+        """Open SSH / web-terminal sessions by app (``session_counts``, 2.11) and in the deprecated
+        fields 8–11 older coderds read: a used workspace is not autostopped."""
+        if self.parts.session_counts is None:
+            return
+        counts = {k: v for k, v in self.parts.session_counts.session_counts().items() if v > 0}
+        for app, n in counts.items():
+            stats.session_counts[app] = n
+        stats.session_count_ssh = counts.get("ssh", 0)
+        stats.session_count_vscode = counts.get("vscode", 0)
+        stats.session_count_jetbrains = counts.get("jetbrains", 0)
+        stats.session_count_reconnecting_pty = counts.get("reconnecting_pty", 0)
+
+    async def _connections_loop(self, client: RpcClient) -> None:
+        """ReportConnection for each queued event (:mod:`coder_agent.connreports`), in order. One
+        not sent (the connection failed) stays queued for the next connection; one coderd refuses
+        is logged and dropped; a coderd without the method: logged once, every report dropped."""
+        reports = self.parts.connections
+        if reports is None or reports.disabled:
+            return
+        if client.minor < 4:  # ReportConnection came with API 2.4
+            self.log.info("coderd takes no connection reports (API before 2.4): dropping them")
+            reports.disable()
+            return
+        while True:
+            ev = await reports.wait()
+            C = agent_pb2.Connection
+            try:
+                cid = uuid.UUID(ev.id).bytes
+            except ValueError:  # never from our servers; must not stall the queue
+                self.log.warning("connection report with a bad id dropped", id=ev.id)
+                reports.sent(ev)
+                continue
+            conn = C(id=cid, action=C.CONNECT if ev.connect else C.DISCONNECT,
+                     type=C.Type.Name(ev.type), timestamp=_stamp(ev.at), ip=ev.ip, status_code=ev.status_code,
+                     app_name=ev.app)
+            if ev.reason is not None:
+                conn.reason = ev.reason
+            try:
+                await client.call("ReportConnection", agent_pb2.ReportConnectionRequest(connection=conn),
+                                  empty_pb2.Empty)
+            except FeatureUnavailable:
+                self.log.info("coderd takes no connection reports: dropping them")
+                reports.disable()
+                return
+            except RpcError as e:
+                self.log.warning("connection report refused", error=e.message, action=conn.action)
+            reports.sent(ev)
 
     def _metrics(self) -> list[agent_pb2.Stats.Metric]:
         """The Go agent's own metrics, by its names: scripts run (counter, by success) and, once the

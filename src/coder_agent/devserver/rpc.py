@@ -24,7 +24,10 @@ coderd's rules kept here (coder-agent-rpc.md §1.2, §1.3, §2.5, §5):
   ``collected_at`` replaced by our time.
 * BatchUpdateAppHealths: unknown id, app without healthcheck URL, or UNSPECIFIED → the whole
   batch fails. ScriptCompleted: 16-byte known script id, non-zero start/end, start ≤ end.
-* UpdateStats: ``stats`` unset is only a question for ``report_interval``; nothing is stored.
+* UpdateStats: ``stats`` unset is only a question for ``report_interval`` (counted); reports are
+  recorded in ``stats`` (session counts: the map and the deprecated fields).
+* ReportConnection: a 16-byte id and an action are required; each event is recorded in
+  ``connection_reports``.
 * UpdateAppStatus: the app-status rules of the REST route (160-byte message, known slug).
 * GetResourcesMonitoringConfiguration: :attr:`RpcControl.resources` (coderd's defaults: 20
   datapoints every 10 s; memory only when a memory monitor exists, here off unless set).
@@ -54,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, empty_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
 
 from ..rpc import drpc
@@ -133,6 +136,8 @@ class RpcRecord:
     app_health: dict[str, str] = field(default_factory=dict)  # app id -> health name
     app_health_reports: list[dict[str, str]] = field(default_factory=list)
     stats_probes: int = 0
+    # ReportConnection: {at, id (UUID str), action, type (enum names), app_name, ip, status_code, reason}
+    connection_reports: list[dict[str, Any]] = field(default_factory=list)
     stats: list[dict[str, Any]] = field(default_factory=list)  # {at, stats: dict}
     log_batches: list[dict[str, Any]] = field(default_factory=list)  # {source, count, size}
     violations: list[str] = field(default_factory=list)
@@ -308,6 +313,7 @@ class _Service:
             "GetResourcesMonitoringConfiguration": (agent_pb2.GetResourcesMonitoringConfigurationRequest,
                                                     self.get_resources_config),
             "PushResourcesMonitoringUsage": (agent_pb2.PushResourcesMonitoringUsageRequest, self.push_resources),
+            "ReportConnection": (agent_pb2.ReportConnectionRequest, self.report_connection),
         }
 
     async def call(self, full_method: str, request: bytes) -> bytes:
@@ -470,12 +476,30 @@ class _Service:
                                    "rx_packets": s.rx_packets, "tx_packets": s.tx_packets,
                                    "connections_by_proto": dict(s.connections_by_proto),
                                    "session_counts": dict(s.session_counts),
+                                   "session_count_fields": {"ssh": s.session_count_ssh,
+                                                            "vscode": s.session_count_vscode,
+                                                            "jetbrains": s.session_count_jetbrains,
+                                                            "reconnecting_pty": s.session_count_reconnecting_pty},
                                    "metrics": [(mt.name, mt.value) for mt in s.metrics],
                                    "metric_details": [{"name": mt.name, "value": mt.value,
                                                        "type": agent_pb2.Stats.Metric.Type.Name(mt.type),
                                                        "labels": {lb.name: lb.value for lb in mt.labels}}
                                                       for mt in s.metrics]})
         return agent_pb2.UpdateStatsResponse(report_interval=d)
+
+    async def report_connection(self, req: agent_pb2.ReportConnectionRequest) -> Message:
+        c = req.connection
+        if len(c.id) != 16:
+            raise RpcFailure("invalid connection id: want 16 bytes")
+        if c.action == agent_pb2.Connection.ACTION_UNSPECIFIED:
+            raise RpcFailure("connection action is unspecified")
+        self.rec.connection_reports.append({
+            "at": time.monotonic(), "id": str(uuid.UUID(bytes=c.id)),
+            "action": agent_pb2.Connection.Action.Name(c.action), "type": agent_pb2.Connection.Type.Name(c.type),
+            "app_name": c.app_name, "ip": c.ip, "status_code": c.status_code,
+            "reason": c.reason if c.HasField("reason") else None,
+            "timestamp": c.timestamp.ToDatetime(dt.UTC) if c.HasField("timestamp") else None})
+        return empty_pb2.Empty()
 
     async def script_completed(self, req: agent_pb2.WorkspaceAgentScriptCompletedRequest) -> Message:
         t = req.timing

@@ -5,7 +5,8 @@ lifetime rule), :mod:`.ptyproc` (a process in its own PTY on asyncio), :mod:`.se
 session rules and the buffered backend), :mod:`.screen` (the GNU screen backend),
 :mod:`.container` (``docker exec`` argv and the container shell probe), :mod:`.server`
 (connections, reporting hooks; the tunnel calls :meth:`RptyServer.handle`, a loopback listener
-serves splicing).
+serves splicing), :mod:`.service` (the daemon capability: ``make_service`` → the tunnel's port 2
+service and a session counter, ``setup``).
 """
 
 from __future__ import annotations

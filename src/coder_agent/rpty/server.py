@@ -3,7 +3,11 @@
 Rules:
 
 * :meth:`RptyServer.handle` serves one connection given as asyncio streams (the tunnel calls it);
-  :meth:`RptyServer.start` also listens on 127.0.0.1 (an ephemeral port) for splicing.
+  :meth:`RptyServer.start` also listens on 127.0.0.1 (an ephemeral port) for splicing. The
+  splicer tells which tunnel address a loopback connection stands for with
+  :meth:`RptyServer.register_peer` (before its first byte, but maybe after the accept: the
+  connection waits up to :data:`REGISTER_WAIT` for it); with ``require_registered_peer`` (the
+  daemon) a loopback connection never registered is closed: it is some local process.
 * A connection sends the header (:mod:`.protocol`); a bad or missing header closes it. Sessions
   are keyed by the header's ``ID``: the first connection creates one (concurrent first connections
   create it once; a failure to start is every waiting connection's error), later ones attach.
@@ -31,12 +35,14 @@ from typing import Any
 from ..childenv import ChildEnv
 from ..clock import Clock, SystemClock
 from ..log import get_logger
+from ..procprio import ChildPriority
 from .protocol import HeaderReader, InitRequest, ProtocolError
 from .screen import ScreenSession
-from .session import BufferedSession, RptySettings, Session, SessionClosed, command_for
+from .session import BufferedSession, Command, RptySettings, Session, SessionClosed, command_for
 
 __all__ = ["RptyServer", "RptySettings", "backend_for", "host_of"]
 
+REGISTER_WAIT = 10.0
 OnConnect = Callable[[str, str], None]
 OnDisconnect = Callable[[str, str, int, str], None]
 
@@ -62,12 +68,14 @@ class RptyServer:
 
     ``env`` gives each session's environment: a :class:`~coder_agent.childenv.ChildEnv`
     (its ``build()``) or a callable returning a mapping. ``directory`` is the working directory
-    setting (a string or a callable for one that follows the manifest)."""
+    setting (a string or a callable for one that follows the manifest). ``priority`` is the daemon's
+    ``oom_score_adj``/nice for its children."""
 
     def __init__(self, env: ChildEnv | Callable[[], Mapping[str, str]], *,
                  directory: str | Callable[[], str] = "", settings: RptySettings | None = None,
                  on_connect: OnConnect | None = None, on_disconnect: OnDisconnect | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, require_registered_peer: bool = False,
+                 priority: ChildPriority | None = None) -> None:
         self.env_factory: Callable[[], Mapping[str, str]] = env.build if isinstance(env, ChildEnv) else env
         self.directory_factory: Callable[[], str] = directory if callable(directory) else (lambda: directory)
         self.settings = settings or RptySettings()
@@ -81,6 +89,10 @@ class RptyServer:
         self._listener: asyncio.Server | None = None
         self._closed = False
         self._log = get_logger("rpty")
+        self.require_registered_peer = require_registered_peer
+        self.priority = priority or ChildPriority()
+        self._peers: dict[int, str] = {}  # loopback client port -> the tunnel's "host:port"
+        self._registered = asyncio.Event()  # set (and cleared by waiters) on each registration
 
     @property
     def connections(self) -> int:
@@ -93,9 +105,37 @@ class RptyServer:
         port: int = self._listener.sockets[0].getsockname()[1]
         return port
 
+    def register_peer(self, local_client_port: int, remote: tuple[str, int],
+                      local: tuple[str, int] | None = None) -> None:
+        """The loopback connection from ``local_client_port`` carries the tunnel's from ``remote``."""
+        host, port = remote
+        self._peers[local_client_port] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._registered.set()
+
+    def unregister_peer(self, local_client_port: int) -> None:
+        self._peers.pop(local_client_port, None)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        await self.handle(reader, writer, f"{peer[0]}:{peer[1]}" if peer else "")
+        remote = await self._claim(int(peer[1])) if peer else None
+        if remote is None and self.require_registered_peer:
+            self._log.warning("reconnecting pty connection refused: not from the tunnel",
+                              client_port=peer[1] if peer else 0)
+            writer.close()
+            return
+        await self.handle(reader, writer, remote or (f"{peer[0]}:{peer[1]}" if peer else ""))
+
+    async def _claim(self, client_port: int) -> str | None:
+        """The registration of the loopback connection from ``client_port`` (the tunnel may make it
+        just after our accept); None without one (at once when not required)."""
+        if client_port in self._peers or not self.require_registered_peer:
+            return self._peers.pop(client_port, None)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(REGISTER_WAIT):
+                while client_port not in self._peers and not self._closed:
+                    self._registered.clear()
+                    await self._registered.wait()
+        return self._peers.pop(client_port, None)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote_addr: str) -> None:
         """Serve one connection until it or its session ends; never raises for the peer's errors."""
@@ -167,7 +207,9 @@ class RptyServer:
         s = cls(init.id, self.settings, self.clock, self._forget)
         self.sessions[init.id] = s
         try:
-            await s.start(await command_for(init, env, self.directory_factory(), self.settings), init)
+            cmd = await command_for(init, env, self.directory_factory(), self.settings)
+            prio = self.priority  # oom_score_adj / nice as every child of the daemon (Go's agentexec)
+            await s.start(Command(prio.wrap(cmd.argv), prio.env(cmd.env), cmd.cwd), init)
         except BaseException as e:
             self._forget(s)
             if not s.ready.done():
@@ -186,6 +228,7 @@ class RptyServer:
     async def close(self) -> None:
         """Stop listening, end every session (killing its processes) and every connection."""
         self._closed = True
+        self._registered.set()  # connections waiting for a registration give up
         if self._listener is not None:
             self._listener.close()
         await asyncio.gather(*(s.close("server shut down") for s in list(self.sessions.values())),

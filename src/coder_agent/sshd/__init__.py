@@ -8,19 +8,20 @@ talk to on the tunnel's ports 1 and 22 (Coder's Go ``agent/agentssh``).
 * :mod:`.server` — :class:`~.server.SshServer` on asyncssh, listening on loopback; the tunnel
   splices its connections there and registers which tunnel peer each one is.
 
-asyncssh is imported by :mod:`.server` only: import it where the server is started.
+* :mod:`.service` — the daemon capability: ``make_service(...)`` → :class:`~.service.SshService`
+  (the tunnel's port 1/22 :class:`~coder_agent.tunnelports.TunnelService` and a session counter),
+  ``setup(service, status=...)``; starts the server at the first manifest (tailnet on) or first use.
 
-Wiring (the composition root)::
+asyncssh is imported by :mod:`.server` only, which :mod:`.service` imports in a worker thread
+when it starts the server (about 0.4 s warm, 1.1 s cold).
 
-    from coder_agent.sshd.policy import CONNECTION_TYPE, host_key_seed
-    from coder_agent.sshd.server import SshServer
+Wiring (the composition root, ``Daemon.compose``)::
 
-    server = SshServer(daemon.command_env, host_key_seed=host_key_seed(owner, workspace, agent),
-                       block_file_transfer=settings.block_file_transfer, reporter=reporter,
-                       priority=daemon.child_priority)
-    port = await server.start()      # add it to the daemon's own ports (not a workspace port)
-    # tunnel, per accepted connection on ports 1 and 22: connect to 127.0.0.1:port, then
-    server.register_peer(local_port, (peer_ip, peer_port), (agent_ip, 1))   # before any byte
-    # stats: server.session_counts() -> {"ssh": n, "vscode": n, "jetbrains": n}
-    await server.stop()              # at shutdown: sessions hang up
+    from coder_agent.sshd import service as sshd
+
+    ssh = sshd.make_service(settings=s, command_env=..., priority=..., manifests=..., own_ports=...,
+                            reports=daemon.connection_reports)
+    services += sshd.setup(ssh, status=status)
+    tunnel_services[1] = tunnel_services[22] = ssh   # the tailnet splices there (tunnelports)
+    # stats: ssh.session_counts() -> {"ssh": n, "vscode": n, "jetbrains": n}
 """

@@ -19,21 +19,42 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
     from ..clock import Clock
     from ..config import Settings
     from ..localapi import LocalAPI
     from ..metrics import Metrics
     from ..status import StatusRegistry
+    from ..tunnelports import TunnelService
     from .network import TailnetNetwork
-    from .tunnel import TunnelTcp
+    from .tunnel import TunnelConn, TunnelTcp
 
 __all__ = ["make_network"]
 
 
+def _spliced(service: TunnelService) -> Callable[[TunnelConn], Awaitable[None]]:
+    """A tunnel port served by ``service``'s loopback listener; a reset when it cannot be reached."""
+    import ipaddress
+
+    from ..tunnelports import splice
+
+    async def handle(conn: TunnelConn) -> None:
+        local = (str(ipaddress.IPv6Address(conn.key.local_addr)), conn.local_port)
+        try:
+            await splice(service, conn, conn, conn.remote, local)
+        except OSError:
+            conn.abort()
+
+    return handle
+
+
 def make_network(*, settings: Settings, clock: Clock, metrics: Metrics, status: StatusRegistry, api: LocalAPI,
-                 own_ports: set[int]) -> TailnetNetwork:
+                 own_ports: set[int], services: Mapping[int, TunnelService]) -> TailnetNetwork:
     """``api``: the local API, whose handlers port 4 serves too (and where list-directory and
-    netcheck are added); ``own_ports``: the daemon's own listeners (port 4's loopback joins)."""
+    netcheck are added); ``own_ports``: the daemon's own listeners (port 4's loopback joins);
+    ``services``: what serves the agent's fixed ports (1 and 22: SSH, 2: the reconnecting PTY),
+    each reached by a splice to its loopback listener (:mod:`coder_agent.tunnelports`)."""
     from . import speedtest
     from .httpapi import AgentHttpApi
     from .network import TailnetNetwork
@@ -44,6 +65,8 @@ def make_network(*, settings: Settings, clock: Clock, metrics: Metrics, status: 
     def serve_ports(tunnel: TunnelTcp) -> None:
         tunnel.register(4, http_api.handle)
         tunnel.register(3, speedtest.serve)
+        for port, service in services.items():
+            tunnel.register(port, _spliced(service))
 
     network.on_tunnel.append(serve_ports)
     network.on_close.append(http_api.close)

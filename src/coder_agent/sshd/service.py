@@ -1,0 +1,174 @@
+"""The SSH server as a capability of the daemon: one :class:`SshService`.
+
+Rules:
+
+* :func:`make_service` builds it (the root hands it to the tunnel and the stats), :func:`setup`
+  registers its status and runs it.
+* asyncssh costs about 0.4 s to import (1.1 s cold, measured on the dev machine), so
+  :mod:`.server` is imported in a worker thread, and the server started, when the first manifest
+  arrives with the tailnet enabled (the manifest gives the host key's names, and only the tunnel
+  reaches the server) or on the first :meth:`SshService.port` call, whichever comes first. A
+  daemon without a tailnet never imports it.
+* The listener is on 127.0.0.1, an ephemeral port, added to ``own_ports`` (never a workspace
+  listening port); only loopback connections the tunnel registered are served
+  (:mod:`coder_agent.tunnelports`).
+* Sessions are reported to ``reports`` (CONNECT/DISCONNECT, app ``ssh``/``vscode``/
+  ``jetbrains``/``unknown``); :meth:`SshService.session_counts` are the server's live counts.
+* Status key ``sshd``: ``listening`` and ``port`` (no secrets: the host key is never shown).
+* Stop (drain): sessions hang up and their commands are waited for, bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..log import get_logger
+from ..service import Health
+from .policy import host_key_seed
+
+if TYPE_CHECKING:
+    from ..childenv import ChildEnv
+    from ..config import Settings
+    from ..connreports import ConnectionReports
+    from ..feed import Feed
+    from ..manifest import Manifest
+    from ..procprio import ChildPriority
+    from ..service import Service
+    from ..status import StatusRegistry
+    from .server import SshServer
+
+__all__ = ["SshService", "make_service", "setup"]
+
+
+class _Reporter:
+    """The server's ConnectionReporter onto the shared queue."""
+
+    def __init__(self, reports: ConnectionReports) -> None:
+        self.reports = reports
+
+    def on_connect(self, id: str, type: str, ip: str) -> None:
+        self.reports.connect(id, type, ip)
+
+    def on_disconnect(self, id: str, type: str, ip: str, status_code: int, reason: str) -> None:
+        self.reports.disconnect(id, type, ip, status_code, reason)
+
+
+class SshService:
+    """The SSH server's life in the daemon (see the module rules); a
+    :class:`~coder_agent.tunnelports.TunnelService` and a :class:`~coder_agent.connreports.SessionCounts`."""
+
+    name = "sshd"
+
+    def __init__(self, *, command_env: ChildEnv, priority: ChildPriority, manifests: Feed[Manifest],
+                 own_ports: set[int], reports: ConnectionReports | None, block_file_transfer: bool,
+                 start_on_manifest: bool, max_timeout: float = 0.0,
+                 process_env: Mapping[str, str] | None = None) -> None:
+        self.health = Health()
+        self.command_env = command_env
+        self.priority = priority
+        self.manifests = manifests
+        self.own_ports = own_ports
+        self.reports = reports
+        self.block_file_transfer = block_file_transfer
+        self.process_env = process_env
+        self.max_timeout = max_timeout
+        self.server: SshServer | None = None
+        self.log = get_logger("sshd")
+        self._want = asyncio.Event()  # start the server (first manifest or first use)
+        self._named = asyncio.Event()  # a manifest came: the host key's names are known
+        self._start_on_manifest = start_on_manifest
+        self._ready: asyncio.Future[int] | None = None
+        manifests.subscribe(self._on_manifest)  # for the daemon's life, as the service
+
+    def _on_manifest(self, m: Manifest | None) -> None:
+        if m is not None:
+            self._named.set()
+            if self._start_on_manifest:
+                self._want.set()
+
+    def _ready_future(self) -> asyncio.Future[int]:
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_future()
+        return self._ready
+
+    async def run(self) -> None:
+        ready = self._ready_future()
+        if not self._want.is_set():
+            self.health.set("ok", "idle: starts with the first manifest (tailnet on) or the first connection")
+        await self._want.wait()
+        await self._named.wait()
+        m = self.manifests.latest
+        owner, workspace, agent = (m.owner, m.workspace_name, m.agent_name) if m is not None else ("", "", "")
+        try:
+            mod = await asyncio.to_thread(importlib.import_module, "coder_agent.sshd.server")
+            server: SshServer = mod.SshServer(
+                self.command_env, host_key_seed=host_key_seed(owner, workspace, agent),
+                block_file_transfer=self.block_file_transfer,
+                reporter=_Reporter(self.reports) if self.reports is not None else None,
+                priority=self.priority, process_env=self.process_env, max_timeout=self.max_timeout)
+            port = await server.start()
+        except Exception as e:
+            if not ready.done():
+                ready.set_exception(e)
+                ready.exception()  # retrieved here: waiters get it
+            self._ready = None  # the restart (service supervisor) tries again
+            raise
+        self.server = server
+        self.own_ports.add(port)
+        if not ready.done():
+            ready.set_result(port)
+        self.health.set("ok", f"listening on 127.0.0.1:{port}")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self._stop()
+
+    async def drain(self) -> None:
+        await self._stop()
+
+    async def _stop(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            self.own_ports.discard(server.port)
+            await server.stop()
+
+    # -- TunnelService ---------------------------------------------------------------------------
+
+    async def port(self) -> int:
+        self._want.set()
+        return await asyncio.shield(self._ready_future())
+
+    def register_peer(self, local_client_port: int, remote: tuple[str, int], local: tuple[str, int]) -> None:
+        if self.server is not None:
+            self.server.register_peer(local_client_port, remote, local)
+
+    def unregister_peer(self, local_client_port: int) -> None:
+        if self.server is not None:
+            self.server.unregister_peer(local_client_port)
+
+    # -- SessionCounts ---------------------------------------------------------------------------
+
+    def session_counts(self) -> dict[str, int]:
+        return self.server.session_counts() if self.server is not None else {}
+
+    def status(self) -> dict[str, Any]:
+        s = self.server
+        return {"listening": s is not None and s.port > 0, "port": s.port if s is not None else None,
+                "sessions": self.session_counts(), "block_file_transfer": self.block_file_transfer}
+
+
+def make_service(*, settings: Settings, command_env: ChildEnv, priority: ChildPriority, manifests: Feed[Manifest],
+                 own_ports: set[int], reports: ConnectionReports | None) -> SshService:
+    """The SSH server: the tunnel's port 1/22 service and a session counter."""
+    return SshService(command_env=command_env, priority=priority, manifests=manifests, own_ports=own_ports,
+                      reports=reports, block_file_transfer=settings.block_file_transfer,
+                      start_on_manifest=settings.tailnet_enable, max_timeout=settings.ssh_max_timeout)
+
+
+def setup(service: SshService, *, status: StatusRegistry) -> list[Service]:
+    """The SSH server capability: its status key and the service to run."""
+    status.add("sshd", service.status)
+    return [service]
