@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import REDACTED
 
-__all__ = ["App", "Devcontainer", "Healthcheck", "Manifest", "MetadataKey", "Script", "Secret"]
+__all__ = ["App", "Devcontainer", "Healthcheck", "Manifest", "MetadataKey", "OrderDependency", "Script", "Secret"]
 
 
 class _Model(BaseModel):
@@ -54,6 +54,11 @@ class App(_Model):
     health: str = "unspecified"
 
 
+class OrderDependency(_Model):
+    script_id: str = ""
+    requires: str = "success"  # success | completion (Go's coder_script_order)
+
+
 class Script(_Model):
     id: str = ""
     log_source_id: str = ""
@@ -65,6 +70,7 @@ class Script(_Model):
     run_on_stop: bool = False
     start_blocks_login: bool = False
     timeout: float = 0.0  # seconds
+    order_dependencies: list[OrderDependency] = Field(default_factory=list)
 
 
 class MetadataKey(_Model):

@@ -38,7 +38,8 @@ async def test_manifest_devcontainer_comes_up_and_its_placeholder_never_runs(
     done = await apoll(completed, timeout=180)
     said = [ln for ln in d.stderr().splitlines() if "devcontainer" in ln]
     assert done["status"] == "ok" and done["stage"] == "start", said
-    assert "ready" in [e["state"] for e in devserver.agent.lifecycle]
+    # READY follows the devcontainer's ScriptCompleted (the start phase ends after the bring-up)
+    await apoll(lambda: "ready" in [e["state"] for e in devserver.agent.lifecycle], timeout=30)
     running = [c for c in docker_client.containers.list(sparse=True)
                if (c.attrs.get("Labels") or {}).get("devcontainer.local_folder") == str(repo)]
     assert running

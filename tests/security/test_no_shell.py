@@ -1,10 +1,10 @@
 """Static check over src/: no subprocess goes through a shell with data in it.
 
 Forbidden anywhere: ``shell=True``; ``os.system``, ``os.popen``, ``os.exec*``/``os.spawn*`` with a
-shell; ``asyncio.create_subprocess_shell``; an argv literal that starts a shell with ``-c``. The one
-allowed exceptions are the documented script runners: a user's own ``[[scripts]]`` text and the
-template's metadata scripts run by the user's own shell, by design (``<shell> -c <script>``, as the
-Go agent does), listed below by file and function so a new use anywhere else fails this test.
+shell; ``asyncio.create_subprocess_shell``; an argv literal that starts a shell with ``-c``. The
+allowed exceptions are listed below by file and function, so a new use anywhere else fails this
+test. (Scripts and metadata commands run ``<login shell> -c <script>`` as the Go agent does, built
+by ``coder_agent.childenv.command_argv`` from the passwd entry, not from a literal.)
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "coder_agent"
 
 # (file relative to src/coder_agent, enclosing function): why it may run a shell
 ALLOWED_SHELL_C = {
-    ("scripts/runner.py", "_spawn"): "runs the user's own script text with the user's own shell, by design",
-    ("agentrpc/metadata.py", "collect"): "runs the template's metadata script with the user's shell, as the "
-                                         "Go agent does",
+    ("config.py", "run_header_command"): "runs the operator's own --agent-header-command with sh -c, as Go's "
+                                         "`coder agent --agent-header-command` does",
 }
 # Not a finding: coder_agent.procprio's ``/bin/sh -c <constant prelude> ... "$@"`` (the prelude is a
 # literal; the values and the command travel as separate argv entries, never interpolated).
@@ -94,7 +93,6 @@ def test_no_subprocess_through_a_shell() -> None:
 
 
 def test_the_check_catches_each_form(tmp_path: Path) -> None:
-    (tmp_path / "scripts").mkdir()
     (tmp_path / "bad.py").write_text(
         "import os, subprocess, asyncio\n"
         "def f(x):\n"
@@ -105,8 +103,8 @@ def test_the_check_catches_each_form(tmp_path: Path) -> None:
         "    subprocess.Popen([shell, '-c', x])\n"
         "    os.execvp('ls', ['ls'])\n"
     )
-    (tmp_path / "scripts" / "runner.py").write_text(
-        "import subprocess\ndef _spawn(shell, s):\n    subprocess.Popen([shell, '-c', s])\n")
+    (tmp_path / "config.py").write_text(
+        "import subprocess\ndef run_header_command(c):\n    subprocess.run(['sh', '-c', c])\n")
     bad, used = findings(tmp_path)
     assert len(bad) == 6, bad
-    assert used == {("scripts/runner.py", "_spawn")}
+    assert used == {("config.py", "run_header_command")}
