@@ -45,6 +45,7 @@ from .lifecycle import Lifecycle
 from .localapi import LocalAPI, json_response
 from .log import Redactor, get_logger
 from .logsink import LogSink, MemoryLogSink
+from .loopstats import wakeups_per_minute
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .netwatch import NetWatch
@@ -214,6 +215,8 @@ class Daemon:
         }
         for key, value in self.status_keys.collect():
             data[key] = value
+        # the event loop's own count of times it woke from sleep in the last 60 s (loopstats.py)
+        data["wakeups_per_minute"] = wakeups_per_minute()
         # For leak checks (tests, operators): live asyncio tasks and threads in this process.
         data["debug"] = {"tasks": len(asyncio.all_tasks()), "threads": threading.active_count()}
         return data
