@@ -296,7 +296,11 @@ class Daemon:
         api.route("GET", "/api/v0/status", self._status_handler)
         api.route("POST", "/api/v0/retry", self._retry_handler)
         self.services.add(FnService("watchdog", self._watchdog))
-        self.services.add(NetWatch(self._network_changed))
+        # netlink open only while coderd is unreachable: a connected daemon never wakes for it
+        netwatch = NetWatch(self._network_changed,
+                            wanted=lambda: self.controlplane.state in (ConnState.FAILING, ConnState.CONNECTING))
+        self.controlplane.on_change(netwatch.poke)
+        self.services.add(netwatch)
 
         pipeline = logs.make_pipeline(settings=s, store=self.store, client=self.client, clock=self.clock,
                                       metrics=self.metrics)
