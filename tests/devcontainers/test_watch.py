@@ -141,6 +141,8 @@ def test_classify() -> None:
     assert c.config and c.discovery
     c = classify([ev(2, ino.IN_CREATE | ino.IN_ISDIR, 0, "sub")], dirs)
     assert c.new_dirs == ["/w/r/sub"] and c.discovery
+    c = classify([ev(2, ino.IN_CREATE | ino.IN_ISDIR, 0, "node_modules")], dirs)
+    assert c.new_dirs == [] and not c.discovery  # a dependency tree: never watched
     c = classify([ev(1, ino.IN_CREATE | ino.IN_ISDIR, 0, ".git")], dirs)
     assert c.discovery and c.new_dirs == []  # never watch inside .git
     c = classify([ev(2, ino.IN_CLOSE_WRITE, 0, "main.py"), ev(9, ino.IN_CREATE, 0, "x.json")], dirs)

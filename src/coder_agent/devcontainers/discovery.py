@@ -9,7 +9,7 @@ and the global excludes are honoured) ending in ``.devcontainer/devcontainer.jso
 warning. :func:`projects_from_paths` and :func:`dirs_from_paths` are the pure parts.
 
 :func:`scan` also returns the directories worth watching (the workspace directory, its direct
-subdirectories, and every directory holding a file git shows), so the manager can learn of a
+subdirectories but hidden ones, and every directory holding a file git shows), so the manager can learn of a
 new or changed ``devcontainer.json`` through inotify instead of walking again.
 """
 
@@ -79,7 +79,8 @@ def scan(directory: Path, timeout: float = 10.0) -> Found:
     out = Found()
     out.dirs.add(str(directory))
     try:
-        out.dirs.update(str(p) for p in directory.iterdir() if p.is_dir() and p.name != ".git")
+        # not hidden ones (~/.cache, ~/.local...): busy, and not where projects live
+        out.dirs.update(str(p) for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError:
         pass
     git = shutil.which("git")

@@ -352,6 +352,8 @@ class DevcontainerManager:
     # config files and discovery --------------------------------------------------------
 
     def _on_watch(self, change: Change) -> None:
+        if not (change.config or change.discovery or change.new_dirs or change.overflow):
+            return  # an ordinary file in a project changed: nothing to do, not even a wake-up of the loop
         p = self._pending
         p.config |= change.config
         p.discovery |= change.discovery

@@ -8,7 +8,8 @@ Rules:
 * :class:`DirWatch` owns one inotify descriptor registered with ``loop.add_reader``: no thread,
   no timer; the loop wakes only when the kernel has events. It watches the directories
   discovery names (:func:`.discovery.scan`), and every directory created under a watched one
-  (recursively, skipping ``.git``), up to ``limit`` watches.
+  (recursively, skipping ``.git`` and :data:`SKIP`: dependency and cache trees a tool fills
+  with thousands of directories, never a project's config), up to ``limit`` watches.
 * When inotify is unavailable (not Linux, a sandbox, the per-user instance limit) or the watches
   run out (``limit``, or the kernel's ``max_user_watches``: ENOSPC) the caller falls back to a
   slow poll; :class:`WatchUnavailable` carries the one-line reason for ``status``.
@@ -25,13 +26,17 @@ from dataclasses import dataclass, field
 
 from .. import inotify as ino
 
-__all__ = ["DIR_MASK", "Change", "DirWatch", "WatchUnavailable", "classify"]
+__all__ = ["DIR_MASK", "SKIP", "Change", "DirWatch", "WatchUnavailable", "classify"]
 
 DIR_MASK = (ino.IN_CREATE | ino.IN_DELETE | ino.IN_MOVED_FROM | ino.IN_MOVED_TO | ino.IN_CLOSE_WRITE
             | ino.IN_ATTRIB | ino.IN_DELETE_SELF | ino.IN_MOVE_SELF | ino.IN_ONLYDIR)
 _ENTRIES = ino.IN_CREATE | ino.IN_DELETE | ino.IN_MOVED_FROM | ino.IN_MOVED_TO
 # names whose appearance, removal or change may change the set of projects
 _DISCOVERY_NAMES = (".git", ".gitignore", ".devcontainer", "devcontainer.json", ".devcontainer.json")
+
+
+SKIP = frozenset({".git", "node_modules", ".venv", "venv", "__pycache__", ".cache", ".tox", ".mypy_cache",
+                  ".pytest_cache", ".ruff_cache", ".gradle", ".m2"})
 
 
 class WatchUnavailable(Exception):
@@ -68,6 +73,8 @@ def classify(events: Iterable[ino.Event], dirs: dict[int, str]) -> Change:
         if ev.mask & ino.IN_ISDIR:
             if name == ".git":
                 out.discovery = True
+                continue
+            if name in SKIP:
                 continue
             if ev.mask & (ino.IN_CREATE | ino.IN_MOVED_TO):
                 out.new_dirs.append(f"{base}/{name}")
@@ -132,7 +139,7 @@ class DirWatch:
             try:
                 with os.scandir(d) as it:
                     stack.extend(e.path for e in it
-                                 if e.name != ".git" and e.is_dir(follow_symlinks=False))
+                                 if e.name not in SKIP and e.is_dir(follow_symlinks=False))
             except OSError:
                 continue
 
