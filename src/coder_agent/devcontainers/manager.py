@@ -110,6 +110,7 @@ class DevcontainerManager:
         self.watch_mode = "starting"  # inotify | poll
         self.watch_reason = ""
         self._files_kick = asyncio.Event()
+        self._watched_config_dirs: set[str] = set()
         self._pending = Change()
         stored = store.get(STATE_KEY, {}) or {}
         for entry in stored.get("ids", []) if isinstance(stored, dict) else []:
@@ -213,6 +214,9 @@ class DevcontainerManager:
         self.devcontainers, self._dup_warnings = assemble(
             self.containers, sources, self.runtime, self._mtimes, exists=os.path.isfile, ids=self._ids)
         self._remember_ids()
+        if self.watch_mode == "inotify" and not self._config_dirs() <= self._watched_config_dirs:
+            self._pending.config = True  # a container names a config elsewhere: watch its directory too
+            self._files_kick.set()
         rendered = json.dumps(self.response(), sort_keys=True)
         if rendered != self._rendered:
             self._rendered = rendered
@@ -369,7 +373,9 @@ class DevcontainerManager:
                          reason=reason)
 
     def _config_dirs(self) -> set[str]:
+        """The directories of every config we know (discovered, manifest, container labels)."""
         paths = {c for _, c in self._discovered} | {s.config_path for s in self._manifest_sources() if s.config_path}
+        paths |= {d.config_path for d in self.devcontainers if d.config_path}
         return {os.path.dirname(p) for p in paths if os.path.isdir(os.path.dirname(p))}
 
     async def _files_loop(self) -> None:
@@ -415,7 +421,8 @@ class DevcontainerManager:
                         watch = None
             if watch is not None:
                 try:
-                    watch.watch(sorted(self._config_dirs()))
+                    self._watched_config_dirs = self._config_dirs()
+                    watch.watch(sorted(self._watched_config_dirs))
                 except WatchUnavailable as e:
                     self._fall_back(watch, str(e))
                     watch = None
