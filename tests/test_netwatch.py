@@ -60,6 +60,30 @@ async def test_a_real_address_change_is_seen_once_per_burst() -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_closed_while_not_wanted_and_opened_by_a_poke() -> None:
+    calls: list[int] = []
+    want = [False]
+    w = NetWatch(lambda: calls.append(1), debounce=0.2, wanted=lambda: want[0])
+    task = asyncio.create_task(w.run())
+    try:
+        await apoll(lambda: w.health.state == "ok")
+        assert not w.listening  # no netlink socket: a busy host's messages cost nothing
+        with _address_on_lo():
+            await asyncio.sleep(0.5)
+        assert calls == [] and w.changes == 0
+        want[0] = True
+        w.poke()
+        await apoll(lambda: w.listening)
+        with _address_on_lo():
+            await apoll(lambda: calls)
+        want[0] = False
+        w.poke()
+        await apoll(lambda: not w.listening)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_daemon_retries_coderd_on_a_network_change(devserver: DevServer, daemon_env, spawn_daemon) -> None:  # type: ignore[no-untyped-def]
     await devserver.go_down()
     d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token))

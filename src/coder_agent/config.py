@@ -128,6 +128,9 @@ class Settings(BaseModel):
     # For tests of the watchdog only: stall the event loop this many seconds after start.
     debug_stall_loop: Seconds = Field(default=0.0, ge=0)
     devcontainers_cli: str = ""
+    devcontainers_inotify: bool = True
+    devcontainers_watch_limit: int = Field(default=4000, ge=1)
+    devcontainers_poll_interval: Seconds = Field(default=30.0, gt=0)
     log_retention: Duration = Field(default=7 * 86400.0, gt=0)
     reinit_ping_interval: Seconds = Field(default=15.0, gt=0)
     request_timeout: Seconds = Field(default=30.0, gt=0)
@@ -260,6 +263,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_sources", None, None, "log_sources", "table"),
     Setting("devcontainers_cli", "--devcontainers-cli", "CODER_AGENT_DEVCONTAINERS_CLI", "devcontainers.cli",
             help="the Dev Containers CLI (path or name; default: devcontainer on PATH)"),
+    Setting("devcontainers_inotify", "--devcontainers-inotify", "CODER_AGENT_DEVCONTAINERS_INOTIFY",
+            "devcontainers.inotify", "bool",
+            help="follow devcontainer.json files and project discovery through inotify (else: poll)"),
+    Setting("devcontainers_watch_limit", "--devcontainers-watch-limit", "CODER_AGENT_DEVCONTAINERS_WATCH_LIMIT",
+            "devcontainers.watch_limit",
+            help="at most this many directories watched through inotify; past it, poll (default 4000)"),
+    Setting("devcontainers_poll_interval", "--devcontainers-poll-interval",
+            "CODER_AGENT_DEVCONTAINERS_POLL_INTERVAL", "devcontainers.poll_interval", "float",
+            help="seconds between discovery and config polls where inotify is off or exhausted (default 30)"),
     Setting("log_retention", "--log-retention", "CODER_AGENT_LOG_RETENTION", "log_retention",
             help="keep rotated local logs this long (e.g. 7d, 24h; within 256 MiB per file set; default 7d)"),
     Setting("reinit_ping_interval", "--reinit-ping-interval", "CODER_AGENT_REINIT_PING_INTERVAL",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,9 +38,14 @@ class ControlPlane:
     transport: str = "rest"
     _listeners: list[Any] = field(default_factory=list)
 
+    def on_change(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` after every change of :attr:`state`."""
+        self._listeners.append(fn)
+
     def set(self, state: ConnState, error: str | None = None) -> None:
         now = self.clock.now()
-        if state is not self.state:
+        changed = state is not self.state
+        if changed:
             self.state = state
             self.since = now
         if state is ConnState.CONNECTING:
@@ -50,6 +56,9 @@ class ControlPlane:
         if error is not None:
             self.last_error = error
             self.last_error_at = now
+        if changed:
+            for fn in list(self._listeners):
+                fn()
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -49,6 +49,7 @@ from .lifecycle import Lifecycle
 from .localapi import LocalAPI, json_response
 from .log import Redactor, get_logger
 from .logsink import LogSink, MemoryLogSink
+from .loopstats import wakeups_per_minute
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .netwatch import NetWatch
@@ -231,6 +232,8 @@ class Daemon:
         }
         for key, value in self.status_keys.collect():
             data[key] = value
+        # the event loop's own count of times it woke from sleep in the last 60 s (loopstats.py)
+        data["wakeups_per_minute"] = wakeups_per_minute()
         # For leak checks (tests, operators): live asyncio tasks and threads in this process.
         data["debug"] = {"tasks": len(asyncio.all_tasks()), "threads": threading.active_count()}
         return data
@@ -316,7 +319,11 @@ class Daemon:
         api.route("GET", "/api/v0/status", self._status_handler)
         api.route("POST", "/api/v0/retry", self._retry_handler)
         self.services.add(FnService("watchdog", self._watchdog))
-        self.services.add(NetWatch(self._network_changed))
+        # netlink open only while coderd is unreachable: a connected daemon never wakes for it
+        netwatch = NetWatch(self._network_changed,
+                            wanted=lambda: self.controlplane.state in (ConnState.FAILING, ConnState.CONNECTING))
+        self.controlplane.on_change(netwatch.poke)
+        self.services.add(netwatch)
 
         pipeline = logs.make_pipeline(settings=s, store=self.store, client=self.client, clock=self.clock,
                                       metrics=self.metrics)

@@ -5,7 +5,9 @@ change (a link coming up, an address or a route added or removed: a VPN, DHCP, a
 is the moment a retry is most likely to work, so it skips the wait, as SIGHUP does. The kernel
 pushes these events on a netlink socket: nothing is polled, and an idle machine costs nothing.
 Only a failing connection is retried: a connected one is left alone (a dead one is found by its
-pings).
+pings). So the netlink socket is open only while ``wanted()`` says so (coderd unreachable): a
+connected daemon does not even wake for the route and link messages of a busy host (containers
+starting, veths coming and going). :meth:`NetWatch.poke` makes it look at ``wanted()`` again.
 
 :func:`parse_types` is the sans-I/O part (netlink framing); :class:`NetWatch` the service.
 """
@@ -47,9 +49,13 @@ def parse_types(data: bytes) -> list[int]:
 class NetWatch:
     name = "netwatch"
 
-    def __init__(self, on_change: Callable[[], None], debounce: float = DEBOUNCE) -> None:
+    def __init__(self, on_change: Callable[[], None], debounce: float = DEBOUNCE,
+                 wanted: Callable[[], bool] = lambda: True) -> None:
         self.on_change = on_change
         self.debounce = debounce
+        self.wanted = wanted
+        self.listening = False  # the netlink socket is open (tests, status)
+        self._poke = asyncio.Event()
         self.health = Health()
         self.changes = 0  # debounced bursts seen (for status and tests)
         self._log = get_logger("netwatch")
@@ -71,12 +77,30 @@ class NetWatch:
             return None
         return sock
 
+    def poke(self) -> None:
+        """Look at ``wanted()`` again (the control plane's state changed)."""
+        self._poke.set()
+
     async def run(self) -> None:
-        sock = self._open()
-        if sock is None:
-            self.health.set("stopped", "netlink is not available here; retries follow the backoff only")
-            await asyncio.Event().wait()
-            return
+        while True:
+            if not self.wanted():
+                self.health.set("ok", "idle while coderd is reachable")
+                self._poke.clear()
+                await self._poke.wait()
+                continue
+            sock = self._open()
+            if sock is None:
+                self.health.set("stopped", "netlink is not available here; retries follow the backoff only")
+                await asyncio.Event().wait()
+                return
+            try:
+                self.listening = True
+                await self._listen(sock)
+            finally:
+                self.listening = False
+
+    async def _listen(self, sock: socket.socket) -> None:
+        """Report changes until ``wanted()`` turns false (checked on every poke)."""
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
 
@@ -95,7 +119,18 @@ class NetWatch:
         self.health.set("ok", "watching network changes")
         try:
             while True:
-                await event.wait()
+                self._poke.clear()
+                if not self.wanted():
+                    return
+                change = asyncio.ensure_future(event.wait())
+                poke = asyncio.ensure_future(self._poke.wait())
+                try:
+                    await asyncio.wait({change, poke}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    change.cancel()
+                    poke.cancel()
+                if not event.is_set():
+                    continue
                 await asyncio.sleep(self.debounce)
                 event.clear()
                 self.changes += 1

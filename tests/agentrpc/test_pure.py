@@ -119,14 +119,17 @@ def test_metadata_scheduler() -> None:
     s = metadata.MetadataScheduler([{"key": "a", "script": "x", "interval": 5},
                                     {"key": "once", "script": "y", "interval": 0},
                                     {"key": "t", "script": "z", "interval": 0, "timeout": 2}], tick=1.0)
-    assert s.due(0) == ["a", "once", "t"]
+    assert s.due(0) == ["a", "once", "t"] and s.next_due() == 0.0
     for k in ("a", "once", "t"):
         s.started(k, 0)
     assert s.due(10) == []  # all in flight: at most one collection per key
+    assert s.next_due() is None  # nothing falls due until a result arrives
     r = metadata.Result("x\n", "", T0)
     s.finished("a", r)
     s.finished("once", r)
     assert s.due(4.9) == [] and s.due(5) == ["a"]  # interval 0: collected once only
+    assert s.next_due() == 5  # the runner sleeps until then: no fixed tick
+    assert s.has_new
     assert set(s.take_report()) == {"a", "once"} and s.take_report() == {}
     assert s.timeout_for("a") == 5 and s.timeout_for("t") == 2 and s.timeout_for("once") == 3
     req = metadata.report_request({"a": r})

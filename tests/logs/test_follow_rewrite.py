@@ -22,9 +22,9 @@ from structlog.testing import capture_logs
 
 from coder_agent.config import LogSourceConfig
 from coder_agent.devserver import DevServer
+from coder_agent.inotify import Inotify
 from coder_agent.logs import follow
 from coder_agent.logs.follow import FileFollower, resume_point
-from coder_agent.logs.inotify import Inotify
 from coder_agent.logsink import MemoryLogSink, source_id_for
 from coder_agent.state import StateStore
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from coder_agent.logs import inotify as ino
+from coder_agent import inotify as ino
 from coder_agent.logs.follow import relevant
 
 

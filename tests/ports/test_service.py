@@ -108,26 +108,50 @@ async def test_a_burst_costs_one_scan(harness: Callable[..., Any]) -> None:
     assert reader.calls == 2
 
 
-async def test_scan_interval_fast_only_while_watched() -> None:
+async def test_idle_scans_back_off_while_nothing_changes_fast_while_watched() -> None:
     reader = Counting()
     clock = FakeClock()
     svc = PortsService(Scanner([reader]), clock=clock)
     task = asyncio.create_task(svc.run())
     try:
-        await apoll(lambda: len(clock.sleeps) >= 2)
-        assert set(clock.sleeps) == {5.0}
+        await apoll(lambda: len(clock.sleeps) >= 6)
+        assert clock.sleeps[:6] == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]  # nothing changes: back off to 60 s
+        assert reader.calls <= len(clock.sleeps) + 1  # one scan per wake-up, no more
+        # a change (seen by the background scan) resets the cadence
+        reader.listeners_ = [Listener(4, "0.0.0.0", 3001, "node")]
+        n = len(clock.sleeps)
+        await apoll(lambda: len(clock.sleeps) >= n + 3)
+        after = clock.sleeps[n:n + 3]
+        assert 5.0 in after and after[after.index(5.0) + 1:][:1] in ([], [10.0]), after
+        # a watcher makes it fast
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
         svc._watchers.add(queue)
+        svc._wake.set()
         n = len(clock.sleeps)
         await apoll(lambda: len(clock.sleeps) >= n + 3)
         assert clock.sleeps[-1] == 1.0
         svc._watchers.discard(queue)
         n = len(clock.sleeps)
         await apoll(lambda: len(clock.sleeps) >= n + 3)
-        assert clock.sleeps[-1] == 5.0
+        assert clock.sleeps[-1] > 1.0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_new_port_appears_on_the_next_request_without_the_background_loop(
+        harness: Callable[..., Any], listen: Callable[..., Listeners]) -> None:
+    # the background loop sleeps an hour: only the on-demand scan (behind the 1 s cache) can see it
+    h = await harness(idle_interval=3600.0, idle_max=3600.0)
+    await apoll(lambda: h.svc.scans >= 1)
+    await h.get()
+    ln = listen([V4], name="ca-demand")
+    entry = {"process_name": "ca-demand", "network": "tcp", "port": ln.ports[0]}
+    opened = time.monotonic()
+    while entry not in await h.ours(ln.ports):
+        assert time.monotonic() - opened < t(2), "the new port did not show on demand within 2 s"
+        await asyncio.sleep(0.05)
+    assert h.svc.scans <= 5  # on demand, behind the cache: not one scan per request
 
 
 async def test_scan_error_is_500_and_degraded_not_a_crash(harness: Callable[..., Any]) -> None:

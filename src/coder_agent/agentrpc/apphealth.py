@@ -67,6 +67,11 @@ class AppHealthTracker:
             self.health[probe.app_id] = new
             self._changed = True
 
+    @property
+    def pending(self) -> bool:
+        """A change not reported yet."""
+        return self._changed
+
     def take_report(self) -> dict[str, str] | None:
         """The full map if anything changed since the last call, else None."""
         if not self._changed:

@@ -8,7 +8,10 @@ Rules (coder-agent-rpc.md §5.7, §6.9, §6.10):
 * Timeout: ``timeout`` s, else ``interval`` s, else 3 × the report tick, else 5 s.
 * Output (stdout and stderr combined) over 10 240 bytes is cut, with an error note.
 * A report carries only keys with a new result since the last report; the runner keeps at
-  most one ``BatchUpdateMetadata`` in flight (entries go in field 2, ``metadata``).
+  most one ``BatchUpdateMetadata`` in flight (entries go in field 2, ``metadata``), and at most
+  one per report tick.
+* The runner sleeps until :meth:`MetadataScheduler.next_due` or a result, never on a fixed tick:
+  no wake-up while nothing is due.
 """
 
 from __future__ import annotations
@@ -70,6 +73,17 @@ class MetadataScheduler:
             if k.last_started is None or (k.interval > 0 and now - k.last_started >= k.interval):
                 out.append(k.key)
         return out
+
+    def next_due(self) -> float | None:
+        """When the next key falls due (monotonic), ``None`` while none will without a result."""
+        times = [0.0 if k.last_started is None else k.last_started + k.interval
+                 for k in self.keys.values()
+                 if not k.in_flight and (k.last_started is None or k.interval > 0)]
+        return min(times) if times else None
+
+    @property
+    def has_new(self) -> bool:
+        return bool(self._new)
 
     def started(self, key: str, now: float) -> None:
         k = self.keys[key]

@@ -496,6 +496,7 @@ class AgentSession:
         running: set[asyncio.Task[None]] = set()
 
         command_env = self.parts.command_env
+        finished = asyncio.Event()
 
         async def one(key: str) -> None:
             k = sched.keys[key]
@@ -505,28 +506,47 @@ class AgentSession:
                                     script_file_name(f"metadata/{key}"))
             except OSError as e:
                 sched.finished(key, metadata.Result("", f"write script: {e}", dt.datetime.now(dt.UTC)))
+                finished.set()
                 return
             # As Go's CreateCommand: the workspace directory, else (empty or not there yet) home.
             cwd = resolve_directory(m.get("directory") or self.parts.settings.directory, env)
             result = await metadata.collect(argv, sched.timeout_for(key), env, cwd, self.parts.priority)
             sched.finished(key, result)
+            finished.set()
 
+        last_report = float("-inf")
         try:
             while True:
-                for key in sched.due(clock.monotonic()):
-                    sched.started(key, clock.monotonic())
+                finished.clear()
+                now = clock.monotonic()
+                for key in sched.due(now):
+                    sched.started(key, now)
                     task = asyncio.create_task(one(key))
                     running.add(task)
                     task.add_done_callback(running.discard)
-                results = sched.take_report()
-                if results:
+                if sched.has_new and now - last_report >= self.tick:
+                    results = sched.take_report()
+                    last_report = now
                     try:
                         await client.call("BatchUpdateMetadata", metadata.report_request(results),
                                           agent_pb2.BatchUpdateMetadataResponse, timeout=30.0)
                     except BaseException:
                         sched.put_back(results)
                         raise
-                await asyncio.sleep(self.tick)
+                    continue  # time passed during the call: look again before sleeping
+                # sleep until a key is due or a result arrives (then at most one report per tick)
+                now = clock.monotonic()
+                wakes = [last_report + self.tick] if sched.has_new else []
+                nd = sched.next_due()
+                if nd is not None:
+                    wakes.append(nd)
+                timeout = max(0.0, min(wakes) - now) if wakes else None
+                if sched.has_new:
+                    await asyncio.sleep(timeout or 0.0)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await finished.wait()
         finally:
             for task in list(running):
                 task.cancel()
@@ -539,16 +559,31 @@ class AgentSession:
             self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         http = self._http
 
+        changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
         async def prober(p: apphealth.Probe) -> None:
             while True:
                 tracker.result(p, await apphealth.probe(http, p))
+                if tracker.pending:
+                    changed.set()
                 await asyncio.sleep(p.interval)
 
         async with asyncio.TaskGroup() as tg:
             for p in tracker.probes:
                 tg.create_task(prober(p))
+            last_report = float("-inf")
             while True:
+                # woken by a change only (the probes keep their own intervals); one report per tick
+                changed.clear()
+                if not tracker.pending:
+                    await changed.wait()
+                    continue
+                wait = last_report + self.tick - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 report = tracker.take_report()
+                last_report = loop.time()
                 if report:
                     try:
                         await client.call("BatchUpdateAppHealths", apphealth.report_request(report),
@@ -558,7 +593,6 @@ class AgentSession:
                     except Exception as e:  # the Go agent only logs these
                         tracker.put_back()
                         self.log.warning("app health report failed", error=str(e))
-                await asyncio.sleep(self.tick)
 
     async def _stats_loop(self, client: RpcClient) -> None:
         resp = await client.call("UpdateStats", agent_pb2.UpdateStatsRequest(), agent_pb2.UpdateStatsResponse)

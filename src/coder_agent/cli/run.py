@@ -68,7 +68,11 @@ def run(args: argparse.Namespace) -> int:
         redactor.add(secret)
     try:
         daemon = Daemon(settings, redactor=redactor, owns_process=True)
-        return asyncio.run(daemon.run())
+        from ..loopstats import new_loop
+
+        # the loop counts its own wake-ups (status: wakeups_per_minute)
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            return runner.run(daemon.run())
     except ConfigError as e:
         print(f"coder-agent: configuration error: {redactor.scrub(str(e))}", file=sys.stderr)
         return EXIT_CONFIG

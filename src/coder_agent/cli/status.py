@@ -28,6 +28,8 @@ def render(st: dict[str, Any]) -> str:
         f"auth          {auth.get('method')}; token obtained {auth.get('token_obtained_at') or 'never'}",
         f"lifecycle     {st.get('lifecycle')}",
     ]
+    if st.get("wakeups_per_minute") is not None:
+        lines.append(f"wake-ups      {st['wakeups_per_minute']} in the last minute")
     rpc = st.get("agent_rpc")
     if rpc:
         state = "connected" if rpc.get("connected") else "not connected"

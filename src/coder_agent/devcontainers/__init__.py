@@ -7,6 +7,7 @@ Plug-in point: :func:`setup` (called by the composition root, ``Daemon.compose``
 * :mod:`.cliparse`  the Dev Containers CLI's output (pure)
 * :mod:`.discovery` devcontainer.json files in git projects
 * :mod:`.engine`    the docker SDK, blocking (run from threads)
+* :mod:`.watch`     inotify on the project directories (discovery, config changes)
 * :mod:`.manager`   the service: events, scans, recreate and delete jobs
 * :mod:`.api`       the ``/api/v0/containers`` routes
 """
@@ -45,13 +46,14 @@ def setup(*, settings: Settings, store: StateStore, sink: LogSink, manifests: Fe
 
     # The manager and the routes read the manifest as JSON-like data (its devcontainers, parent_id).
     latest: list[dict[str, Any] | None] = [None]
+    mgr = DevcontainerManager(settings, store, sink, manifest=lambda: latest[0],
+                              child_env=LiveEnv(command_env.exported), priority=priority)
 
     def on_manifest(m: Manifest | None) -> None:
         latest[0] = None if m is None else m.model_dump()
+        mgr.manifest_changed()
 
     manifests.subscribe(on_manifest)
-    mgr = DevcontainerManager(settings, store, sink, manifest=lambda: latest[0],
-                              child_env=LiveEnv(command_env.exported), priority=priority)
     for method, path, handler in api.routes(mgr, lambda: latest[0]):
         routes.route(method, path, handler)
     status.add("devcontainers", mgr.status)

@@ -6,7 +6,11 @@ would show (tracked, plus untracked that are not ignored: ``.gitignore``, ``.git
 and the global excludes are honoured) ending in ``.devcontainer/devcontainer.json`` or
 ``.devcontainer.json`` define a project whose workspace folder is the path before that suffix.
 ``git`` runs without a shell, with a timeout; a repository git cannot read is skipped with a
-warning. :func:`projects_from_paths` is the pure part.
+warning. :func:`projects_from_paths` and :func:`dirs_from_paths` are the pure parts.
+
+:func:`scan` also returns the directories worth watching (the workspace directory, its direct
+subdirectories but hidden ones, and every directory holding a file git shows), so the manager can learn of a
+new or changed ``devcontainer.json`` through inotify instead of walking again.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["discover", "projects_from_paths"]
+__all__ = ["Found", "dirs_from_paths", "discover", "projects_from_paths", "scan"]
 
 _SUFFIXES = (".devcontainer/devcontainer.json", ".devcontainer.json")
 
@@ -35,6 +40,25 @@ def projects_from_paths(root: str, paths: list[str]) -> list[tuple[str, str]]:
     return sorted(out)
 
 
+def dirs_from_paths(root: str, paths: list[str]) -> set[str]:
+    """Every directory (absolute) holding one of the repository-relative ``paths``, and ``root``."""
+    root = root.rstrip("/") or "/"
+    rels: set[str] = set()
+    for rel in paths:
+        d = rel.rpartition("/")[0]
+        while d and d not in rels:
+            rels.add(d)
+            d = d.rpartition("/")[0]
+    return {root} | {f"{root}/{d}" for d in rels}
+
+
+@dataclass
+class Found:
+    projects: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    dirs: set[str] = field(default_factory=set)  # to watch
+
+
 def _roots(directory: Path) -> list[Path]:
     if (directory / ".git").exists():
         return [directory]
@@ -46,11 +70,23 @@ def _roots(directory: Path) -> list[Path]:
 
 def discover(directory: Path, timeout: float = 10.0) -> tuple[list[tuple[str, str]], list[str]]:
     """(projects, warnings). Blocking: call it from a thread."""
+    found = scan(directory, timeout)
+    return found.projects, found.warnings
+
+
+def scan(directory: Path, timeout: float = 10.0) -> Found:
+    """Projects, warnings and the directories to watch. Blocking: call it from a thread."""
+    out = Found()
+    out.dirs.add(str(directory))
+    try:
+        # not hidden ones (~/.cache, ~/.local...): busy, and not where projects live
+        out.dirs.update(str(p) for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        pass
     git = shutil.which("git")
     if git is None:
-        return [], ["devcontainer discovery is off: git is not installed"]
-    projects: list[tuple[str, str]] = []
-    warnings: list[str] = []
+        out.warnings.append("devcontainer discovery is off: git is not installed")
+        return out
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     for root in _roots(directory):
         try:
@@ -59,12 +95,13 @@ def discover(directory: Path, timeout: float = 10.0) -> tuple[list[tuple[str, st
                 capture_output=True, timeout=timeout, env=env, check=False, stdin=subprocess.DEVNULL,
             )
         except (OSError, subprocess.TimeoutExpired) as e:
-            warnings.append(f"devcontainer discovery skipped {root}: {e}")
+            out.warnings.append(f"devcontainer discovery skipped {root}: {e}")
             continue
         if res.returncode != 0:
             err = res.stderr.decode(errors="replace").strip().splitlines()
-            warnings.append(f"devcontainer discovery skipped {root}: {err[-1] if err else 'git failed'}")
+            out.warnings.append(f"devcontainer discovery skipped {root}: {err[-1] if err else 'git failed'}")
             continue
         paths = [p for p in res.stdout.decode(errors="replace").split("\0") if p]
-        projects.extend(p for p in projects_from_paths(str(root), paths) if os.path.isfile(p[1]))
-    return projects, warnings
+        out.projects.extend(p for p in projects_from_paths(str(root), paths) if os.path.isfile(p[1]))
+        out.dirs |= dirs_from_paths(str(root), paths)
+    return out

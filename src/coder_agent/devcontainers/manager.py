@@ -3,10 +3,15 @@
 Rules:
 
 * Engine calls run in a small thread pool, the event stream in its own thread; the event loop
-  never blocks on the engine. Engine events (not polling) trigger re-scans, coalesced; a
-  full re-scan also runs every :data:`RESCAN_INTERVAL` seconds as a safety net.
-* Config files are stat-polled every :data:`CONFIG_POLL` seconds (a handful of ``stat``
-  calls) for the ``dirty`` flag; discovery re-walks every :data:`DISCOVERY_INTERVAL` seconds.
+  never blocks on the engine. After the first listing, only engine events trigger re-scans
+  (coalesced); there is no periodic listing. A broken stream reconnects and lists again.
+* Config files and discovery follow inotify (:mod:`.watch`): a written ``devcontainer.json``
+  re-stats the configs (the ``dirty`` flag), a new or removed project file, ``.gitignore`` or
+  repository runs discovery again; nothing runs while nothing changes. Where inotify is off
+  (``devcontainers.inotify``), unavailable or exhausted (``devcontainers.watch_limit``, the
+  kernel's limit) both poll every ``devcontainers.poll_interval`` seconds, said once in the log
+  and in ``status`` (``watch``: ``inotify`` | ``poll``, ``watch_reason``). A manifest change
+  re-reads the configs at once (:meth:`DevcontainerManager.manifest_changed`).
 * The engine missing or refusing us is not a failure of the agent: health says
   ``unavailable`` with the reason, ``warnings`` carry it, and the service reconnects with
   backoff until the engine answers again.
@@ -43,13 +48,11 @@ from . import cliparse, discovery
 from .engine import Engine, EngineUnavailable
 from .model import Container, Devcontainer, Runtime, Source, assemble, container_from_inspect, port_warnings
 from .status import TRANSITIONAL, Event, Refused, Status
+from .watch import Change, DirWatch, WatchUnavailable
 
 __all__ = ["CLI_MISSING", "DevcontainerManager", "NotFound", "find_cli"]
 
 T = TypeVar("T")
-RESCAN_INTERVAL = 10.0
-CONFIG_POLL = 1.0
-DISCOVERY_INTERVAL = 30.0
 DEBOUNCE = 0.02
 ENGINE_RETRY = RetryPolicy(initial=0.25, cap=10.0, factor=2.0, reset_after=5.0)
 STATE_KEY = "devcontainers"
@@ -104,6 +107,11 @@ class DevcontainerManager:
         self._rendered = ""
         self._scan_lock = asyncio.Lock()
         self._collapse = Collapse(self.log)
+        self.watch_mode = "starting"  # inotify | poll
+        self.watch_reason = ""
+        self._files_kick = asyncio.Event()
+        self._watched_config_dirs: set[str] = set()
+        self._pending = Change()
         stored = store.get(STATE_KEY, {}) or {}
         for entry in stored.get("ids", []) if isinstance(stored, dict) else []:
             with contextlib.suppress(KeyError, TypeError, ValueError):
@@ -162,6 +170,8 @@ class DevcontainerManager:
             "cli": self.cli or "",
             "containers": len(self.containers),
             "devcontainers": len(self.devcontainers),
+            "watch": self.watch_mode,
+            "watch_reason": self.watch_reason,
         }
 
     def find(self, dc_id: str) -> Devcontainer:
@@ -204,6 +214,9 @@ class DevcontainerManager:
         self.devcontainers, self._dup_warnings = assemble(
             self.containers, sources, self.runtime, self._mtimes, exists=os.path.isfile, ids=self._ids)
         self._remember_ids()
+        if self.watch_mode == "inotify" and not self._config_dirs() <= self._watched_config_dirs:
+            self._pending.config = True  # a container names a config elsewhere: watch its directory too
+            self._files_kick.set()
         rendered = json.dumps(self.response(), sort_keys=True)
         if rendered != self._rendered:
             self._rendered = rendered
@@ -246,12 +259,15 @@ class DevcontainerManager:
     def kick(self) -> None:
         self._kick.set()
 
+    def manifest_changed(self) -> None:
+        """The manifest (its devcontainers) changed: re-read the configs now."""
+        self._pending.config = True
+        self._files_kick.set()
+
     # loops -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        tasks = [asyncio.create_task(self._config_loop(), name="devcontainers:config")]
-        if self.settings.devcontainers_discovery:
-            tasks.append(asyncio.create_task(self._discovery_loop(), name="devcontainers:discovery"))
+        tasks = [asyncio.create_task(self._files_loop(), name="devcontainers:files")]
         try:
             await self._engine_loop()
         finally:
@@ -315,12 +331,12 @@ class DevcontainerManager:
         self._kick.set()
 
     async def _follow(self, ended: asyncio.Event) -> None:
-        """Re-scan on events (coalesced) and every RESCAN_INTERVAL until the stream ends."""
+        """Re-scan on events (coalesced) until the stream ends; no timer."""
         while not ended.is_set():
             kick = asyncio.create_task(self._kick.wait())
             end = asyncio.create_task(ended.wait())
             try:
-                await asyncio.wait({kick, end}, timeout=RESCAN_INTERVAL, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({kick, end}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 kick.cancel()
                 end.cancel()
@@ -337,26 +353,92 @@ class DevcontainerManager:
             except Exception as e:  # an engine API error: say it once, keep following
                 self._collapse.error("container scan failed", str(e), error=str(e))
 
-    async def _config_loop(self) -> None:
+    # config files and discovery --------------------------------------------------------
+
+    def _on_watch(self, change: Change) -> None:
+        if not (change.config or change.discovery or change.new_dirs or change.overflow):
+            return  # an ordinary file in a project changed: nothing to do, not even a wake-up of the loop
+        p = self._pending
+        p.config |= change.config
+        p.discovery |= change.discovery
+        p.overflow |= change.overflow
+        p.new_dirs.extend(change.new_dirs)
+        self._files_kick.set()
+
+    def _fall_back(self, watch: DirWatch | None, reason: str) -> None:
+        if watch is not None:
+            watch.close()
+        self.watch_mode, self.watch_reason = "poll", reason
+        self.log.warning("devcontainer files: polling", every=self.settings.devcontainers_poll_interval,
+                         reason=reason)
+
+    def _config_dirs(self) -> set[str]:
+        """The directories of every config we know (discovered, manifest, container labels)."""
+        paths = {c for _, c in self._discovered} | {s.config_path for s in self._manifest_sources() if s.config_path}
+        paths |= {d.config_path for d in self.devcontainers if d.config_path}
+        return {os.path.dirname(p) for p in paths if os.path.isdir(os.path.dirname(p))}
+
+    async def _files_loop(self) -> None:
+        """Discovery and the configs' ``dirty`` flag: on inotify events, else a slow poll."""
+        watch: DirWatch | None = None
+        if not self.settings.devcontainers_inotify:
+            self._fall_back(None, "inotify is off (devcontainers.inotify)")
+        else:
+            watch = DirWatch(self._on_watch, self.settings.devcontainers_watch_limit)
+            try:
+                watch.start()
+                self.watch_mode = "inotify"
+            except WatchUnavailable as e:
+                self._fall_back(None, str(e))
+                watch = None
+        discover = self.settings.devcontainers_discovery
         last_manifest: Any = None
+        first = True
         while True:
-            await asyncio.sleep(CONFIG_POLL)
+            pending, self._pending = self._pending, Change()
+            polled = watch is None
+            if watch is not None:
+                try:
+                    for d in pending.new_dirs:
+                        watch.watch_tree(d)
+                except WatchUnavailable as e:
+                    self._fall_back(watch, str(e))
+                    watch = None
+            changed = False
+            if discover and (first or polled or pending.discovery):
+                try:
+                    found = await asyncio.to_thread(discovery.scan, self.workspace_dir())
+                except Exception as e:  # discovery is best effort
+                    found = discovery.Found(self._discovered, [f"devcontainer discovery failed: {e}"])
+                if (found.projects, found.warnings) != (self._discovered, self._discovery_warnings):
+                    self._discovered, self._discovery_warnings = found.projects, found.warnings
+                    changed = True
+                if watch is not None:
+                    try:
+                        watch.watch(sorted(found.dirs))
+                    except WatchUnavailable as e:
+                        self._fall_back(watch, str(e))
+                        watch = None
+            if watch is not None:
+                try:
+                    self._watched_config_dirs = self._config_dirs()
+                    watch.watch(sorted(self._watched_config_dirs))
+                except WatchUnavailable as e:
+                    self._fall_back(watch, str(e))
+                    watch = None
             m = [s.__dict__ for s in self._manifest_sources()]
-            if self._stat_configs() or m != last_manifest:
+            if self._stat_configs() or m != last_manifest or changed:
                 last_manifest = m
                 await self._publish()
-
-    async def _discovery_loop(self) -> None:
-        while True:
-            try:
-                found, warns = await asyncio.to_thread(discovery.discover, self.workspace_dir())
-            except Exception as e:  # discovery is best effort
-                found, warns = self._discovered, [f"devcontainer discovery failed: {e}"]
-            if (found, warns) != (self._discovered, self._discovery_warnings):
-                self._discovered, self._discovery_warnings = found, warns
-                self._stat_configs()
-                await self._publish()
-            await asyncio.sleep(DISCOVERY_INTERVAL)
+            first = False
+            if watch is None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.devcontainers_poll_interval):
+                        await self._files_kick.wait()
+            else:
+                await self._files_kick.wait()
+                await asyncio.sleep(DEBOUNCE)  # a checkout or an editor's save is a burst
+            self._files_kick.clear()
 
     async def rediscover(self) -> None:
         """Walk the workspace now (tests, and after a recreate of a discovered project)."""

@@ -45,11 +45,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..config import LogSourceConfig
-from ..log import Collapse, get_logger
-from ..logsink import LogSink, LogSource
-from ..service import Health
-from ..state import StateStore
-from .inotify import (
+from ..inotify import (
     IN_ATTRIB,
     IN_CREATE,
     IN_DELETE_SELF,
@@ -62,6 +58,10 @@ from .inotify import (
     Event,
     Inotify,
 )
+from ..log import Collapse, get_logger
+from ..logsink import LogSink, LogSource
+from ..service import Health
+from ..state import StateStore
 from .text import LineSplitter
 
 __all__ = ["FINGERPRINT", "FileFollower", "relevant", "resume_plan", "resume_point"]

@@ -416,8 +416,11 @@ class LogPipeline:
                     x.file.flush()
                 if not self._ship_failing:
                     self._set_ok()  # the disk may have room again
-                wait = 1.0 if deadline is None else max(0.0, deadline - self.clock.monotonic())
-                await self._idle(wait)
+                wait: float | None = max(0.0, deadline - self.clock.monotonic()) if deadline is not None else None
+                if wait is None and any(x.file.write_error is not None or x.file.unwritten
+                                        for x in self._sources.values()):
+                    wait = 1.0  # a file cannot be written: retry it every second
+                await self._idle(wait)  # else nothing is due: a write or a flush wakes us (no idle tick)
                 continue
             try:
                 await self._ship(s)
@@ -440,7 +443,7 @@ class LogPipeline:
             self._set_ok()
             self._collapse.ok("log shipping recovered")
 
-    async def _idle(self, seconds: float) -> None:
+    async def _idle(self, seconds: float | None) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wake.wait()

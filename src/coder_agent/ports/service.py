@@ -6,9 +6,13 @@ Rules:
   error — is reused for :attr:`PortsService.cache_ttl` (1 s, the Go agent's
   ``portCacheDuration``), so a burst of requests costs one scan; concurrent callers share the
   scan in flight.
-* The background loop scans every ``watch_interval`` (1 s) while a websocket watches and every
-  ``idle_interval`` (5 s) otherwise; a new watcher wakes it at once. Every scan, whoever asked
-  for it, compares the list with the last one and pushes it to the watchers when it changed.
+* Scans happen on demand: a local API request (through the 1 s cache) or a connected watcher.
+  The background loop scans every ``watch_interval`` (1 s) while a websocket watches; with no
+  watcher it keeps a slow cadence that backs off while nothing changes: ``idle_interval`` (5 s),
+  doubled after each unchanged scan up to ``idle_max`` (60 s), back to 5 s when any scan (whoever
+  asked for it) sees a change. A new watcher wakes it at once. Every scan compares the list with
+  the last one and pushes it to the watchers when it changed. The ``/proc/*/fd`` owner walk runs
+  only for sockets not seen before (:class:`.scan.OwnerCache`).
 * ``GET /api/v0/listening-ports`` → ``{"ports": [{"process_name", "network", "port"}]}`` sorted
   by port; a failed scan → 500 ``{"message": "Could not scan for listening ports.", "detail"}``.
 * ``GET /api/v0/listening-ports/watch`` → websocket: the full list (same JSON) on connect and
@@ -59,6 +63,7 @@ class PortsService:
         cache_ttl: float = 1.0,
         watch_interval: float = 1.0,
         idle_interval: float = 5.0,
+        idle_max: float = 60.0,
         heartbeat: float = 15.0,
     ) -> None:
         self.scanner = scanner
@@ -67,6 +72,7 @@ class PortsService:
         self.cache_ttl = cache_ttl
         self.watch_interval = watch_interval
         self.idle_interval = idle_interval
+        self.idle_max = max(idle_max, idle_interval)
         self.heartbeat = heartbeat
         self.health = Health()
         self.scans = 0  # real scans done (tests look at it)
@@ -78,6 +84,8 @@ class PortsService:
         self._last: list[dict[str, Any]] | None = None
         self._watchers: set[asyncio.Queue[list[dict[str, Any]]]] = set()
         self._wake = asyncio.Event()
+        self._changes = 0  # how many scans saw a different list (the idle back-off resets on it)
+        self._idle = idle_interval  # the current idle interval
 
     # scanning ----------------------------------------------------------------------------
 
@@ -132,6 +140,7 @@ class PortsService:
         if wire == self._last:
             return
         self._last = wire
+        self._changes += 1
         for q in self._watchers:
             if q.full():
                 q.get_nowait()  # a slow watcher only needs the newest list
@@ -139,11 +148,17 @@ class PortsService:
 
     async def run(self) -> None:
         self.health.set("starting")
+        seen = self._changes
         while True:
             # cleared before the scan: a watcher arriving during it must still cut the sleep short
             self._wake.clear()
             with contextlib.suppress(ScanError):
-                await self.ports(max_age=self._interval() / 2)
+                await self.ports(max_age=min(self._interval() / 2, self.cache_ttl))
+            if self._changes != seen:
+                seen = self._changes
+                self._idle = self.idle_interval
+            elif not self._watchers:
+                self._idle = min(self._idle * 2, self.idle_max)
             interval = self._interval()
             sleep = asyncio.ensure_future(self.clock.sleep(interval))
             wake = asyncio.ensure_future(self._wake.wait())
@@ -154,7 +169,7 @@ class PortsService:
                 wake.cancel()
 
     def _interval(self) -> float:
-        return self.watch_interval if self._watchers else self.idle_interval
+        return self.watch_interval if self._watchers else self._idle
 
     # local API ---------------------------------------------------------------------------
 

@@ -1,4 +1,7 @@
-"""Linux inotify through libc (ctypes): learn that a followed file changed without polling it.
+"""Linux inotify through libc (ctypes): learn that a file or directory changed without polling it.
+
+Shared infrastructure: followed log files (logs/follow.py) and devcontainer discovery
+(devcontainers/watch.py).
 
 Two parts:
 
@@ -27,12 +30,17 @@ from dataclasses import dataclass
 
 __all__ = [
     "IN_ATTRIB",
+    "IN_CLOSE_WRITE",
     "IN_CREATE",
+    "IN_DELETE",
     "IN_DELETE_SELF",
     "IN_IGNORED",
+    "IN_ISDIR",
     "IN_MODIFY",
+    "IN_MOVED_FROM",
     "IN_MOVED_TO",
     "IN_MOVE_SELF",
+    "IN_ONLYDIR",
     "IN_Q_OVERFLOW",
     "Event",
     "Inotify",
@@ -41,13 +49,17 @@ __all__ = [
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
 IN_DELETE_SELF = 0x00000400
 IN_MOVE_SELF = 0x00000800
 IN_Q_OVERFLOW = 0x00004000  # the kernel's queue overflowed: events were lost (wd is -1)
 IN_IGNORED = 0x00008000  # the watch was removed (explicitly, or its inode is gone)
 IN_ONLYDIR = 0x01000000
+IN_ISDIR = 0x40000000  # in an event's mask: the entry is a directory
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
