@@ -26,6 +26,10 @@ fi
 bash scripts/install-go-peer-deps.sh
 # git credentials (tests/gitauth): git + git-http-backend, a real ssh client and sshd on loopback
 apt_install git openssh-client openssh-server
+# The system sshd runs root's login shell, whose ~/.bashrc may run `pyenv init` (pyenv machines):
+# a rehash lock left by a killed shell makes every such login wait for it, and the sshd tests time
+# out. A lock older than two minutes is stale (a rehash takes well under a second): remove it.
+find "${PYENV_ROOT:-$HOME/.pyenv}/shims" -maxdepth 1 -name .pyenv-shim -mmin +2 -delete 2>/dev/null || true
 # fault and security suites (tests/faults, tests/security): openssl makes a self-signed cert for
 # the HTTPS devserver; mount (util-linux) puts the log dir on a small tmpfs; iproute2 gives `ss`;
 # the user `nobody` (base-passwd) is the "other user" of the socket test
