@@ -86,6 +86,7 @@ class CoordClient:
         self.conn = conn
         self.bidi = bidi
         self.updates: list[tailnet_pb2.CoordinateResponse.PeerUpdate] = []
+        self.errors: list[str] = []
         self.ended = asyncio.Event()
         self._reader = asyncio.ensure_future(self._read())
 
@@ -103,7 +104,10 @@ class CoordClient:
     async def _read(self) -> None:
         with contextlib.suppress(Exception):
             while (raw := await self.bidi.recv()) is not None:
-                self.updates.extend(tailnet_pb2.CoordinateResponse.FromString(raw).peer_updates)
+                resp = tailnet_pb2.CoordinateResponse.FromString(raw)
+                self.updates.extend(resp.peer_updates)
+                if resp.error:
+                    self.errors.append(resp.error)
         self.ended.set()
 
     def latest_node(self, peer: uuid.UUID) -> tailnet_pb2.Node | None:

@@ -4,7 +4,6 @@ devserver's coordinator, with a test client peer on the devserver's client route
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,9 +15,8 @@ from coder_agent.agentrpc.connection import RpcClient, rpc_url
 from coder_agent.devserver import DevAgent, DevServer
 from coder_agent.devserver import tailnet as dstailnet
 from coder_agent.rpc.proto import tailnet_pb2
-from coder_agent.rpc.transport import BidiStream, YamuxConnection, bidi_stream
+from coder_agent.rpc.transport import YamuxConnection
 from coder_agent.tailnet.coordination import (
-    COORDINATE,
     CoordinationController,
     CoordinationEvent,
     CoordinatorError,
@@ -30,6 +28,7 @@ from coder_agent.tailnet.coordination import (
 )
 
 from ..conftest import apoll, t
+from .derpbridge import CoordClient
 
 Kind = tailnet_pb2.CoordinateResponse.PeerUpdate
 AGENT_ID = uuid.UUID("1a2b3c4d-5e6f-4a0b-9c8d-7e6f5a4b3c2d")
@@ -60,52 +59,11 @@ def new_controller(addresses: list[str] | None = None) -> CoordinationController
                                   addresses=addresses if addresses is not None else agent_addresses())
 
 
-class Client:
+async def join_client(ds: DevServer) -> CoordClient:
     """A Coder client peer (what ``coder ssh`` does): add_tunnel(agent) and update_self."""
-
-    def __init__(self, conn: YamuxConnection, bidi: BidiStream) -> None:
-        self.conn = conn
-        self.bidi = bidi
-        self.updates: list[tailnet_pb2.CoordinateResponse.PeerUpdate] = []
-        self.errors: list[str] = []
-        self.ended = asyncio.Event()
-        self._reader = asyncio.ensure_future(self._read())
-
-    @classmethod
-    async def join(cls, ds: DevServer) -> Client:
-        ts = dstailnet.server(ds)
-        conn = await dstailnet.dial_client(ds.url, str(AGENT_ID), ts.client_token)
-        bidi = await bidi_stream(conn, COORDINATE)
-        node = tailnet_pb2.Node(id=99, key=b"np" + CLIENT_KEY, disco="discokey:" + "ee" * 32, preferred_derp=999,
-                                addresses=[CLIENT_ADDR], allowed_ips=[CLIENT_ADDR])
-        await bidi.send(tailnet_pb2.CoordinateRequest(
-            add_tunnel=tailnet_pb2.CoordinateRequest.Tunnel(id=AGENT_ID.bytes)).SerializeToString())
-        await bidi.send(tailnet_pb2.CoordinateRequest(
-            update_self=tailnet_pb2.CoordinateRequest.UpdateSelf(node=node)).SerializeToString())
-        return cls(conn, bidi)
-
-    async def _read(self) -> None:
-        with contextlib.suppress(Exception):
-            while (raw := await self.bidi.recv()) is not None:
-                resp = tailnet_pb2.CoordinateResponse.FromString(raw)
-                self.updates.extend(resp.peer_updates)
-                if resp.error:
-                    self.errors.append(resp.error)
-        self.ended.set()
-
-    def of_kind(self, kind: int) -> list[tailnet_pb2.CoordinateResponse.PeerUpdate]:
-        return [u for u in self.updates if u.kind == kind]
-
-    async def disconnect(self) -> None:
-        await self.bidi.send(tailnet_pb2.CoordinateRequest(
-            disconnect=tailnet_pb2.CoordinateRequest.Disconnect()).SerializeToString())
-        await asyncio.wait_for(self.ended.wait(), t(10))
-
-    async def close(self) -> None:
-        self._reader.cancel()
-        with contextlib.suppress(BaseException):
-            await self._reader
-        await self.conn.close()
+    node = tailnet_pb2.Node(id=99, key=b"np" + CLIENT_KEY, disco="discokey:" + "ee" * 32, preferred_derp=999,
+                            addresses=[CLIENT_ADDR], allowed_ips=[CLIENT_ADDR])
+    return await CoordClient.join(ds, AGENT_ID, node)
 
 
 class Agent:
@@ -129,7 +87,7 @@ async def test_node_as_published_and_ready_for_handshake_relayed(ds: DevServer) 
     controller.set_derp_latency({999: 0.0123})
     agent = Agent(RpcClient(conn, "2.8", set()), controller)  # the daemon's RPC connection object works as is
     await apoll(lambda: view.connected.get(AGENT_ID) == "agent", timeout=10)
-    client = await Client.join(ds)
+    client = await join_client(ds)
     try:
         # The agent gets the client's node and acknowledges it; the coordinator relays that.
         await apoll(lambda: client.of_kind(Kind.READY_FOR_HANDSHAKE), timeout=10)
@@ -179,7 +137,7 @@ async def test_disconnect_on_stop(ds: DevServer) -> None:
     controller = new_controller()
     controller.set_preferred_derp(999)
     agent = Agent(conn, controller)
-    client = await Client.join(ds)
+    client = await join_client(ds)
     await apoll(lambda: client.of_kind(Kind.NODE) and client.of_kind(Kind.READY_FOR_HANDSHAKE), timeout=10)
     client_id = next(p for p, kind in view.connected.items() if kind == "client")
     controller.note_handshake(client_id, time.monotonic())
@@ -205,7 +163,7 @@ async def test_stream_loss_is_lost_for_peers_and_returns(ds: DevServer) -> None:
     controller = new_controller()
     controller.set_preferred_derp(999)
     agent = Agent(conn, controller)
-    client = await Client.join(ds)
+    client = await join_client(ds)
     await apoll(lambda: client.of_kind(Kind.NODE) and client.of_kind(Kind.READY_FOR_HANDSHAKE), timeout=10)
     client_id = next(p for p, kind in view.connected.items() if kind == "client")
     controller.note_handshake(client_id, time.monotonic())
@@ -238,7 +196,7 @@ async def test_client_disconnect_removes_the_peer(ds: DevServer) -> None:
     view = dstailnet.server(ds).view
     conn = await dial_agent(ds)
     agent = Agent(conn, new_controller())
-    client = await Client.join(ds)
+    client = await join_client(ds)
     await apoll(lambda: client.of_kind(Kind.READY_FOR_HANDSHAKE), timeout=10)
     client_id = next(p for p, kind in view.connected.items() if kind == "client")
     await client.disconnect()
@@ -315,7 +273,7 @@ async def test_lost_client_is_removed_after_the_lost_timeout(ds: DevServer) -> N
                                         addresses=agent_addresses(), lost_timeout=t(0.5))
     controller.set_preferred_derp(999)
     agent = Agent(conn, controller)
-    client = await Client.join(ds)
+    client = await join_client(ds)
     await apoll(lambda: client.of_kind(Kind.READY_FOR_HANDSHAKE), timeout=10)
     client_id = next(p for p, kind in view.connected.items() if kind == "client")
     controller.note_handshake(client_id, time.monotonic())
@@ -360,7 +318,7 @@ async def test_client_abandoning_its_stream_is_lost_for_the_agent(ds: DevServer)
     controller = new_controller()
     controller.set_preferred_derp(999)
     agent = Agent(conn, controller)
-    client = await Client.join(ds)
+    client = await join_client(ds)
     await apoll(lambda: client.of_kind(Kind.READY_FOR_HANDSHAKE), timeout=10)
     client_id = next(p for p, kind in view.connected.items() if kind == "client")
     await client.bidi.close()  # dRPC Close + FIN, the connection itself stays up
