@@ -20,7 +20,10 @@ def test_demo_for_runs_and_summarises() -> None:
     assert "log [Demo setup] demo: ready" in out  # the sample script's lines reached the control plane
     assert "app-status  claude-code: working Reading the code" in out
     assert "the tool's web server" in out  # the local API saw the port the tool opened
+    # a client peer of the demo's own reached the agent through DERP + WireGuard (TSMP pong)
+    assert "a client peer handshook with it over WireGuard" in out and "TSMP pong" in out, out
     summary = dict(line.split(None, 1) for line in out.split("summary:")[1].splitlines()[1:] if line.startswith("  "))
     assert summary["connection"] == "connected"
     assert summary["daemon_exit_code"] == "0"
     assert int(summary["log_lines"]) >= 5
+    assert summary["tailnet"].startswith("home region 999, DERP connected, 1 peer(s) handshook"), summary

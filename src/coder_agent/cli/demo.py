@@ -12,6 +12,7 @@ import json
 import re
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ async def _demo(duration: float | None, log_level: str) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="coder-agent-demo-"))
     agent = DevAgent(name="demo", apps=[{"slug": "claude-code", "display_name": "Claude Code"}])
-    async with DevServer(agents=[agent]) as ds:
+    async with DevServer(agents=[agent], tailnet=True) as ds:
         _out(f"devserver (the dev control plane) at {ds.url}")
         cfg = tmp / "config.toml"
         cfg.write_text(
@@ -181,6 +182,7 @@ async def _demo(duration: float | None, log_level: str) -> int:
         run = asyncio.create_task(daemon.run())
         tool = Tool(settings.api_address, {ds.port: "the devserver"})
         play = asyncio.create_task(tool.play())
+        tunnel = asyncio.create_task(_tunnel(ds, uuid.UUID(agent.id)))
         watcher = Watcher(ds)
         connection = "disconnected"
         loop = asyncio.get_running_loop()
@@ -192,9 +194,10 @@ async def _demo(duration: float | None, log_level: str) -> int:
                     break
                 await asyncio.sleep(0.25)
         finally:
-            await reap(play)
+            await reap(play, tunnel)
             await tool.http.aclose()
             connection = daemon.controlplane.state.value  # while running: after the stop it is "disconnected"
+            tailnet_seen = _tailnet_summary(daemon.status().get("tailnet"))  # likewise: stopped after
             daemon.request_stop()
             code = await run
             watcher.poll()
@@ -207,6 +210,7 @@ async def _demo(duration: float | None, log_level: str) -> int:
             "app_statuses": len(agent.app_statuses),
             "listening_ports": ", ".join(map(str, sorted(tool.ports_seen))) or "none",
             "containers": tool.containers,
+            "tailnet": tailnet_seen,
             "requests_seen": len(ds.state.requests),
             "daemon_exit_code": code,
         }
@@ -215,6 +219,27 @@ async def _demo(duration: float | None, log_level: str) -> int:
             _out(f"  {k:<18}{v}")
         _out(f"files kept in {tmp}")
         return 0 if code == 0 else 1
+
+
+async def _tunnel(ds: Any, agent_id: uuid.UUID) -> None:
+    """A Coder client of our own reaches the agent through the tailnet, as ``coder ssh`` would first."""
+    from ..devserver.tunnelpeer import reach_agent
+
+    try:
+        r = await reach_agent(ds, agent_id, timeout=30.0)
+    except (TimeoutError, OSError) as e:
+        _out(f"tailnet: a client peer could not reach the agent ({type(e).__name__}: {e})")
+        return
+    _out(f"tailnet: the agent is at [{r.agent_address}], DERP home region {r.agent_home_region}; a client peer "
+         f"handshook with it over WireGuard in {r.handshake_ms:.0f} ms and got its TSMP pong in "
+         f"{r.tsmp_pong_ms:.0f} ms")
+
+
+def _tailnet_summary(st: Any) -> str:
+    if not isinstance(st, dict) or st.get("home_region") is None:
+        return str((st or {}).get("state", "off")) if isinstance(st, dict) else "off"
+    peers = [p for p in st.get("peers", []) if p.get("last_handshake")]
+    return f"home region {st['home_region']}, DERP {st.get('derp_connection')}, {len(peers)} peer(s) handshook"
 
 
 def run(args: argparse.Namespace) -> int:
