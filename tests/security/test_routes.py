@@ -37,6 +37,8 @@ OTHER_ROUTES = {
     ("GET", "/api/v0/env"),
     ("GET", "/api/v0/listening-ports"),
     ("GET", "/api/v0/listening-ports/watch"),
+    ("GET", "/api/v0/netcheck"),  # also on the tunnel's port 4 (Go's routes coderd calls)
+    ("POST", "/api/v0/list-directory"),
 }
 DOCKERISH = re.compile(r"docker|/v1\.\d|_ping|/images|/exec|/attach|/archive|/volumes|/networks|/build|/events"
                        r"|/containers/\{(?!devcontainer\})|/containers/json|/logs\b(?!$)", re.I)

@@ -22,9 +22,11 @@ def test_list_directory_as_go_handle_ls(tmp_path: Path) -> None:
     status, body = list_directory({"path": [], "relativity": "root"})
     assert status == 200 and body["absolute_path"] == [] and body["absolute_path_string"] == "/"
     assert list_directory({"path": ["nope"], "relativity": "home"}, home=str(tmp_path))[0] == 404
-    assert list_directory({"path": ["a.txt"], "relativity": "home"}, home=str(tmp_path))[0] == 500
-    assert list_directory({"path": [], "relativity": "elsewhere"})[0] == 500
+    # Go answers these two with 500; bad input is a 400 here, as everywhere on the local API
+    assert list_directory({"path": ["a.txt"], "relativity": "home"}, home=str(tmp_path))[0] == 400
+    assert list_directory({"path": [], "relativity": "elsewhere"})[0] == 400
     assert list_directory({"path": [1], "relativity": "root"})[0] == 400
+    assert list_directory({"path": ["a\0b"], "relativity": "root"})[0] == 400
 
 
 def test_speedtest_config() -> None:

@@ -153,6 +153,25 @@ def _paths() -> dict[str, Any]:
             "responses": {
                 "200": _json(_ref("WorkspaceAgentListeningPortsResponse"), "The ports."),
                 **_errors(e500="The scan failed (no /proc reader works).")}}},
+        "/api/v0/netcheck": {"get": {
+            "operationId": "netcheck", "summary": "The tailnet's DERP view: home region, latencies, connections.",
+            "responses": {"200": _json({"type": "object"}, "The DERP state (empty while there is no tailnet).")}}},
+        "/api/v0/list-directory": {"post": {
+            "operationId": "listDirectory", "summary": "A directory's entries, directories first (Go's agent/ls.go).",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object",
+                "properties": {"path": {"type": "array", "items": _STRING},
+                               "relativity": {"type": "string", "enum": ["root", "home"]}},
+                "required": ["relativity"]}}}},
+            "responses": {
+                "200": _json({"type": "object", "properties": {
+                    "absolute_path": {"type": "array", "items": _STRING},
+                    "absolute_path_string": _STRING,
+                    "contents": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": _STRING, "absolute_path_string": _STRING, "is_dir": {"type": "boolean"}}}}}},
+                    "The entries."),
+                **_errors(e400="Not a JSON object, a bad path or relativity, or not a directory.",
+                          e403="Permission denied.", e404="No such directory.")}}},
         "/api/v0/listening-ports/watch": {"get": {
             "operationId": "watchListeningPorts", "summary": "The ports list, pushed on change.",
             "description": _WS, "x-websocket": True,

@@ -68,9 +68,12 @@ def list_directory(query: Any, home: str | None = None) -> tuple[int, dict[str, 
         base = home or os.path.expanduser("~")
     elif relativity == "root":
         base = "/"
-    else:
-        return 500, {"message": f'unsupported relativity type "{relativity or ""}"'}
-    full = os.path.abspath(os.path.join(base, *parts))
+    else:  # Go answers 500; a bad request is a 400 here (the local API's rule)
+        return 400, {"message": f'unsupported relativity type "{relativity or ""}"'}
+    try:
+        full = os.path.abspath(os.path.join(base, *parts))
+    except ValueError:  # an embedded NUL
+        return 400, {"message": "path must not contain NUL characters"}
     try:
         with os.scandir(full) as it:
             entries = [{"name": e.name, "absolute_path_string": os.path.join(full, e.name),
@@ -80,9 +83,9 @@ def list_directory(query: Any, home: str | None = None) -> tuple[int, dict[str, 
     except PermissionError:
         return 403, {"message": f'failed to open directory "{full}": permission denied'}
     except NotADirectoryError:
-        return 500, {"message": f'path "{full}" is not a directory'}
-    except OSError as e:
-        return 500, {"message": f'failed to open directory "{full}": {e.strerror or e}'}
+        return 400, {"message": f'path "{full}" is not a directory'}
+    except (OSError, ValueError) as e:  # a name too long, a loop of links, ...: the path asked for
+        return 400, {"message": f'failed to open directory "{full}": {getattr(e, "strerror", None) or e}'}
     entries.sort(key=lambda e: (not e["is_dir"], e["name"]))
     return 200, {"absolute_path": [p for p in Path(full).parts if p != "/"], "absolute_path_string": full,
                  "contents": entries}
