@@ -344,6 +344,7 @@ class Daemon:
         self.tunnel_services = {1: ssh, 22: ssh, 2: pty}
         network = tailnet.make_network(settings=s, clock=self.clock, metrics=self.metrics, status=status, api=api,
                                        own_ports=self.own_ports, services=self.tunnel_services)
+        network.on_engine.append(lambda _engine: ssh.want())  # the tunnel is up: have SSH ready for it
         self._terminals = [ssh.drain, pty.drain]
         groups: list[list[Service]] = [
             logs.setup(pipeline, settings=s, store=self.store, routes=api, status=status),

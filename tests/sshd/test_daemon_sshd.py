@@ -1,6 +1,7 @@
-"""The daemon as a real subprocess: its SSH and reconnecting-PTY listeners start with the first
-manifest, are the daemon's own ports (never workspace listening ports) and serve nothing but the
-tunnel: a local client straight to the SSH loopback port gets "Permission denied"."""
+"""The daemon as a real subprocess: its SSH and reconnecting-PTY listeners start when the tailnet
+comes up (a manifest with a DERP map), are the daemon's own ports (never workspace listening ports)
+and serve nothing but the tunnel: a local client straight to the SSH loopback port gets
+"Permission denied"."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from ..conftest import DaemonProcess, poll, t
 
 
 async def test_daemon_ssh_listener_is_own_and_refuses_local_clients(
-        devserver: DevServer, daemon_env: Callable[..., Any], spawn_daemon: Callable[..., DaemonProcess]) -> None:
-    d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token))
-    await asyncio.to_thread(_check, d)
+        daemon_env: Callable[..., Any], spawn_daemon: Callable[..., DaemonProcess]) -> None:
+    async with DevServer(tailnet=True) as devserver:
+        d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token))
+        await asyncio.to_thread(_check, d)
 
 
 def _check(d: DaemonProcess) -> None:

@@ -5,10 +5,11 @@ Rules:
 * :func:`make_service` builds it (the root hands it to the tunnel and the stats), :func:`setup`
   registers its status and runs it.
 * asyncssh costs about 0.4 s to import (1.1 s cold, measured on the dev machine), so
-  :mod:`.server` is imported in a worker thread, and the server started, when the first manifest
-  arrives with the tailnet enabled (the manifest gives the host key's names, and only the tunnel
-  reaches the server) or on the first :meth:`SshService.port` call, whichever comes first. A
-  daemon without a tailnet never imports it.
+  :mod:`.server` is imported in a worker thread, and the server started, when the tailnet comes
+  up (:meth:`SshService.want`, called by the root when the tailnet builds its engine: only the
+  tunnel reaches the server) or on the first :meth:`SshService.port` call, whichever comes first,
+  once a manifest gave the host key's names. A daemon without a tailnet (tailnet off, or a
+  manifest without a DERP map) never imports it.
 * The listener is on 127.0.0.1, an ephemeral port, added to ``own_ports`` (never a workspace
   listening port); only loopback connections the tunnel registered are served
   (:mod:`coder_agent.tunnelports`).
@@ -64,7 +65,7 @@ class SshService:
 
     def __init__(self, *, command_env: ChildEnv, priority: ChildPriority, manifests: Feed[Manifest],
                  own_ports: set[int], reports: ConnectionReports | None, block_file_transfer: bool,
-                 start_on_manifest: bool, max_timeout: float = 0.0,
+                 max_timeout: float = 0.0,
                  process_env: Mapping[str, str] | None = None) -> None:
         self.health = Health()
         self.command_env = command_env
@@ -77,17 +78,14 @@ class SshService:
         self.max_timeout = max_timeout
         self.server: SshServer | None = None
         self.log = get_logger("sshd")
-        self._want = asyncio.Event()  # start the server (first manifest or first use)
+        self._want = asyncio.Event()  # start the server (the tailnet came up, or first use)
         self._named = asyncio.Event()  # a manifest came: the host key's names are known
-        self._start_on_manifest = start_on_manifest
         self._ready: asyncio.Future[int] | None = None
         manifests.subscribe(self._on_manifest)  # for the daemon's life, as the service
 
     def _on_manifest(self, m: Manifest | None) -> None:
         if m is not None:
             self._named.set()
-            if self._start_on_manifest:
-                self._want.set()
 
     def _ready_future(self) -> asyncio.Future[int]:
         if self._ready is None:
@@ -97,7 +95,7 @@ class SshService:
     async def run(self) -> None:
         ready = self._ready_future()
         if not self._want.is_set():
-            self.health.set("ok", "idle: starts with the first manifest (tailnet on) or the first connection")
+            self.health.set("ok", "idle: starts when the tailnet comes up or on the first connection")
         await self._want.wait()
         await self._named.wait()
         m = self.manifests.latest
@@ -137,6 +135,10 @@ class SshService:
 
     # -- TunnelService ---------------------------------------------------------------------------
 
+    def want(self) -> None:
+        """Start the server now, before its first connection (the tailnet came up)."""
+        self._want.set()
+
     async def port(self) -> int:
         self._want.set()
         return await asyncio.shield(self._ready_future())
@@ -165,7 +167,7 @@ def make_service(*, settings: Settings, command_env: ChildEnv, priority: ChildPr
     """The SSH server: the tunnel's port 1/22 service and a session counter."""
     return SshService(command_env=command_env, priority=priority, manifests=manifests, own_ports=own_ports,
                       reports=reports, block_file_transfer=settings.block_file_transfer,
-                      start_on_manifest=settings.tailnet_enable, max_timeout=settings.ssh_max_timeout)
+                      max_timeout=settings.ssh_max_timeout)
 
 
 def setup(service: SshService, *, status: StatusRegistry) -> list[Service]:
