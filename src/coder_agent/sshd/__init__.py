@@ -10,7 +10,8 @@ talk to on the tunnel's ports 1 and 22 (Coder's Go ``agent/agentssh``).
 
 * :mod:`.service` — the daemon capability: ``make_service(...)`` → :class:`~.service.SshService`
   (the tunnel's port 1/22 :class:`~coder_agent.tunnelports.TunnelService` and a session counter),
-  ``setup(service, status=...)``; starts the server at the first manifest (tailnet on) or first use.
+  ``setup(service, status=...)``; starts the server when the tailnet comes up (``want()``) or on
+  first use.
 
 asyncssh is imported by :mod:`.server` only, which :mod:`.service` imports in a worker thread
 when it starts the server (about 0.4 s warm, 1.1 s cold).
@@ -23,5 +24,6 @@ Wiring (the composition root, ``Daemon.compose``)::
                             reports=daemon.connection_reports)
     services += sshd.setup(ssh, status=status)
     tunnel_services[1] = tunnel_services[22] = ssh   # the tailnet splices there (tunnelports)
+    network.on_engine.append(lambda _engine: ssh.want())  # ready before the first connection
     # stats: ssh.session_counts() -> {"ssh": n, "vscode": n, "jetbrains": n}
 """
