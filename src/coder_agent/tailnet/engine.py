@@ -82,6 +82,7 @@ from .coordination import (
     run_coordination,
     run_derp_map_subscriber,
 )
+from .deadline import DeadlineTimer
 from .derpclient import DerpManager, DialOptions
 from .derpmap import DerpMap, rewrite_default_relay
 from .wireguard import Device, HandshakeComplete, HandshakeFailed, Result, Timers
@@ -204,8 +205,7 @@ class Tailnet:
         self._rpc_done = asyncio.Event()
         self._rpc_done.set()
         self._home_task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(self._fire, self.clock.monotonic)  # the device's timers
         self._lost_timer: asyncio.TimerHandle | None = None
         self._coordinating = False
         self._started = False
@@ -443,26 +443,14 @@ class Tailnet:
     @property
     def timer_deadline(self) -> float | None:
         """When the device timer fires next (``clock.monotonic()`` time), None when idle."""
-        return self._timer_at if self._timer is not None else None
+        return self._timer.deadline
 
     def _reschedule(self) -> None:
         """Arm the one device timer at ``next_deadline()`` (nothing when idle)."""
-        if self._down:
-            return
-        deadline = self.device.next_deadline()
-        if deadline == self._timer_at and (deadline is None or self._timer is not None):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None:
-            delay = max(0.0, deadline - self.clock.monotonic())
-            self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
+        if not self._down:
+            self._timer.arm(self.device.next_deadline())
 
     def _fire(self) -> None:
-        self._timer = None
-        self._timer_at = None
         if not self._down:
             self._apply(self.device.tick(self.clock.monotonic()))
 
@@ -531,10 +519,7 @@ class Tailnet:
             with contextlib.suppress(BaseException):
                 await self._home_task
             self._home_task = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-            self._timer_at = None
+        self._timer.cancel()
         self._cancel_lost_timer()
         await self.derp.close()
         for peer in list(self._peers.values()):

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..log import Collapse, get_logger
+from .deadline import DeadlineTimer
 from .tcp import (
     Connected,
     ConnectionClosed,
@@ -274,8 +275,7 @@ class TunnelTcp:
         self._conns: dict[ConnKey, TunnelConn] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(self._fire, self._loop.time)  # the TCP stack's timers
         self._closed = False
         self.counters = TunnelCounters()
         self._seen_since_report = 0
@@ -316,21 +316,10 @@ class TunnelTcp:
         self._rearm()
 
     def _rearm(self) -> None:
-        if self._closed:
-            return
-        deadline = self.stack.next_deadline()
-        if deadline == self._timer_at and (deadline is None or self._timer is not None):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._fire)
+        if not self._closed:
+            self._timer.arm(self.stack.next_deadline())
 
     def _fire(self) -> None:
-        self._timer = None
-        self._timer_at = None
         if self._closed:
             return
         self._handle(self.stack.handle_timers(self._loop.time()))
@@ -493,9 +482,7 @@ class TunnelTcp:
         for conn in list(self._conns.values()):
             conn.abort()
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
