@@ -112,6 +112,7 @@ class Settings(BaseModel):
     prometheus_address: str = "127.0.0.1:2112"
     devcontainers_enable: bool = True
     devcontainers_discovery: bool = True
+    devcontainers_discovery_autostart: bool = False  # Go's default too
     tailnet_enable: bool = True
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -237,6 +238,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("devcontainers_discovery", "--devcontainers-project-discovery-enable",
             "CODER_AGENT_DEVCONTAINERS_PROJECT_DISCOVERY_ENABLE", "devcontainers.discovery", "bool",
             help="discover devcontainer.json files in git projects"),
+    Setting("devcontainers_discovery_autostart", "--devcontainers-discovery-autostart-enable",
+            "CODER_AGENT_DEVCONTAINERS_DISCOVERY_AUTOSTART_ENABLE", "devcontainers.discovery_autostart", "bool",
+            help="bring up discovered projects whose devcontainer.json sets customizations.coder.autoStart"),
     Setting("tailnet_enable", "--tailnet-enable", "CODER_AGENT_TAILNET_ENABLE", "tailnet.enable", "bool",
             help="join Coder's tailnet when the manifest carries a DERP map (SSH, apps, ports)"),
     Setting("log_format", "--log-format", "CODER_AGENT_LOG_FORMAT", "log_format", help="console | json"),

@@ -19,6 +19,12 @@ Rules:
 * Recreate and delete go through :mod:`.status`: refused transitions are 409s. Recreate runs
   in the background (the Dev Containers CLI when installed, else the SDK from inspect data);
   its output goes to the devcontainer's log source.
+* Discovery autostart (``devcontainers.discovery_autostart``, off by default as in Go): a
+  discovered project (not one the manifest declares) whose ``devcontainer.json`` sets
+  ``customizations.coder.autoStart`` (:mod:`.devconfig`) is brought up with ``devcontainer up``
+  (no ``--remove-existing-container``: an existing container is reused, as Go's
+  ``CreateDevcontainer``) once per project for the life of the process, not on every re-scan.
+  A config that cannot be read yet (mid-write) is read again on the next pass.
 * Ids are looked up in our own table; nothing from a request reaches a command line except a
   workspace folder and config path that we found ourselves. No shell anywhere.
 """
@@ -44,7 +50,7 @@ from ..procprio import ChildPriority
 from ..retry import Backoff, RetryPolicy
 from ..service import Health
 from ..state import StateStore
-from . import cliparse, discovery
+from . import cliparse, devconfig, discovery
 from .engine import Engine, EngineUnavailable
 from .model import Container, Devcontainer, Runtime, Source, assemble, container_from_inspect, port_warnings
 from .status import TRANSITIONAL, Event, Refused, Status
@@ -112,6 +118,8 @@ class DevcontainerManager:
         self._files_kick = asyncio.Event()
         self._watched_config_dirs: set[str] = set()
         self._pending = Change()
+        self._autostart_seen: set[str] = set()  # discovered workspace folders already handled
+        self._autostart_errors: dict[str, str] = {}  # folder -> the config error already logged
         stored = store.get(STATE_KEY, {}) or {}
         for entry in stored.get("ids", []) if isinstance(stored, dict) else []:
             with contextlib.suppress(KeyError, TypeError, ValueError):
@@ -430,6 +438,8 @@ class DevcontainerManager:
             if self._stat_configs() or m != last_manifest or changed:
                 last_manifest = m
                 await self._publish()
+            if discover:
+                await self._on_discovered()
             first = False
             if watch is None:
                 with contextlib.suppress(TimeoutError):
@@ -439,6 +449,40 @@ class DevcontainerManager:
                 await self._files_kick.wait()
                 await asyncio.sleep(DEBOUNCE)  # a checkout or an editor's save is a burst
             self._files_kick.clear()
+
+    async def _on_discovered(self) -> None:
+        """Each newly discovered project, once per process: said in the log and, when
+        ``discovery_autostart`` is on and its config asks for it, brought up (Go's discovery
+        autostart). Projects the manifest declares are left to the start-up path."""
+        enabled = self.settings.devcontainers_discovery_autostart
+        declared = {s.workspace_folder.rstrip("/") or "/" for s in self._manifest_sources()}
+        for d in list(self.devcontainers):
+            folder = d.workspace_folder
+            if d.origin != "discovery" or folder in self._autostart_seen or folder in declared:
+                continue
+            wanted = False
+            if enabled:
+                try:
+                    text = await asyncio.to_thread(Path(d.config_path).read_text, encoding="utf-8")
+                    wanted = devconfig.autostart(text)
+                except (OSError, ValueError) as e:  # not there yet, or mid-write: read again next pass
+                    if self._autostart_errors.get(folder) != str(e):
+                        self._autostart_errors[folder] = str(e)
+                        self.log.warning("cannot read devcontainer config for autostart", devcontainer=d.name,
+                                         config=d.config_path, error=str(e))
+                    continue
+            self._autostart_seen.add(folder)
+            self._autostart_errors.pop(folder, None)
+            if wanted and self.cli is None:
+                self.log.warning("devcontainer asks for autostart, but the Dev Containers CLI is not installed",
+                                 devcontainer=d.name, workspace_folder=folder)
+            elif wanted:
+                try:
+                    await self.recreate(d.id, remove_existing=False)  # starting at once; `up` in the background
+                except (NotFound, Refused) as e:  # gone, or a recreate/delete already runs
+                    self.log.info("devcontainer autostart skipped", devcontainer=d.name, reason=str(e))
+            self.log.info("devcontainer project discovered", devcontainer=d.name, workspace_folder=folder,
+                          autostart=wanted if enabled else "off")
 
     async def rediscover(self) -> None:
         """Walk the workspace now (tests, and after a recreate of a discovered project)."""
@@ -453,8 +497,9 @@ class DevcontainerManager:
         return self.sink.source(f"devcontainer {d.name}", icon="/icon/container.svg",
                                 id=source_id_for(f"devcontainer:{d.id}"))
 
-    async def recreate(self, dc_id: str) -> Devcontainer:
-        """Start a recreate; raises NotFound or Refused. Returns the devcontainer (starting)."""
+    async def recreate(self, dc_id: str, remove_existing: bool = True) -> Devcontainer:
+        """Start a recreate; raises NotFound or Refused. Returns the devcontainer (starting).
+        ``remove_existing=False`` is a plain ``devcontainer up`` (an existing container is reused)."""
         d = self.find(dc_id)
         rt = self.runtime.setdefault(d.id, Runtime(status=d.status))
         rt.apply(Event.RECREATE)  # Refused → 409
@@ -462,7 +507,8 @@ class DevcontainerManager:
         rt.hide_container = True
         old = d.container.id if d.container else ""
         await self._publish()
-        task = asyncio.create_task(self._recreate_job(d, old), name=f"devcontainers:recreate:{d.id}")
+        task = asyncio.create_task(self._recreate_job(d, old, remove_existing),
+                                   name=f"devcontainers:recreate:{d.id}")
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
         return self.find(dc_id)
@@ -477,13 +523,14 @@ class DevcontainerManager:
         result: cliparse.UpResult = await asyncio.shield(job)
         return result
 
-    async def _recreate_job(self, d: Devcontainer, old_container: str) -> cliparse.UpResult:
+    async def _recreate_job(self, d: Devcontainer, old_container: str,
+                            remove_existing: bool = True) -> cliparse.UpResult:
         rt = self.runtime[d.id]
         src = self.log_source(d)
         cli = self.cli
         try:
             if cli is not None:
-                result = await self._run_cli(cli, d, src)
+                result = await self._run_cli(cli, d, src, remove_existing)
             else:
                 result = await self._recreate_sdk(d, old_container, src)
         except asyncio.CancelledError:
@@ -519,12 +566,15 @@ class DevcontainerManager:
         env.update({k: v for k, v in self.child_env.items() if not k.startswith(_STRIP_ENV)})
         return self.priority.env(env)
 
-    async def _run_cli(self, cli: str, d: Devcontainer, src: LogSource) -> cliparse.UpResult:
+    async def _run_cli(self, cli: str, d: Devcontainer, src: LogSource,
+                       remove_existing: bool = True) -> cliparse.UpResult:
         argv = [cli, "up", "--log-format", "json", "--workspace-folder", d.workspace_folder]
         if d.config_path:
             argv += ["--config", d.config_path]
-        argv.append("--remove-existing-container")
-        self.sink.write(src, f"Recreating devcontainer {d.name}: {' '.join(argv[1:])}")
+        if remove_existing:
+            argv.append("--remove-existing-container")
+        verb = "Recreating" if remove_existing else "Starting"
+        self.sink.write(src, f"{verb} devcontainer {d.name}: {' '.join(argv[1:])}")
         proc = await asyncio.create_subprocess_exec(
             *self.priority.wrap(argv), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=self._cli_env(), start_new_session=True)
