@@ -5,6 +5,7 @@ Plug-in point: :func:`setup` (called by the composition root, ``Daemon.compose``
 * :mod:`.status`    the status state machine (pure table)
 * :mod:`.model`     inspect data → codersdk JSON; merging sources and containers (pure)
 * :mod:`.cliparse`  the Dev Containers CLI's output (pure)
+* :mod:`.devconfig` what we read from a devcontainer.json itself (pure; ``autoStart``)
 * :mod:`.discovery` devcontainer.json files in git projects
 * :mod:`.engine`    the docker SDK, blocking (run from threads)
 * :mod:`.watch`     inotify on the project directories (discovery, config changes)
