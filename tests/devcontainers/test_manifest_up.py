@@ -46,3 +46,6 @@ async def test_manifest_devcontainer_comes_up_and_its_placeholder_never_runs(
     outputs = [r["output"] for r in devserver.agent.logs]
     assert "placeholder-ran" not in outputs and "first-ran" in outputs
     assert any("devcontainer app is running" in o for o in outputs)
+    # as Go at start: a plain `devcontainer up`, which reuses a container that already exists
+    starts = [o for o in outputs if o.startswith("Starting devcontainer app")]
+    assert len(starts) == 1 and "--remove-existing-container" not in starts[0], starts

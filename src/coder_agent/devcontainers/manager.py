@@ -515,8 +515,9 @@ class DevcontainerManager:
 
     async def up(self, dc_id: str) -> cliparse.UpResult:
         """Bring a (manifest) devcontainer up, as Go's ``createDevcontainer`` at start: the recreate
-        path (``devcontainer up``), awaited; returns its result. Raises NotFound or Refused."""
-        await self.recreate(dc_id)
+        path with a plain ``devcontainer up`` (an existing container is reused, not removed, as Go
+        does at start), awaited; returns its result. Raises NotFound or Refused."""
+        await self.recreate(dc_id, remove_existing=False)
         job = next((t for t in self._jobs if t.get_name() == f"devcontainers:recreate:{dc_id}"), None)
         if job is None:
             return cliparse.UpResult(False, "", "the recreate did not start")
