@@ -127,6 +127,7 @@ async def test_discovered_project_with_autostart_comes_up_once(
     ws = short_tmp / "ws"
     auto = git_repo(ws / "auto", {".devcontainer/devcontainer.json": AUTO})
     plain = git_repo(ws / "plain", {".devcontainer.json": PLAIN})
+    broken = git_repo(ws / "broken", {".devcontainer/devcontainer.json": '{"image": "x", '})  # caught mid-write
     d = spawn_daemon(daemon_env(devserver.url, devserver.agent.token, CODER_AGENT_DEVCONTAINERS_ENABLE="true",
                                 CODER_AGENT_DEVCONTAINERS_CLI=cli_path, CODER_AGENT_DIRECTORY=str(ws),
                                 **{NAME: "true"}))
@@ -164,6 +165,14 @@ async def test_discovered_project_with_autostart_comes_up_once(
     assert devserver.agent.log_sources[source]["display_name"] == "devcontainer auto"
     starts = [r["output"] for r in devserver.agent.logs if r["output"].startswith("Starting devcontainer auto")]
     assert len(starts) == 1 and "--remove-existing-container" not in starts[0], starts
+
+    # a config that cannot be parsed is said once and read again when the file changes
+    cfg = broken / ".devcontainer/devcontainer.json"
+    await apoll(lambda: [e for e in _events(d, "cannot read devcontainer config for autostart")
+                         if e.get("config") == str(cfg)], timeout=60)
+    assert _discovered(d, broken) is None
+    cfg.write_text(PLAIN)
+    assert (await apoll(lambda: _discovered(d, broken), timeout=60))["autostart"] is False
 
     # a re-scan (a new project appears: discovery runs again) does not start it a second time
     later = git_repo(ws / "later", {".devcontainer/devcontainer.json": PLAIN})
