@@ -1,14 +1,17 @@
-"""Shared helpers for benchmarks: medians, RSS from /proc, a devserver in a child process."""
+"""Shared helpers for benchmarks: medians, RSS from /proc, a devserver in a child process, the real
+daemon with a wireguard-go client tunnelled to it (tests/tailnet/rig.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -55,3 +58,33 @@ class DevServerProcess:
 def row(name: str, value: float, baseline: float, unit: str) -> str:
     ratio = value / baseline if baseline else float("inf")
     return f"| {name} | {value:.4g} {unit} | {baseline:.4g} {unit} | {ratio:.2f}x |"
+
+
+@contextlib.asynccontextmanager
+async def tunnelled_daemon(tmp: Path, **env: str) -> AsyncIterator[tuple[Any, Any]]:
+    """The devserver (tailnet, DERP relay) in this process, the real daemon as a child with ``env``
+    on top of its settings, and tests/tailnet/rig.py's wireguard-go client in a network namespace
+    tunnelled to it: yields ``(daemon, rig)`` (a ``tests.conftest.DaemonProcess``, a
+    ``tests.tailnet.rig.Tunnelled``). The relay and the bridges run on this event loop: keep it free
+    (blocking work in a thread). Needs root, /dev/net/tun, wireguard-go and wg."""
+    import asyncio
+    import uuid
+
+    from coder_agent.devserver import DevAgent, DevServer
+    from tests.conftest import DaemonProcess
+    from tests.tailnet.rig import Tunnelled
+
+    async with DevServer(agents=[DevAgent(id=str(uuid.uuid4()))], tailnet=True) as ds:
+        full = {k: v for k, v in os.environ.items() if not k.startswith("CODER_AGENT_")}
+        full.update({"CODER_AGENT_URL": ds.url, "CODER_AGENT_TOKEN": ds.agent.token,
+                     "CODER_AGENT_API_ADDRESS": f"unix:{tmp / 'api.sock'}", "CODER_AGENT_LOG_DIR": str(tmp / "logs"),
+                     "CODER_AGENT_STATE_DIR": str(tmp / "state"), "CODER_AGENT_PROMETHEUS_ADDRESS": "",
+                     "CODER_AGENT_DEVCONTAINERS_ENABLE": "false", "CODER_AGENT_PORTS_ENABLE": "false"})
+        full.update(env)
+        d = DaemonProcess(full, [], tmp).start()
+        try:
+            await asyncio.to_thread(d.wait_ready)
+            async with Tunnelled(ds, d, tmp) as rig:
+                yield d, rig
+        finally:
+            await asyncio.to_thread(d.stop)

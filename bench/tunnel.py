@@ -26,11 +26,10 @@ import json
 import os
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
-from bench._util import cpu_seconds, row, rss_kib
+from bench._util import cpu_seconds, row, rss_kib, tunnelled_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "tests" / "tailnet" / "tcp_client.py"
@@ -135,50 +134,35 @@ async def go_baseline(tmp: Path, mb: int) -> float:
 
 
 async def ours(tmp: Path, mb: int, idle: int) -> tuple[float, int, int, float, float, float]:
-    from coder_agent.devserver import DevAgent, DevServer
-    from tests.conftest import DaemonProcess
-    from tests.tailnet.rig import Tunnelled
-
-    async with DevServer(agents=[DevAgent(id=str(uuid.uuid4()))], tailnet=True) as ds:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CODER_AGENT_")}
-        env.update({"CODER_AGENT_URL": ds.url, "CODER_AGENT_TOKEN": ds.agent.token,
-                    "CODER_AGENT_API_ADDRESS": f"unix:{tmp / 'api.sock'}", "CODER_AGENT_LOG_DIR": str(tmp / "logs"),
-                    "CODER_AGENT_STATE_DIR": str(tmp / "state"), "CODER_AGENT_PROMETHEUS_ADDRESS": "",
-                    "CODER_AGENT_DEVCONTAINERS_ENABLE": "false", "CODER_AGENT_PORTS_ENABLE": "false"})
-        d = DaemonProcess(env, [], tmp).start()
+    async with tunnelled_daemon(tmp) as (d, rig):
+        assert d.proc is not None
+        sink = await _start(sys.executable, "-c", SINK, "127.0.0.1", "7001")
         try:
-            await asyncio.to_thread(d.wait_ready)
-            async with Tunnelled(ds, d, tmp) as rig:
-                assert d.proc is not None
-                sink = await _start(sys.executable, "-c", SINK, "127.0.0.1", "7001")
-                try:
-                    cpu0 = cpu_seconds(d.proc.pid)
-                    rate = await _upload(rig.wg, rig.agent_ip, 7001, mb)
-                    busy = (cpu_seconds(d.proc.pid) - cpu0) / (mb / rate)
-                    r = await rig.wg.ans(sys.executable, "-c", GETS, rig.agent_ip, "4", "30", timeout=120)
-                    assert r.returncode == 0, r.stderr
-                    via_tunnel = float(json.loads(r.stdout)["median"])
-                    loop_port = d.api("GET", "/api/v0/status").json()["tailnet"]["http_api_loopback_port"]
-                    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", GETS, "127.0.0.1",
-                                                                str(loop_port), "30", stdout=asyncio.subprocess.PIPE)
-                    out, _ = await proc.communicate()
-                    direct = float(json.loads(out)["median"])
-                    await asyncio.sleep(2)
-                    rss_idle = rss_kib(d.proc.pid)
-                    hold = await _start("ip", "netns", "exec", rig.wg.netns, sys.executable, "-c", HOLD,
-                                        rig.agent_ip, "7001", str(idle))
-                    try:
-                        await asyncio.sleep(2)
-                        rss_held = rss_kib(d.proc.pid)
-                        st = d.api("GET", "/api/v0/status").json()["tailnet"]["tcp"]
-                        assert st["connections"] >= idle, st
-                    finally:
-                        await _stop(hold)
-                finally:
-                    await _stop(sink)
-                return rate, rss_idle, rss_held, via_tunnel, direct, busy
+            cpu0 = cpu_seconds(d.proc.pid)
+            rate = await _upload(rig.wg, rig.agent_ip, 7001, mb)
+            busy = (cpu_seconds(d.proc.pid) - cpu0) / (mb / rate)
+            r = await rig.wg.ans(sys.executable, "-c", GETS, rig.agent_ip, "4", "30", timeout=120)
+            assert r.returncode == 0, r.stderr
+            via_tunnel = float(json.loads(r.stdout)["median"])
+            loop_port = d.api("GET", "/api/v0/status").json()["tailnet"]["http_api_loopback_port"]
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", GETS, "127.0.0.1",
+                                                        str(loop_port), "30", stdout=asyncio.subprocess.PIPE)
+            out, _ = await proc.communicate()
+            direct = float(json.loads(out)["median"])
+            await asyncio.sleep(2)
+            rss_idle = rss_kib(d.proc.pid)
+            hold = await _start("ip", "netns", "exec", rig.wg.netns, sys.executable, "-c", HOLD,
+                                rig.agent_ip, "7001", str(idle))
+            try:
+                await asyncio.sleep(2)
+                rss_held = rss_kib(d.proc.pid)
+                st = d.api("GET", "/api/v0/status").json()["tailnet"]["tcp"]
+                assert st["connections"] >= idle, st
+            finally:
+                await _stop(hold)
         finally:
-            await asyncio.to_thread(d.stop)
+            await _stop(sink)
+        return rate, rss_idle, rss_held, via_tunnel, direct, busy
 
 
 async def main() -> None:
