@@ -76,6 +76,19 @@ async def test_11_script_output_arrives_over_rpc(ds: DevServer, piped: Any) -> N
     await apoll(lambda: "ready" in lifecycle_states(ds))
 
 
+async def test_11b_a_batch_refused_as_unknown_rpc_goes_whole_over_rest(ds: DevServer, piped: Any) -> None:
+    # the transport reads the batch once to build the RPC request, learns coderd lacks the RPC, and
+    # must read the same batch again for REST: every line arrives, once
+    ctl_of(ds).unknown.add("BatchCreateLogs")
+    ds.agent.scripts = [{"display_name": "old", "script": "for i in 1 2 3 4 5; do echo line $i; done",
+                         "run_on_start": True}]
+    await piped()
+    source = await apoll(lambda: ds.agent.scripts[0].get("log_source_id"))
+    await apoll(lambda: len(outputs(ds, source)) >= 5)
+    assert outputs(ds, source) == [f"line {i}" for i in range(1, 6)]
+    assert ds.requests_to("/me/logs", "PATCH") and len(rec_of(ds).calls_named("BatchCreateLogs")) == 1
+
+
 async def test_13_log_limit_exceeded_stops_shipping_for_good(ds: DevServer, piped: Any) -> None:
     ds.agent.logs_overflowed = True  # coderd already refuses: every call answers log_limit_exceeded
     ds.agent.scripts = [{"display_name": "chatty", "script": "echo one; sleep 1; echo two; sleep 1; echo three",

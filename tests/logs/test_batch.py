@@ -76,3 +76,30 @@ def test_cap_refusal_is_reported_once_and_persists() -> None:
     assert again.stopped == "413"
     again.load({"accepted": -5, "stopped": "bogus"})
     assert again.stopped == "413"
+
+
+def test_packed_batch_gives_its_lines_back_and_a_snapshot_outlives_take() -> None:
+    from coder_agent.logs.batch import PackedBatch
+
+    b = PackedBatch(max_bytes=1000)
+    b.add_line(b"2026-01-01T00:00:00Z info one", 3, 30, now=0.0)
+    b.add_line(b"2026-01-01T00:00:00Z warn two\xff", 4, 61, now=0.1)
+    assert b.entries == [30, 61] and list(b.sizes) == [3, 4] and b.size == 3 + 4 + 2 * b.overhead
+    snap = b.lines(2)
+    first = b.lines(1)
+    b.add_line(b"2026-01-01T00:00:01Z info three", 5, 93, now=0.2)  # appended after the snapshot
+    assert list(first) == [b"2026-01-01T00:00:00Z info one"]
+    b.take()
+    assert not b.entries and not b.blob and len(b.sizes) == 0
+    assert list(snap) == [b"2026-01-01T00:00:00Z info one", b"2026-01-01T00:00:00Z warn two\xff"]
+    assert list(snap) == list(snap) and len(snap) == 2  # iterable again (a transport may fall back and re-read)
+
+
+def test_mmap_threshold_is_fixed_on_glibc_unless_the_operator_tuned_malloc() -> None:
+    import platform
+
+    from coder_agent.memtune import fix_mmap_threshold
+
+    assert fix_mmap_threshold({"MALLOC_MMAP_THRESHOLD_": "65536"}) is False
+    assert fix_mmap_threshold({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}) is False
+    assert fix_mmap_threshold({}) is (platform.libc_ver()[0] == "glibc")

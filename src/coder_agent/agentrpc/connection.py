@@ -104,11 +104,16 @@ class RpcClient:
         return int(self.version.split(".")[1])
 
     async def call(self, method: str, request: Message, response_type: type[M], timeout: float = 30.0) -> M:
+        return await self.call_encoded(method, request.SerializeToString(), response_type, timeout)
+
+    async def call_encoded(self, method: str, request: bytes, response_type: type[M], timeout: float = 30.0) -> M:
+        """:meth:`call` with the request already serialized (a caller that builds a large request
+        piece by piece, see :mod:`coder_agent.agentrpc.logs`)."""
         if method in self.unavailable:
             raise FeatureUnavailable(f"{method} is not offered by this coderd")
         t0 = time.perf_counter()
         try:
-            raw = await unary_call(self.conn, SERVICE + method, request.SerializeToString(), timeout)
+            raw = await unary_call(self.conn, SERVICE + method, request, timeout)
         except drpc.RpcUnimplemented as e:
             self.unavailable.add(method)
             if method not in self._said:

@@ -38,6 +38,9 @@ def _block_unused_optional() -> None:
 
 def run(args: argparse.Namespace) -> int:
     _block_unused_optional()
+    from ..memtune import fix_mmap_threshold
+
+    fix_mmap_threshold()  # large buffers (log batches) give their memory back when freed
     from ..config import load_settings
 
     try:

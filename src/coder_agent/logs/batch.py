@@ -32,11 +32,13 @@ Rules:
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 __all__ = ["FLUSH_INTERVAL", "LOG_OVERHEAD", "MAX_BATCH_BYTES", "MAX_BATCH_LINES", "MAX_LOGS_LENGTH", "MIN_TAIL_SHARE",
-           "TAIL_RESERVE", "Batcher", "CapAccountant", "Plan"]
+           "TAIL_RESERVE", "Batcher", "CapAccountant", "PackedBatch", "PackedLines", "Plan"]
 
 MAX_LOGS_LENGTH = 1_048_576  # coderd's max_logs_length, output bytes per agent
 FLUSH_INTERVAL = 1.0  # Go's logSender flushInterval
@@ -99,6 +101,58 @@ class Batcher(Generic[T]):
         return out
 
 
+class PackedBatch(Batcher[int]):
+    """A :class:`Batcher` whose lines are kept packed: their bytes in one ``bytearray``, their
+    output sizes and offsets in arrays; ``entries`` holds each line's end position in its file.
+
+    A 1 MiB batch of 100-byte lines is ~10 000 lines: as a few Python objects per line it held
+    ~4 MiB, and the process kept that RSS after the batch was gone; packed it holds the bytes
+    plus 8 bytes a line. :meth:`lines` gives the lines back one at a time, for a transport that
+    serializes as it goes.
+    """
+
+    def __init__(self, **opts: Any) -> None:
+        super().__init__(**opts)
+        self.blob = bytearray()
+        self.sizes = array("I")  # output bytes of each line (what coderd counts)
+        self._ends = array("I")  # offset in ``blob`` after each line
+
+    def add_line(self, raw: bytes, output_bytes: int, end: int, now: float) -> None:
+        self.add(end, output_bytes, now)
+        self.blob += raw
+        self._ends.append(len(self.blob))
+        self.sizes.append(output_bytes)
+
+    def lines(self, n: int) -> PackedLines:
+        """The first ``n`` lines (of the batch as it is now: lines added or a :meth:`take` later
+        do not change what it gives)."""
+        return PackedLines(self.blob, self._ends[:n])
+
+    def take(self) -> list[int]:
+        self.blob = bytearray()
+        self.sizes = array("I")
+        self._ends = array("I")
+        return super().take()
+
+
+@dataclass(frozen=True)
+class PackedLines:
+    """Lines of a :class:`PackedBatch`, iterable as many times as needed, each line's bytes made
+    only as it is reached."""
+
+    blob: bytearray  # only ever appended to, so the first ``ends[-1]`` bytes never change
+    ends: array[int]
+
+    def __iter__(self) -> Iterator[bytes]:
+        start = 0
+        for end in self.ends:
+            yield bytes(self.blob[start:end])
+            start = end
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+
 @dataclass(frozen=True)
 class Plan:
     """How many of the offered lines to send, and whether the cap notice goes with them."""
@@ -124,7 +178,7 @@ class CapAccountant:
     def refused_by_server(self) -> bool:
         return self.stopped in ("413", "limit_exceeded")
 
-    def plan(self, sizes: list[int]) -> Plan:
+    def plan(self, sizes: Sequence[int]) -> Plan:
         """Plan a head batch of lines with output sizes ``sizes`` (bytes)."""
         if self.stopped is not None:
             return Plan(0, False)
@@ -135,7 +189,7 @@ class CapAccountant:
             left -= n
         return Plan(len(sizes), False)
 
-    def plan_tail(self, sizes: list[int]) -> int:
+    def plan_tail(self, sizes: Sequence[int]) -> int:
         """How many of a tail batch's lines fit what is left under the limit (all, when the
         tail was planned with :meth:`tail_share`)."""
         if self.stopped != "cap":

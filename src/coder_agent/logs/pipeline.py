@@ -52,7 +52,7 @@ import datetime as dt
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,7 +65,15 @@ from ..retention import Retention
 from ..retry import SHIP, Backoff, Decision, classify
 from ..service import Health
 from ..state import StateStore
-from .batch import FLUSH_INTERVAL, MAX_BATCH_BYTES, MAX_BATCH_LINES, MAX_LOGS_LENGTH, Batcher, CapAccountant
+from .batch import (
+    FLUSH_INTERVAL,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_LINES,
+    MAX_LOGS_LENGTH,
+    CapAccountant,
+    PackedBatch,
+    PackedLines,
+)
 from .files import Reader, SourceFile, read_region
 from .tail import TailCount, TailPlanner, tail_notice_text
 from .text import DEFAULT_MAX_LINE, LEVELS, format_entry, format_time, parse_entry, sanitize, split_text
@@ -92,6 +100,29 @@ def _output_bytes(raw: bytes) -> int | None:
     return None if parsed is None else len(parsed[2].encode("utf-8"))
 
 
+def _output_size(e: Entry) -> int:
+    return len(e.output.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """One batch as handed to the transport: ``first``, the packed lines as entries made one at a
+    time as the request is built, ``last``. Iterable again (a transport may fall back from RPC to
+    REST after reading it once)."""
+
+    first: list[Entry]
+    lines: PackedLines
+    last: list[Entry]
+
+    def __iter__(self) -> Iterator[Entry]:
+        yield from self.first
+        for raw in self.lines:  # markers were left out when the batch was filled: each line parses
+            parsed = parse_entry(raw.decode("utf-8", "replace"))
+            if parsed is not None:
+                yield Entry(*parsed)
+        yield from self.last
+
+
 def normalize_level(level: str) -> str:
     lv = (level or "info").lower()
     lv = _LEVEL_ALIASES.get(lv, lv)
@@ -104,9 +135,9 @@ class _Source:
     file: SourceFile
     reader: Reader
     acked: int  # logical position acknowledged by coderd (or skipped on purpose)
-    batch: Batcher[tuple[Entry, int]]  # (entry, logical position after its line)
+    batch: PackedBatch  # the lines' bytes; entries: logical position after each line
     batch_end: int = 0  # logical position after the last line in the batch
-    held: tuple[Entry, int, int] | None = None  # a line read that did not fit the batch
+    held: tuple[bytes, int, int] | None = None  # a line read that did not fit the batch: (bytes, size, end)
     registered: bool = False
     rejected: str | None = None
     flush_requested: bool = False
@@ -213,7 +244,7 @@ class LogPipeline:
                                   source=src.display_name, file=str(sf.path))
             else:
                 acked = found
-        s = _Source(src, sf, Reader(sf, acked), acked, Batcher(**self._batch_opts), batch_end=acked)  # type: ignore[arg-type]
+        s = _Source(src, sf, Reader(sf, acked), acked, PackedBatch(**self._batch_opts), batch_end=acked)
         s.persisted = acked if cursor is not None else -1
         s.process_start = sf.total
         self._sources[src.id] = s
@@ -348,11 +379,11 @@ class LogPipeline:
         b = s.batch
         while True:
             if s.held is not None:
-                entry, n, end = s.held
+                raw, n, end = s.held
                 if not b.room_for(n):
                     return
                 s.held = None
-                b.add((entry, end), n, now)
+                b.add_line(raw, n, end, now)
                 s.batch_end = end
                 continue
             if b.full or (s.tail_end is not None and s.reader.pos >= s.tail_end):
@@ -367,8 +398,7 @@ class LogPipeline:
                     s.acked = end
                 s.batch_end = end
                 continue
-            entry = Entry(*parsed)
-            s.held = (entry, len(entry.output.encode("utf-8")), end)
+            s.held = (raw, len(parsed[2].encode("utf-8")), end)
 
     def _next_due(self) -> tuple[_Source | None, float | None]:
         """The source whose batch is due (oldest first), else the earliest deadline."""
@@ -462,22 +492,22 @@ class LogPipeline:
                     return
                 raise
             s.registered = True
-        pairs = s.batch.entries
-        entries = [e for e, _ in pairs]
-        sizes = [len(e.output.encode("utf-8")) for e in entries]
+        b = s.batch
+        ends, sizes = b.entries, b.sizes
         tail = s.tail_end is not None
+        extra: list[Entry] = []  # the tail's "not sent" line first, or the head's cap notice last
         if tail:
             first = [s.tail_notice] if s.tail_notice is not None else []
-            fits = self.cap.plan_tail([len(e.output.encode("utf-8")) for e in first] + sizes)
+            fits = self.cap.plan_tail([*map(_output_size, first), *sizes])
             n, notice = max(0, fits - len(first)), False
-            send = [*first, *entries[:n]] if fits else []
+            extra = first if fits else []
         else:
             plan = self.cap.plan(sizes)
             n, notice = plan.send, plan.notice
-            send = entries[:n]
             if notice:
-                send = [*send, self._notice(s, sum(sizes[:n]))]
-        if send:
+                extra = [self._notice(s, sum(sizes[:n]))]
+        if n or extra:
+            send = _Outgoing(extra, b.lines(n), []) if tail else _Outgoing([], b.lines(n), extra)
             t0 = time.perf_counter()
             result = await self.transport.send(s.src.id, send)
             if self.metrics is not None:
@@ -488,18 +518,18 @@ class LogPipeline:
         if result is SendResult.LIMIT_EXCEEDED:
             self._refused()
             return
-        self.cap.acknowledged(sum(len(e.output.encode("utf-8")) for e in send), notice)
+        self.cap.acknowledged(sum(sizes[:n]) + sum(_output_size(e) for e in extra), notice)
         s.shipped_lines += n
         if tail:
-            if s.tail_notice is not None and send:
+            if s.tail_notice is not None and extra:
                 s.tail_notice = None
                 s.acked = max(s.acked, s.tail_start)
-            if n == len(pairs):
+            if n == len(ends):
                 s.batch.take()
                 s.acked = max(s.acked, s.batch_end)
             else:  # cannot happen with a planned tail; never risk a 413 for it
                 if n:
-                    s.acked = pairs[n - 1][1]
+                    s.acked = ends[n - 1]
                 self._log.warning("a log tail did not fit what is left of Coder's limit; the rest stays local",
                                   source=s.src.display_name, file=str(s.file.path))
                 s.acked = max(s.acked, s.tail_end or s.acked)
@@ -510,7 +540,7 @@ class LogPipeline:
             self._save()  # a tail spends the budget for good: never send it twice
         elif notice:
             if n:
-                s.acked = pairs[n - 1][1]
+                s.acked = ends[n - 1]
             self._settle(s)
             self._stop_everywhere(s)
             self._save()
@@ -675,7 +705,7 @@ class LogPipeline:
             s.reader.close()
             s.reader = Reader(s.file, start)
             s.acked = s.batch_end = start
-            s.batch = Batcher(**self._batch_opts)  # type: ignore[arg-type]
+            s.batch = PackedBatch(**self._batch_opts)
             s.held = None
             s.registered = False
             s.rejected = None

@@ -3,7 +3,9 @@
 Rules:
 
 * :class:`LogTransport` has two calls. ``register(source)`` makes a log source known to coderd
-  (idempotent; the id is client-chosen). ``send(source_id, logs)`` delivers one batch in order and
+  (idempotent; the id is client-chosen). ``send(source_id, logs)`` delivers one batch in order (``logs`` is an
+  iterable, not an iterator: it may be read again, and its entries are made as they are read, so
+  a transport serializes them as it goes rather than holding them all) and
   returns ACCEPTED, or LIMIT_EXCEEDED when coderd refuses more logs for this agent (REST: 413;
   the RPC transport: ``log_limit_exceeded``). Any other failure raises from
   :mod:`coder_agent.errors` and the shipper decides with :func:`coder_agent.retry.classify`.
@@ -14,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,7 +47,7 @@ class LogTransport(Protocol):
 
     async def register(self, source: LogSource) -> None: ...
 
-    async def send(self, source_id: str, logs: list[Entry]) -> SendResult: ...
+    async def send(self, source_id: str, logs: Iterable[Entry]) -> SendResult: ...
 
 
 class RestTransport:
@@ -57,7 +60,7 @@ class RestTransport:
         await self.client.post_log_source(
             PostLogSourceRequest(id=source.id, display_name=source.display_name, icon=source.icon))
 
-    async def send(self, source_id: str, logs: list[Entry]) -> SendResult:
+    async def send(self, source_id: str, logs: Iterable[Entry]) -> SendResult:
         body = {"log_source_id": source_id,
                 "logs": [{"created_at": e.created_at, "output": e.output, "level": e.level} for e in logs]}
         try:
