@@ -3,13 +3,16 @@ working ssh line and a web-terminal session."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import random
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from .conftest import poll, t, unavailable
 
@@ -34,10 +37,10 @@ def test_demo_for_runs_and_summarises() -> None:
     assert summary["tailnet"].startswith("home region 999, DERP connected, 1 peer(s) handshook"), summary
 
 
-def test_demo_ssh_line_works_and_web_terminal_runs() -> None:
+def test_demo_ssh_line_works_and_web_terminal_runs(tmp_path: Path) -> None:
     """The printed ssh line reaches the agent's SSH server through the devserver's own tunnel
-    (OpenSSH's client, exit status passed through), and the scripted web-terminal session's
-    output appears; both are reported to the control plane."""
+    (OpenSSH's client, exit status passed through, scp into the demo's temp HOME), and the
+    scripted web-terminal session's output appears; both are reported to the control plane."""
     if shutil.which("ssh") is None:
         unavailable("OpenSSH's ssh client is not installed")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODER_AGENT_")}
@@ -68,6 +71,15 @@ def test_demo_ssh_line_works_and_web_terminal_runs() -> None:
         r = subprocess.run([*argv, "exit 7"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=t(60))
         assert r.returncode == 7, r.stdout + r.stderr
+        payload = tmp_path / "payload"
+        payload.write_bytes(random.Random(3).randbytes(300_000))
+        scp = ["scp", *("-P" if a == "-p" else a for a in argv[1:-1])]  # the same options; scp's port is -P
+        r = subprocess.run([*scp, str(payload), "coder@127.0.0.1:payload"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=t(60))
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = subprocess.run([*argv, 'sha256sum "$HOME/payload"'], stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=t(60))
+        assert r.stdout.split()[0] == hashlib.sha256(payload.read_bytes()).hexdigest(), r.stdout + r.stderr
         poll(lambda: seen("web terminal: ") and seen("session closed"), timeout=60)
         poll(lambda: seen("SSH disconnect from [fd7a:115c:a1e0:") and seen(", status 7"), timeout=30)
     finally:

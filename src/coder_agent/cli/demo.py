@@ -8,8 +8,9 @@ once its TSMP ping is answered, a local port is forwarded over that tunnel to th
 port 1 (:mod:`..devserver.portforward`) and the demo prints the ``ssh`` line that uses it (it
 works while the demo runs), then plays a short web-terminal session on port 2 (the reconnecting
 PTY: header, one typed command, ``exit``) and prints what came back. The demo workspace's
-``$HOME`` and directory are a fresh temporary directory (manifest environment and directory), so
-a login shell there reads none of the invoking user's dotfiles.
+``$HOME`` (the demo process's, so the daemon's: every session's and sftp's) and its directory are
+a fresh temporary directory, so a login shell there reads none of the invoking user's dotfiles
+and a file copied with a relative path lands there.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 import tempfile
@@ -169,18 +171,15 @@ class Tool:
             await self._ports()
 
 
-async def _demo(duration: float | None, log_level: str) -> int:
+async def _demo(tmp: Path, duration: float | None, log_level: str) -> int:
     from ..config import load_settings
     from ..daemon import Daemon
     from ..devserver import DevAgent, DevServer
     from ..log import configure_logging
     from ..tasks import reap
 
-    tmp = Path(tempfile.mkdtemp(prefix="coder-agent-demo-"))
-    home = tmp / "home"
-    home.mkdir()
     agent = DevAgent(name="demo", apps=[{"slug": "claude-code", "display_name": "Claude Code"}],
-                     environment={"HOME": str(home)}, directory=str(home))
+                     directory=os.environ["HOME"])
     async with DevServer(agents=[agent], tailnet=True) as ds:
         _out(f"devserver (the dev control plane) at {ds.url}")
         cfg = tmp / "config.toml"
@@ -369,8 +368,17 @@ def _tailnet_summary(st: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="coder-agent-demo-"))
+    (tmp / "home").mkdir()
+    saved = os.environ.get("HOME")
+    os.environ["HOME"] = str(tmp / "home")  # the demo workspace's home: see the module docstring
     try:
-        return asyncio.run(_demo(args.duration, args.log_level))
+        return asyncio.run(_demo(tmp, args.duration, args.log_level))
     except KeyboardInterrupt:
         print("demo stopped", file=sys.stderr)
         return 0
+    finally:
+        if saved is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = saved
