@@ -305,7 +305,7 @@ class _Screen:
 async def _read_until(conn: TunnelConn, screen: _Screen, done: Callable[[str], bool], timeout: float,
                       quiet: float = 0.0) -> bool:
     """Read into ``screen`` until ``done(text)`` holds (and, with ``quiet``, no byte came for that
-    long: a prompt is complete), or EOF; False on EOF or timeout."""
+    long: a prompt is complete), EOF or the timeout; whether ``done`` held at the end."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
