@@ -1,5 +1,6 @@
 """The devserver's local port forward: a loopback port carried over the devserver's own client peer
-(coordinator, DERP relay, WireGuard, our userspace TCP) to a port of the real daemon's tunnel.
+(coordinator, DERP relay, WireGuard, our userspace TCP) to a port of the real daemon's tunnel; and
+the active open it stands on (:meth:`TunnelTcp.connect`), between two tunnels in one process.
 
 The agent's tunnel forwards a port with no server of its own to 127.0.0.1:<port> on its machine,
 so a local server of the test stands behind the agent's port: bytes go test client → forward →
@@ -21,6 +22,7 @@ import pytest
 from coder_agent.devserver import DevAgent, DevServer
 from coder_agent.devserver.portforward import PortForward
 from coder_agent.devserver.tunnelpeer import ClientPeer, join
+from coder_agent.tailnet.tunnel import TunnelConn, TunnelTcp
 
 from ..conftest import DaemonProcess, apoll, t
 
@@ -147,3 +149,70 @@ async def test_a_reader_that_stops_holds_the_sender_back(peer: ClientPeer) -> No
         writer.close()
         assert count == size and received.hexdigest() == hashlib.sha256(data).hexdigest()
         assert fwd.failed == 0
+
+
+# ---- the active open the forward stands on (TunnelTcp.connect), two tunnels back to back ----------
+
+AGENT = bytes.fromhex("fd7a115ca1e0" + "00" * 9 + "01")
+CLIENT = bytes.fromhex("fd7a115ca1e0" + "00" * 9 + "02")
+
+
+def _back_to_back(*, lossy: bool = False) -> tuple[TunnelTcp, TunnelTcp]:
+    """(client, agent): each one's packets go into the other's ``receive`` on the next loop turn
+    (``lossy``: the client's packets go nowhere)."""
+    loop = asyncio.get_running_loop()
+
+    def to_agent(p: bytes) -> None:
+        if not lossy:
+            loop.call_soon(agent.receive, p)
+
+    def to_client(p: bytes) -> None:
+        loop.call_soon(client.receive, p)
+
+    client = TunnelTcp(to_agent, lambda: {CLIENT}, forward_hosts=())
+    agent = TunnelTcp(to_client, lambda: {AGENT}, forward_hosts=())
+    return client, agent
+
+
+async def test_connect_opens_and_carries_bytes() -> None:
+    client, agent = _back_to_back()
+
+    async def upper(conn: TunnelConn) -> None:
+        while data := await conn.read():
+            conn.write(data.upper())
+            await conn.drain()
+        conn.close()
+
+    agent.register(7000, upper)
+    conns = [await client.connect(CLIENT, AGENT, 7000, timeout=t(10)) for _ in range(3)]
+    assert len({c.key.local_port for c in conns}) == 3 and all(c.key.local_port >= 49152 for c in conns)
+    for i, conn in enumerate(conns):
+        conn.write(b"hello %d" % i)
+        conn.write_eof()
+        assert await asyncio.wait_for(conn.read(), t(10)) == b"HELLO %d" % i
+        assert await asyncio.wait_for(conn.read(), t(10)) == b""
+        await asyncio.wait_for(conn.wait_closed(), t(10))
+    await client.close()
+    await agent.close()
+
+
+async def test_connect_refused_and_timed_out() -> None:
+    client, agent = _back_to_back()
+    with pytest.raises(ConnectionRefusedError, match="refused"):
+        await client.connect(CLIENT, AGENT, 1, timeout=t(10))  # reserved, no server: a reset
+    assert client.open_connections == 0 and len(client.stack) == 0
+    await client.close()
+    await agent.close()
+
+    client, agent = _back_to_back(lossy=True)
+    with pytest.raises(TimeoutError):
+        await client.connect(CLIENT, AGENT, 7000, timeout=0.3)
+    assert client.open_connections == 0 and len(client.stack) == 0  # the SYN is withdrawn: no retries
+    task = asyncio.ensure_future(client.connect(CLIENT, AGENT, 7000, timeout=t(10)))
+    await apoll(lambda: len(client.stack) == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert client.open_connections == 0 and len(client.stack) == 0  # likewise when the caller gives up
+    await client.close()
+    await agent.close()
