@@ -205,21 +205,34 @@ async def _demo(tmp: Path, duration: float | None, log_level: str) -> int:
         forwarded: dict[str, Any] = {}
         tunnel = asyncio.create_task(_tunnel(ds, uuid.UUID(agent.id), tool.labels, forwarded))
         watcher = Watcher(ds)
-        connection = "disconnected"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + duration if duration is not None else None
+
+        def running_view(seen: tuple[str, str]) -> tuple[str, str]:
+            """The connection and tailnet while running (after the stop both read as stopped)."""
+            st = daemon.status()
+            if st.get("lifecycle") in ("shutting_down", "shutdown_timeout", "shutdown_error", "off"):
+                return seen
+            return daemon.controlplane.state.value, _tailnet_summary(st.get("tailnet"))
+
+        view = running_view(("disconnected", "off"))
         try:
+            ticks = 0
             while not run.done():
                 watcher.poll()
                 if deadline is not None and loop.time() >= deadline:
                     break
+                if ticks % 4 == 0:  # a stop signal (Ctrl-C) goes to the daemon first: keep a recent view
+                    view = running_view(view)
+                ticks += 1
                 await asyncio.sleep(0.25)
         finally:
             await reap(play, tunnel)
             await tool.http.aclose()
-            connection = daemon.controlplane.state.value  # while running: after the stop it is "disconnected"
-            tailnet_seen = _tailnet_summary(daemon.status().get("tailnet"))  # likewise: stopped after
-            daemon.request_stop()
+            if not run.done():  # --for ended (Ctrl-C goes to the daemon itself: it is stopping by then)
+                view = running_view(view)
+                daemon.request_stop()
+            connection, tailnet_seen = view
             code = await run
             watcher.poll()
         st = daemon.status()
