@@ -92,6 +92,9 @@ def test_demo_ssh_line_works_and_web_terminal_runs(tmp_path: Path) -> None:
                 proc.wait()
         reader.join(t(10))
     out = "".join(lines)
+    # Ctrl-C: the daemon stops gracefully (asked once), then the summary
+    assert proc.returncode == 0 and "summary:" in out and "stopping at once" not in out, out
+    assert "  connection        connected\n" in out, out
     assert "  web terminal │ hello from the web terminal\n" in out, out  # the command's output, a line of its own
     assert "web terminal: the command ran; session closed" in out, out
     assert "RECONNECTING_PTY connect from [fd7a:115c:a1e0:" in out, out
