@@ -1,7 +1,16 @@
 """``coder-agent demo [--for DURATION]``: the devserver and the daemon, side by side, in one process.
 
-Shows live what the control plane receives (lifecycle, log lines, app statuses, requests) and,
-with ``--for``, runs that long, prints a summary and exits 0.
+Shows live what the control plane receives (lifecycle, log lines, app statuses, connection
+reports, requests) and, with ``--for``, runs that long, prints a summary and exits 0.
+
+The devserver joins the agent's tailnet as a Coder client would (:mod:`..devserver.tunnelpeer`):
+once its TSMP ping is answered, a local port is forwarded over that tunnel to the agent's SSH
+port 1 (:mod:`..devserver.portforward`) and the demo prints the ``ssh`` line that uses it (it
+works while the demo runs), then plays a short web-terminal session on port 2 (the reconnecting
+PTY: header, one typed command, ``exit``) and prints what came back. The demo workspace's
+``$HOME`` (the demo process's, so the daemon's: every session's and sftp's) and its directory are
+a fresh temporary directory, so a login shell there reads none of the invoking user's dotfiles
+and a file copied with a relative path lands there.
 """
 
 from __future__ import annotations
@@ -9,12 +18,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..devserver.tunnelpeer import ClientPeer
+    from ..tailnet.tunnel import TunnelConn
 
 
 def parse_duration(text: str) -> float:
@@ -51,6 +66,7 @@ class Watcher:
         self.seen_status = 0
         self.seen_lifecycle = 0
         self.seen_requests = 0
+        self.seen_reports = 0
         self.seen_connection: tuple[int, bool] = (0, False)
 
     def poll(self) -> None:
@@ -58,6 +74,10 @@ class Watcher:
         from ..devserver.rpc import record
 
         rpc = record(agent)
+        for c in rpc.connection_reports[self.seen_reports:]:
+            end = f", status {c['status_code']}" if c["action"] == "DISCONNECT" else ""
+            _out(f"  connection  → {c['type']} {c['action'].lower()} from [{c['ip']}]{end}")
+        self.seen_reports = len(rpc.connection_reports)
         conn_line = ""
         if (rpc.connections, rpc.connected) != self.seen_connection:
             self.seen_connection = (rpc.connections, rpc.connected)
@@ -151,15 +171,15 @@ class Tool:
             await self._ports()
 
 
-async def _demo(duration: float | None, log_level: str) -> int:
+async def _demo(tmp: Path, duration: float | None, log_level: str) -> int:
     from ..config import load_settings
     from ..daemon import Daemon
     from ..devserver import DevAgent, DevServer
     from ..log import configure_logging
     from ..tasks import reap
 
-    tmp = Path(tempfile.mkdtemp(prefix="coder-agent-demo-"))
-    agent = DevAgent(name="demo", apps=[{"slug": "claude-code", "display_name": "Claude Code"}])
+    agent = DevAgent(name="demo", apps=[{"slug": "claude-code", "display_name": "Claude Code"}],
+                     directory=os.environ["HOME"])
     async with DevServer(agents=[agent], tailnet=True) as ds:
         _out(f"devserver (the dev control plane) at {ds.url}")
         cfg = tmp / "config.toml"
@@ -182,23 +202,37 @@ async def _demo(duration: float | None, log_level: str) -> int:
         run = asyncio.create_task(daemon.run())
         tool = Tool(settings.api_address, {ds.port: "the devserver"})
         play = asyncio.create_task(tool.play())
-        tunnel = asyncio.create_task(_tunnel(ds, uuid.UUID(agent.id)))
+        forwarded: dict[str, Any] = {}
+        tunnel = asyncio.create_task(_tunnel(ds, uuid.UUID(agent.id), tool.labels, forwarded))
         watcher = Watcher(ds)
-        connection = "disconnected"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + duration if duration is not None else None
+
+        def running_view(seen: tuple[str, str]) -> tuple[str, str]:
+            """The connection and tailnet while running (after the stop both read as stopped)."""
+            st = daemon.status()
+            if st.get("lifecycle") in ("shutting_down", "shutdown_timeout", "shutdown_error", "off"):
+                return seen
+            return daemon.controlplane.state.value, _tailnet_summary(st.get("tailnet"))
+
+        view = running_view(("disconnected", "off"))
         try:
+            ticks = 0
             while not run.done():
                 watcher.poll()
                 if deadline is not None and loop.time() >= deadline:
                     break
+                if ticks % 4 == 0:  # a stop signal (Ctrl-C) goes to the daemon first: keep a recent view
+                    view = running_view(view)
+                ticks += 1
                 await asyncio.sleep(0.25)
         finally:
             await reap(play, tunnel)
             await tool.http.aclose()
-            connection = daemon.controlplane.state.value  # while running: after the stop it is "disconnected"
-            tailnet_seen = _tailnet_summary(daemon.status().get("tailnet"))  # likewise: stopped after
-            daemon.request_stop()
+            if not run.done():  # --for ended (Ctrl-C goes to the daemon itself: it is stopping by then)
+                view = running_view(view)
+                daemon.request_stop()
+            connection, tailnet_seen = view
             code = await run
             watcher.poll()
         st = daemon.status()
@@ -211,6 +245,8 @@ async def _demo(duration: float | None, log_level: str) -> int:
             "listening_ports": ", ".join(map(str, sorted(tool.ports_seen))) or "none",
             "containers": tool.containers,
             "tailnet": tailnet_seen,
+            "ssh_forward": (f"127.0.0.1:{forwarded['port']}, {forwarded['fwd'].accepted} connection(s)"
+                            if forwarded else "none"),
             "requests_seen": len(ds.state.requests),
             "daemon_exit_code": code,
         }
@@ -221,18 +257,120 @@ async def _demo(duration: float | None, log_level: str) -> int:
         return 0 if code == 0 else 1
 
 
-async def _tunnel(ds: Any, agent_id: uuid.UUID) -> None:
-    """A Coder client of our own reaches the agent through the tailnet, as ``coder ssh`` would first."""
-    from ..devserver.tunnelpeer import reach_agent
+async def _tunnel(ds: Any, agent_id: uuid.UUID, labels: dict[int, str], forwarded: dict[str, Any]) -> None:
+    """A Coder client of our own reaches the agent through the tailnet, as ``coder ssh`` would
+    first; then a local port is forwarded to its SSH server and the web terminal is shown."""
+    from ..devserver.portforward import PortForward
+    from ..devserver.tunnelpeer import join
 
     try:
-        r = await reach_agent(ds, agent_id, timeout=30.0)
+        peer = await join(ds, agent_id, timeout=30.0)
     except (TimeoutError, OSError) as e:
-        _out(f"tailnet: a client peer could not reach the agent ({type(e).__name__}: {e})")
+        _out(f"tailnet: a client peer could not join the agent's tailnet ({type(e).__name__}: {e})")
         return
-    _out(f"tailnet: the agent is at [{r.agent_address}], DERP home region {r.agent_home_region}; a client peer "
-         f"handshook with it over WireGuard in {r.handshake_ms:.0f} ms and got its TSMP pong in "
-         f"{r.tsmp_pong_ms:.0f} ms")
+    async with peer:
+        try:
+            pong_ms = await peer.ping(timeout=30.0)
+        except TimeoutError:
+            _out("tailnet: a client peer got no TSMP pong from the agent in 30 s")
+            return
+        _out(f"tailnet: the agent is at [{peer.agent_address}], DERP home region {peer.agent_home_region}; a "
+             f"client peer handshook with it over WireGuard in {peer.handshake_ms:.0f} ms and got its TSMP pong "
+             f"in {pong_ms:.0f} ms")
+        async with PortForward(peer, 1) as fwd:
+            labels[fwd.port] = "the devserver's ssh forward"
+            forwarded.update(port=fwd.port, fwd=fwd)
+            _out(f"ssh: 127.0.0.1:{fwd.port} is forwarded through that tunnel to the agent's SSH server (port 1);"
+                 " while the demo runs, try:")
+            _out(f"  {ssh_command(fwd.port)}")
+            await _web_terminal(peer)
+            await asyncio.Event().wait()  # until the demo ends (cancelled)
+
+
+def ssh_command(port: int) -> str:
+    """The line printed for the user: the agent's host key is per workspace and not worth keeping."""
+    return (f"ssh -p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "
+            "coder@127.0.0.1")
+
+
+WEB_TERMINAL_COMMAND = "echo hello from the web terminal"
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
+
+
+class _Screen:
+    """What a web terminal shows, as plain lines: the PTY's bytes without escape sequences."""
+
+    def __init__(self) -> None:
+        self.raw = bytearray()
+
+    def text(self) -> str:
+        return _ANSI.sub("", self.raw.decode(errors="replace")).replace("\r\n", "\n")
+
+    def lines(self) -> list[str]:
+        out = []
+        for line in self.text().split("\n"):
+            line = line.rsplit("\r", 1)[-1] if line.rstrip("\r") else ""  # a carriage return redraws
+            if line.strip():
+                out.append(line.rstrip())
+        return out
+
+
+async def _read_until(conn: TunnelConn, screen: _Screen, done: Callable[[str], bool], timeout: float,
+                      quiet: float = 0.0) -> bool:
+    """Read into ``screen`` until ``done(text)`` holds (and, with ``quiet``, no byte came for that
+    long: a prompt is complete), EOF or the timeout; whether ``done`` held at the end."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        met = done(screen.text())
+        wait = deadline - loop.time()
+        if met and not quiet:
+            return True
+        if wait <= 0:
+            return met
+        try:
+            chunk = await asyncio.wait_for(conn.read(), min(wait, quiet) if met else wait)
+        except TimeoutError:
+            if met:
+                return True
+            continue
+        if not chunk:
+            return done(screen.text())
+        screen.raw += chunk
+
+
+async def _web_terminal(peer: ClientPeer) -> None:
+    """What the dashboard's terminal does, scripted: port 2, a new session, one command, exit."""
+    from ..rpty.protocol import InitRequest, encode_init, encode_input
+
+    session = str(uuid.uuid4())
+    _out(f"web terminal: reconnecting PTY on the agent's port 2 through the tunnel, session {session[:8]}…, "
+         f"typing {WEB_TERMINAL_COMMAND!r} then 'exit':")
+    try:
+        conn = await peer.open(2)
+    except (OSError, TimeoutError) as e:
+        _out(f"  web terminal could not connect ({type(e).__name__}: {e})")
+        return
+    screen = _Screen()
+    ok = False
+    try:
+        conn.write(encode_init(InitRequest(id=session, height=24, width=100)))
+        await conn.drain()
+        await _read_until(conn, screen, lambda t: bool(t.strip()), 20.0, quiet=0.5)  # the prompt
+        conn.write(encode_input(WEB_TERMINAL_COMMAND + "\r"))
+        await conn.drain()
+        answer = WEB_TERMINAL_COMMAND.removeprefix("echo ")  # a line of its own: the output, not the typing
+        ok = await _read_until(conn, screen, lambda _t: answer in screen.lines(), 20.0, quiet=0.5)
+        conn.write(encode_input("exit\r"))
+        await conn.drain()
+        await _read_until(conn, screen, lambda _t: False, 10.0)  # until the shell exits: EOF
+    except (ConnectionError, OSError) as e:
+        _out(f"  web terminal connection ended: {type(e).__name__}: {e}")
+    finally:
+        conn.close()
+    for line in screen.lines():
+        _out(f"  web terminal │ {line}")
+    _out(f"web terminal: {'the command ran' if ok else 'the command output did not arrive'}; session closed")
 
 
 def _tailnet_summary(st: Any) -> str:
@@ -243,8 +381,17 @@ def _tailnet_summary(st: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="coder-agent-demo-"))
+    (tmp / "home").mkdir()
+    saved = os.environ.get("HOME")
+    os.environ["HOME"] = str(tmp / "home")  # the demo workspace's home: see the module docstring
     try:
-        return asyncio.run(_demo(args.duration, args.log_level))
+        return asyncio.run(_demo(tmp, args.duration, args.log_level))
     except KeyboardInterrupt:
         print("demo stopped", file=sys.stderr)
         return 0
+    finally:
+        if saved is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = saved

@@ -18,6 +18,9 @@ One :class:`TunnelTcp` per engine (coder-tailnet.md §1 "Dispatch / port forward
   socket that does not drain closes the client's window; :meth:`TunnelConn.drain` waits until
   every written byte is in the stack's bounded send buffer, so the splice reads the local socket
   only while the tunnel can take more.
+* Active open (:meth:`TunnelTcp.connect`, a client's side, as the devserver's own peer uses it):
+  a SYN from an unused ephemeral port; the :class:`TunnelConn` once the handshake completes,
+  ConnectionRefusedError when the peer resets it, TimeoutError (and a reset) when it never answers.
 * Bounds: SYNs waiting for their dial are at most ``TcpConfig.max_pending`` (1024, like
   tailscale's in-flight connection attempts); each dial tries 5 s per address. An idle
   forwarded connection costs about 13 KiB of the daemon's RSS (``bench.tunnel``).
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import random
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
@@ -63,6 +67,7 @@ SSH_KEEPALIVE_IDLE: Final = 72 * 3600.0  # Go: ports 1 and 22 get 72 h keepalive
 RESERVED_PORTS: Final = frozenset({1, 2, 22})
 _WRITE_HIGH: Final = 64 * 1024  # drain() returns once the bytes not yet in the stack are under this
 _READ_CHUNK: Final = 64 * 1024
+_EPHEMERAL: Final = range(49152, 65536)  # IANA's dynamic ports, as Linux and gVisor pick from
 
 ConnHandler = Callable[["TunnelConn"], Awaitable[None]]
 
@@ -105,6 +110,8 @@ class TunnelConn:
         self._room = asyncio.Event()
         self._room.set()
         self.closed = asyncio.Event()
+        self._settled = asyncio.Event()  # the handshake completed, or the connection ended
+        self._established = False
 
     # ---- application side ---------------------------------------------------------------
 
@@ -243,6 +250,11 @@ class TunnelConn:
         self._chunks.append(data)
         self._readable.set()
 
+    def _on_connected(self) -> None:
+        self._established = True
+        self._settled.set()
+        self._flush()
+
     def _on_peer_closed(self) -> None:
         self._eof = True
         self._readable.set()
@@ -254,6 +266,7 @@ class TunnelConn:
         self._readable.set()
         self._room.set()
         self.closed.set()
+        self._settled.set()
 
 
 class TunnelTcp:
@@ -346,7 +359,7 @@ class TunnelTcp:
             elif isinstance(ev, ConnectionReset):
                 self._end(conn, ev.reason)
             elif isinstance(ev, Connected):
-                conn._flush()
+                conn._on_connected()
 
     def _end(self, conn: TunnelConn, error: str | None) -> None:
         if self._conns.get(conn.key) is conn:
@@ -388,6 +401,36 @@ class TunnelTcp:
         finally:
             if not conn.closed.is_set():
                 conn.close()
+
+    # ---- active open --------------------------------------------------------------------------
+
+    async def connect(self, local_addr: bytes, remote_addr: bytes, port: int, *,
+                      timeout: float = DIAL_TIMEOUT) -> TunnelConn:
+        """Open a connection from ``local_addr`` (16 bytes, an ephemeral port) to
+        ``[remote_addr]:port`` through the tunnel; see the module rules for the errors."""
+        if self._closed:
+            raise ConnectionError("the tunnel is closed")
+        key = None
+        for _ in range(64):
+            candidate = ConnKey(local_addr, random.choice(_EPHEMERAL), remote_addr, port)  # noqa: S311
+            if candidate not in self.stack:
+                key = self.stack.connect(*candidate, self._loop.time())
+                break
+        if key is None:
+            raise ConnectionError("no free ephemeral port")
+        conn = TunnelConn(self, key)
+        self._conns[key] = conn
+        self._seen_since_report += 1
+        self._flush_out()
+        try:
+            async with asyncio.timeout(timeout):
+                await conn._settled.wait()
+        except BaseException:  # the timeout, or the caller cancelled: the SYN is withdrawn
+            conn.abort()
+            raise
+        if not conn._established:
+            raise ConnectionRefusedError(f"[{ipaddress.IPv6Address(remote_addr)}]:{port}: {conn._error or 'closed'}")
+        return conn
 
     # ---- forwarding --------------------------------------------------------------------------
 
