@@ -72,6 +72,13 @@ class TailnetNetwork:
         if not self.settings.tailnet_enable:
             self._off("disabled by the tailnet_enable setting")
             return
+        from .derpmap import DerpMap
+
+        # Decided before the engine is imported: without a DERP map the engine (and cryptography,
+        # ~10 MiB of RSS) never loads.
+        if not DerpMap.from_proto(manifest.derp_map).derp_region_ids():
+            self._off("the manifest carries no DERP map")
+            return
         from .engine import manifest_inputs
 
         inputs = manifest_inputs(manifest)
