@@ -2,11 +2,16 @@
 
 Rules:
 
-* :class:`ProcNetReader` is the fast path on Linux: read ``<root>/net/tcp`` (required) and
+* :class:`SockDiagReader` is the fast path on Linux (``/proc`` of our own namespace): a netlink
+  ``NETLINK_SOCK_DIAG`` dump of the TCP sockets in LISTEN (:mod:`.sockdiag`), which costs the
+  kernel a walk of its listening table only (~0.2 ms a scan against 6-15 ms for the files below
+  on a big host). Where netlink is refused it gives way, for good and silently, to:
+* :class:`ProcNetReader`: read ``<root>/net/tcp`` (required) and
   ``<root>/net/tcp6`` (optional: missing when IPv6 is off), keep the LISTEN lines (parsing only
   lines not seen at the previous read), and name the process of each socket through
   :class:`OwnerCache`. When nothing changed it returns the very same list object, so the
   selection downstream can be skipped too: a steady-state scan costs little more than the read.
+  Both readers share the owner lookup:
 * :class:`OwnerCache` maps socket inode → pid by walking ``<root>/<pid>/fd`` — but only for
   inodes it has not seen, stopping as soon as all are found, so a steady state costs no walk at
   all. Inodes nobody owns in our pid namespace (a socket from another namespace, a process we may
@@ -20,18 +25,21 @@ Rules:
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from . import sockdiag
 from .procnet import ListenTable, Socket
 from .select import Listener
 
 __all__ = ["NEGATIVE_TTL", "OwnerCache", "ProcNetReader", "PsutilReader", "ReaderUnavailable", "ScanError",
-           "ScanResult", "Scanner", "default_scanner"]
+           "ScanResult", "Scanner", "SockDiagReader", "default_scanner"]
 
 NEGATIVE_TTL = 30.0
 
@@ -175,13 +183,16 @@ class ProcNetReader:
         except OSError as e:
             raise ReaderUnavailable(f"cannot read {path}: {e.strerror or e}") from None
 
-    def listeners(self) -> list[Listener]:
+    def _sockets(self) -> list[Socket]:
         v4 = self._read("tcp")
         if v4 is None:
             raise ReaderUnavailable(f"cannot read {self.root / 'net' / 'tcp'}: no such file")
         v6 = self._read("tcp6")
         self.tcp6_available = v6 is not None
-        socks = self._t4.update(v4) + (self._t6.update(v6) if v6 else [])
+        return self._t4.update(v4) + (self._t6.update(v6) if v6 else [])
+
+    def listeners(self) -> list[Listener]:
+        socks = self._sockets()
         if socks != self._socks:
             self._socks = socks
             self._inodes = {s.inode for s in socks}
@@ -192,6 +203,55 @@ class ProcNetReader:
         out = [Listener(s.family, s.address, s.port, names.get(s.inode, "")) for s in socks]
         self._memo = (names, out)
         return out
+
+
+class SockDiagReader(ProcNetReader):
+    """The listening sockets from a ``NETLINK_SOCK_DIAG`` dump (:mod:`.sockdiag`): the kernel walks
+    only its listening table, where ``/proc/net/tcp`` walks every connection's bucket. Names as
+    :class:`ProcNetReader` (the same :class:`OwnerCache`). A kernel without it (or a sandbox that
+    forbids netlink) makes it unavailable, and the procfs reader answers."""
+
+    name = "sock_diag"
+    optional = True  # unavailable: the procfs reader answers, and that is not reported as degraded
+
+    def __init__(self, root: str | Path = "/proc", owners: OwnerCache | None = None) -> None:
+        super().__init__(root, owners)
+        self.unavailable = ""  # why, once it failed: not tried again
+
+    def _sockets(self) -> list[Socket]:
+        if self.unavailable:
+            raise ReaderUnavailable(self.unavailable)
+        try:
+            return self._dump()
+        except ReaderUnavailable as e:
+            self.unavailable = str(e)
+            raise
+
+    def _dump(self) -> list[Socket]:
+        try:
+            nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, sockdiag.NETLINK_SOCK_DIAG)
+        except (OSError, AttributeError) as e:
+            raise ReaderUnavailable(f"no sock_diag netlink socket: {getattr(e, 'strerror', None) or e}") from None
+        try:
+            nl.settimeout(5.0)
+            out: list[Socket] = []
+            for family in (4, 6):
+                nl.sendto(sockdiag.dump_request(family, family), (0, 0))
+                while True:
+                    try:
+                        socks, done = sockdiag.parse_dump(nl.recv(65536), family)
+                    except sockdiag.SockDiagError as e:
+                        if family == 6 and e.errno in (errno.EAFNOSUPPORT, errno.ENOENT, errno.EINVAL):
+                            break  # IPv6 off: no tcp6 either
+                        raise
+                    out.extend(socks)
+                    if done:
+                        break
+            return out
+        except OSError as e:
+            raise ReaderUnavailable(f"sock_diag dump failed: {e.strerror or e}") from None
+        finally:
+            nl.close()
 
 
 class PsutilReader:
@@ -246,7 +306,8 @@ class Scanner:
             try:
                 found = reader.listeners()
             except ReaderUnavailable as e:
-                reasons.append(str(e))
+                if not getattr(reader, "optional", False):  # a faster path missing is no degradation
+                    reasons.append(str(e))
                 continue
             except ScanError as e:
                 reasons.append(str(e))
@@ -263,5 +324,7 @@ def default_scanner(proc_root: str | Path = "/proc") -> Scanner:
     import sys
 
     if sys.platform.startswith("linux"):
+        if Path(proc_root) == Path("/proc"):  # our own network namespace: netlink sees the same sockets
+            return Scanner([SockDiagReader(proc_root), ProcNetReader(proc_root), PsutilReader()])
         return Scanner([ProcNetReader(proc_root), PsutilReader()])
     return Scanner([PsutilReader()])
