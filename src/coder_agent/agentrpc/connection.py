@@ -20,7 +20,9 @@ Rules (coder-agent-rpc.md §1, §2.4, §6.17, §6.18):
   (:class:`~coder_agent.errors.NotAuthenticated`) the token provider has reported why; this loop
   says only "waiting for authentication" (debug) and the state "auth: waiting for authentication".
 * Liveness: the transport answers the server's yamux pings itself; we ping too, every
-  ``ping_interval`` s, and a missing answer within ``ping_timeout`` s ends the connection.
+  ``ping_interval`` s (30 s: hashicorp/yamux's default keep-alive, which Go's agent uses; an idle
+  daemon wakes for nothing more often), and a missing answer within ``ping_timeout`` s ends the
+  connection.
 * ``controlplane`` (transport "rpc") always says where we are; failures carry a staged
   diagnosis ``"<stage>: <reason>"`` with the stage one of auth, dns, connect, tls, timeout,
   http (coderd's own message), websocket, session.
@@ -185,7 +187,7 @@ class ConnectionLoop:
         parts: AgentParts,
         on_connect: Callable[[RpcClient], Awaitable[None]],
         *,
-        ping_interval: float = 15.0,
+        ping_interval: float = 30.0,  # hashicorp/yamux DefaultConfig().KeepAliveInterval, as Go's agent
         ping_timeout: float = 10.0,
         open_timeout: float = 20.0,
     ) -> None:

@@ -113,7 +113,7 @@ class AgentSession:
         parts: AgentParts,
         *,
         runner: ReportingRunner | None = None,
-        ping_interval: float = 15.0,
+        ping_interval: float = 30.0,
         ping_timeout: float = 10.0,
         tick: float = 1.0,
         final_wait: float = 5.0,
