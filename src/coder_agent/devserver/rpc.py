@@ -608,8 +608,11 @@ class _ServerConn:
         self.request = request
         self.number = number
         self.service = _Service(ctl, agent, ds)
-        self.conn = YamuxConnection(_WsSocket(ws, ctl, self.rec), client=False, max_message=1 << 20)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Streams are served from the reader's callback (no accept queue): the reply then goes
+        # out with the stream's ACK in one websocket message.
+        self.conn = YamuxConnection(_WsSocket(ws, ctl, self.rec), client=False, max_message=1 << 20,
+                                    on_stream=self._on_stream)
 
     async def drop(self, *, abort: bool = False) -> None:
         if abort and self.request.transport is not None:
@@ -617,29 +620,23 @@ class _ServerConn:
         await self.conn.close()
 
     async def serve(self) -> None:
-        accept = asyncio.create_task(self._accept_loop())
         pinger = asyncio.create_task(self._ping_loop())
         try:
             await self.conn.closed
         finally:
-            for t in (accept, pinger, *self._tasks):
+            for t in (pinger, *self._tasks):
                 t.cancel()
-            for t in (accept, pinger, *self._tasks):
+            for t in (pinger, *self._tasks):
                 with contextlib.suppress(BaseException):
                     await t
             await self.conn.close()
 
-    async def _accept_loop(self) -> None:
-        while True:
-            try:
-                stream = await self.conn.accept_stream()
-            except ConnectionClosedError:
-                return
-            if stream.stream_id % 2 == 0:
-                self.rec.violations.append(f"client opened even stream id {stream.stream_id}")
-            task = asyncio.create_task(self._serve_stream(stream))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def _on_stream(self, stream: Stream) -> None:
+        if stream.stream_id % 2 == 0:
+            self.rec.violations.append(f"client opened even stream id {stream.stream_id}")
+        task = asyncio.get_running_loop().create_task(self._serve_stream(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _ping_loop(self) -> None:
         while True:

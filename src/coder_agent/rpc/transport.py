@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, Protocol
 
 from ..tasks import reap
@@ -175,7 +175,9 @@ class YamuxConnection:
 
     Create it inside a running event loop: it starts a reader and a writer task at
     once. ``client=True`` is the agent's role (odd stream ids); ``client=False``
-    serves (our test control plane), accepting streams via :meth:`accept_stream`.
+    serves (our test control plane), accepting streams via :meth:`accept_stream`, or, with
+    ``on_stream``, handing each inbound stream to that callback from the reader task itself
+    (it must not block: it typically starts a task), which saves the accept queue's task hops.
     :attr:`closed` is a future that resolves with the reason text when the connection
     ends, whoever ended it.
     """
@@ -186,6 +188,7 @@ class YamuxConnection:
         *,
         client: bool = True,
         max_message: int = DEFAULT_MAX_MESSAGE,
+        on_stream: Callable[[Stream], None] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self._ws = ws
@@ -193,6 +196,7 @@ class YamuxConnection:
         self._max_message = max_message
         self._streams: dict[int, Stream] = {}
         self._accept: asyncio.Queue[Stream] = asyncio.Queue()
+        self._on_stream = on_stream
         self._pings: dict[int, asyncio.Future[None]] = {}
         self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._progress_event = asyncio.Event()
@@ -374,6 +378,11 @@ class YamuxConnection:
         self._progress_event.set()
 
     def _on_stream_opened(self, sid: int) -> None:
+        if self._on_stream is not None:
+            stream = Stream(self, sid)
+            self._streams[sid] = stream
+            self._on_stream(stream)
+            return
         if self._accept.qsize() >= ACCEPT_BACKLOG:
             self._session.reset_stream(sid)
             return
