@@ -6,8 +6,12 @@ module only moves bytes and wakes waiters. Rules it keeps:
 * The websocket is one ordered byte stream: every received binary message goes to
   the session whatever its boundaries; a text message ends the connection (coderd's
   NetConn treats it as a protocol violation).
-* Everything the session queues is sent by one writer task, in order, in binary
-  messages of at most ``max_message`` bytes (the Go side refuses messages over 4 MiB).
+* Everything the session queues is sent in order, in binary messages of at most
+  ``max_message`` bytes (the Go side refuses messages over 4 MiB): by a task that is about
+  to wait for the peer (:meth:`Stream.read`, :meth:`Stream.drain`), which sends what is
+  pending itself, so a call's request leaves without a hop through another task, and
+  otherwise by the writer task. One send at a time; the reader task never sends (a reader
+  blocked on a full socket while the peer does the same would deadlock), it wakes the writer.
 * Window credit is returned as the application reads (:meth:`Stream.read`), so a slow
   reader slows the peer instead of buffering without bound.
 * Pings from the peer are answered by the reader task itself, never behind application
@@ -53,7 +57,12 @@ ACCEPT_BACKLOG: Final = 256
 
 
 class MessageSocket(Protocol):
-    """What we need from a websocket: ``websockets``' ClientConnection fits."""
+    """What we need from a websocket: ``websockets``' ClientConnection fits.
+
+    ``send`` must hand the whole message to the transport before it first suspends (then
+    it may wait for the buffer to drain), so that a send cancelled with its caller never
+    leaves half a message: websockets' and aiohttp's sends do.
+    """
 
     async def send(self, message: bytes, /) -> None: ...
 
@@ -93,12 +102,15 @@ class Stream:
         self._conn._send(self.stream_id, data)
 
     async def drain(self) -> None:
-        """Wait until everything written has been handed to the websocket writer."""
+        """Wait until everything written has been handed to the websocket."""
+        conn = self._conn
         while True:
             self._check_alive()
-            if self._conn._session.send_queued(self.stream_id) == 0:
+            if conn._pending and not conn._sending and await conn._send_pending():
+                continue
+            if conn._session.send_queued(self.stream_id) == 0:
                 return
-            await self._conn._progress()
+            await conn._progress()
 
     async def read(self, max_bytes: int = -1) -> bytes:
         """Return the next received bytes (all buffered, or at most ``max_bytes``).
@@ -107,13 +119,17 @@ class Stream:
         :class:`StreamResetError` if the stream was reset and
         :class:`ConnectionClosedError` if the connection ended before the peer's FIN.
         """
+        conn = self._conn
         while not self._buf:
             if self._reset:
                 raise StreamResetError(f"stream {self.stream_id} was reset")
             if self._eof:
                 return b""
-            if self._conn._closed_reason is not None:
-                raise ConnectionClosedError(self._conn._closed_reason)
+            if conn._closed_reason is not None:
+                raise ConnectionClosedError(conn._closed_reason)
+            # About to wait for the peer: what we wrote goes out now, from this task.
+            if conn._pending and not conn._sending and await conn._send_pending():
+                continue
             self._readable.clear()
             await self._readable.wait()
         if max_bytes < 0:
@@ -198,7 +214,13 @@ class YamuxConnection:
         self._accept: asyncio.Queue[Stream] = asyncio.Queue()
         self._on_stream = on_stream
         self._pings: dict[int, asyncio.Future[None]] = {}
-        self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # Bytes taken from the session and not yet sent, in order; one send at a time.
+        self._pending: list[bytes] = []
+        self._sending = False
+        self._writer_wake: asyncio.Future[None] | None = None
+        self._writer_stop = False
+        self._kick_armed = False
+        self._loop = loop
         self._progress_event = asyncio.Event()
         self._closed_reason: str | None = None
         self.closed: asyncio.Future[str] = loop.create_future()
@@ -310,7 +332,51 @@ class YamuxConnection:
     def _flush(self) -> None:
         data = self._session.data_to_send()
         if data:
-            self._out.put_nowait(data)
+            self._pending.append(data)
+            if not self._kick_armed:
+                self._kick_armed = True
+                self._loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        # One loop pass after bytes were queued: a task about to wait for the peer has
+        # usually sent them itself by now (:meth:`_send_pending`); if not, the writer does.
+        self._kick_armed = False
+        if self._pending and not self._sending:
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        wake = self._writer_wake
+        if wake is not None:
+            self._writer_wake = None
+            if not wake.done():
+                wake.set_result(None)
+
+    async def _send_pending(self) -> bool:
+        """Send what is pending from the calling task, as one message; True if it did.
+
+        A failure ends the connection, which the caller then sees; cancellation is safe
+        (see :class:`MessageSocket`). A batch bigger than one message is left to the writer,
+        which cuts it.
+        """
+        if self._sending or not self._pending or self._closed_reason is not None:
+            return False
+        blob = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        if len(blob) > self._max_message:
+            self._wake_writer()
+            return False
+        self._pending.clear()
+        self._sending = True
+        try:
+            await self._ws.send(blob)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._terminate(f"websocket send failed: {exc!r}")
+        finally:
+            self._sending = False
+            if self._pending or self._writer_stop:
+                self._wake_writer()
+        return True
 
     def _forget_if_gone(self, sid: int) -> None:
         if self._session.stream_state(sid) is None:
@@ -391,19 +457,18 @@ class YamuxConnection:
         self._accept.put_nowait(stream)
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            data = await self._out.get()
-            if data is None:
-                return
-            # Coalesce what is already queued, then cut to the message size limit.
-            parts = [data]
-            while not self._out.empty():
-                more = self._out.get_nowait()
-                if more is None:
-                    self._out.put_nowait(None)
-                    break
-                parts.append(more)
-            blob = b"".join(parts)
+            if self._sending or not self._pending:
+                if self._writer_stop and not self._sending:
+                    return
+                self._writer_wake = loop.create_future()
+                await self._writer_wake
+                continue
+            # Coalesce what is queued, then cut to the message size limit.
+            blob = b"".join(self._pending)
+            self._pending.clear()
+            self._sending = True
             try:
                 for i in range(0, len(blob), self._max_message):
                     await self._ws.send(blob[i : i + self._max_message])
@@ -412,6 +477,8 @@ class YamuxConnection:
             except Exception as exc:
                 self._terminate(f"websocket send failed: {exc!r}")
                 return
+            finally:
+                self._sending = False
 
     def _terminate(self, reason: str) -> None:
         if self._closed_reason is not None:
@@ -430,7 +497,8 @@ class YamuxConnection:
 
     async def _finish(self) -> None:
         # Let the writer send what is queued (a GoAway, final frames), then close.
-        self._out.put_nowait(None)
+        self._writer_stop = True
+        self._wake_writer()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(self._writer), 5)
         self._writer.cancel()
