@@ -568,15 +568,25 @@ class _WsSocket:
         self.ws = ws
         self.ctl = ctl
         self.rec = rec
+        self._split: asyncio.Future[None] | None = None
 
     async def send(self, message: bytes, /) -> None:
         if self.ctl.blackhole:
             return
         if self.ctl.split_bytes:
-            for i in range(len(message)):
-                await self.ws.send_bytes(message[i : i + 1])
+            # One message per byte, sent by a task of its own chained after the previous one: a
+            # caller cancelled halfway still sends all of its message, in order (MessageSocket).
+            self._split = asyncio.ensure_future(self._send_split(self._split, message))
+            await asyncio.shield(self._split)
         else:
             await self.ws.send_bytes(message)
+
+    async def _send_split(self, before: asyncio.Future[None] | None, message: bytes) -> None:
+        if before is not None:
+            with contextlib.suppress(Exception):
+                await before
+        for i in range(len(message)):
+            await self.ws.send_bytes(message[i : i + 1])
 
     async def close(self) -> None:
         await self.ws.close()
