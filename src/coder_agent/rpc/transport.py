@@ -226,9 +226,16 @@ class YamuxConnection:
         self.closed: asyncio.Future[str] = loop.create_future()
         self.last_received: float = loop.time()
         """Loop time of the last websocket message: a liveness signal for watchdogs."""
+        self._send_now: Callable[[bytes], bool] | None = getattr(ws, "send_now", None)
         self._reader = loop.create_task(self._read_loop(), name="yamux-reader")
         self._writer = loop.create_task(self._write_loop(), name="yamux-writer")
         self._shutdown: asyncio.Task[None] | None = None
+        # A socket that can deliver messages itself (rpc.websocket) does, from its protocol
+        # callback: no task hop per message. The reader task still ends the connection when
+        # the socket closes, and takes whatever the socket does not deliver that way.
+        set_receiver: Callable[[Callable[[bytes], None]], None] | None = getattr(ws, "set_receiver", None)
+        if set_receiver is not None:
+            set_receiver(self._receive)
 
     @property
     def session(self) -> yamux.Session:
@@ -341,8 +348,24 @@ class YamuxConnection:
         # One loop pass after bytes were queued: a task about to wait for the peer has
         # usually sent them itself by now (:meth:`_send_pending`); if not, the writer does.
         self._kick_armed = False
-        if self._pending and not self._sending:
+        if self._pending and not self._sending and not self._send_sync():
             self._wake_writer()
+
+    def _send_sync(self) -> bool:
+        """Send everything pending now if the socket can without waiting (``send_now``)."""
+        send_now = self._send_now
+        if send_now is None or self._sending:
+            return False
+        blob = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        if len(blob) > self._max_message:
+            return False
+        try:
+            if not send_now(blob):
+                return False
+        except Exception as exc:
+            self._terminate(f"websocket send failed: {exc!r}")
+        self._pending.clear()
+        return True
 
     def _wake_writer(self) -> None:
         wake = self._writer_wake
@@ -360,6 +383,8 @@ class YamuxConnection:
         """
         if self._sending or not self._pending or self._closed_reason is not None:
             return False
+        if self._send_sync():
+            return True
         blob = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         if len(blob) > self._max_message:
             self._wake_writer()
@@ -391,16 +416,7 @@ class YamuxConnection:
                 if isinstance(message, str):
                     reason = "text message on the RPC websocket"
                     break
-                self.last_received = asyncio.get_running_loop().time()
-                try:
-                    events = self._session.receive_data(message)
-                except yamux.YamuxProtocolError as exc:
-                    self._dispatch(exc.events)
-                    self._flush()  # the GoAway(1) the core queued
-                    reason = f"yamux protocol error: {exc}"
-                    break
-                self._dispatch(events)
-                self._flush()
+                self._receive(message)
                 if self._closed_reason is not None:
                     return
         except asyncio.CancelledError:
@@ -408,6 +424,21 @@ class YamuxConnection:
         except Exception as exc:  # the websocket library's closing errors vary by version
             reason = f"websocket error: {exc!r}"
         self._terminate(reason)
+
+    def _receive(self, message: bytes) -> None:
+        """One binary message: from the reader task, or straight from the socket (``set_receiver``)."""
+        if self._closed_reason is not None:
+            return
+        self.last_received = self._loop.time()
+        try:
+            events = self._session.receive_data(message)
+        except yamux.YamuxProtocolError as exc:
+            self._dispatch(exc.events)
+            self._flush()  # the GoAway(1) the core queued
+            self._terminate(f"yamux protocol error: {exc}")
+            return
+        self._dispatch(events)
+        self._flush()
 
     def _dispatch(self, events: list[yamux.YamuxEvent]) -> None:
         for ev in events:
