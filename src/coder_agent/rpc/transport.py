@@ -88,7 +88,8 @@ class Stream:
         self._buf: deque[bytes] = deque()
         self._eof = False
         self._reset = False
-        self._readable = asyncio.Event()
+        # The read() waiting for data, eof, reset or the connection's end (one reader at a time).
+        self._waiter: asyncio.Future[None] | None = None
         self._local_closed = False
 
     def write(self, data: bytes) -> None:
@@ -118,6 +119,7 @@ class Stream:
         Returns b"" once the peer has closed its side and the buffer is empty. Raises
         :class:`StreamResetError` if the stream was reset and
         :class:`ConnectionClosedError` if the connection ended before the peer's FIN.
+        One read at a time: a second one while the first waits raises RuntimeError.
         """
         conn = self._conn
         while not self._buf:
@@ -130,8 +132,14 @@ class Stream:
             # About to wait for the peer: what we wrote goes out now, from this task.
             if conn._pending and not conn._sending and await conn._send_pending():
                 continue
-            self._readable.clear()
-            await self._readable.wait()
+            if self._waiter is not None:  # as asyncio.StreamReader: one reader at a time
+                raise RuntimeError(f"stream {self.stream_id}: another read is already waiting")
+            waiter = conn._loop.create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
         if max_bytes < 0:
             data = b"".join(self._buf)
             self._buf.clear()
@@ -168,16 +176,21 @@ class Stream:
     # Called by the connection's reader task.
     def _feed(self, data: bytes) -> None:
         self._buf.append(data)
-        self._readable.set()
+        self._wake()
 
     def _mark_eof(self) -> None:
         self._eof = True
-        self._readable.set()
+        self._wake()
 
     def _mark_reset(self) -> None:
         self._reset = True
         self._buf.clear()
-        self._readable.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _check_alive(self) -> None:
         if self._reset:
@@ -518,7 +531,7 @@ class YamuxConnection:
         if not self.closed.done():
             self.closed.set_result(reason)
         for stream in self._streams.values():
-            stream._readable.set()
+            stream._wake()
         self._streams.clear()
         for fut in self._pings.values():
             if not fut.done():
