@@ -37,6 +37,7 @@ against the byte-exact vectors from the facts file instead.
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -424,6 +425,14 @@ class PacketWriter:
 # Client: one unary call
 
 
+@functools.lru_cache(maxsize=64)
+def _invoke_packet(method: str, split_size: int) -> bytes:
+    return _packet_bytes(_INVOKE, 1, 1, method.encode("utf-8"), False, split_size)
+
+
+_CLOSE_SEND_1_3: Final = _frame_bytes(_CLOSE_SEND, 1, 3, b"", True, False)
+
+
 class UnaryCall:
     """Client side of one unary RPC on a fresh dRPC stream (stream id 1).
 
@@ -441,12 +450,11 @@ class UnaryCall:
         if not method.startswith("/"):
             raise ValueError("method must be a full path like /coder.agent.v2.Agent/GetManifest")
         self.method = method
-        self._writer = PacketWriter(1, split_size=split_size)
         self._reader = PacketReader()
-        self._out = bytearray()
-        self._out += self._writer.packet(_INVOKE, method.encode("utf-8"))
-        self._out += self._writer.packet(_MESSAGE, request)
-        self._out += self._writer.packet(_CLOSE_SEND)
+        # Invoke(1,1) is the same bytes for every call of a method: encoded once.
+        self._out = bytearray(_invoke_packet(method, split_size))
+        self._out += _packet_bytes(_MESSAGE, 1, 2, request, False, split_size)
+        self._out += _CLOSE_SEND_1_3
         self._response: bytes | None = None
         self._error: DrpcError | None = None
 
