@@ -7,15 +7,16 @@ module only moves bytes and wakes waiters. Rules it keeps:
   the session whatever its boundaries; a text message ends the connection (coderd's
   NetConn treats it as a protocol violation).
 * Everything the session queues is sent in order, in binary messages of at most
-  ``max_message`` bytes (the Go side refuses messages over 4 MiB): by a task that is about
-  to wait for the peer (:meth:`Stream.read`, :meth:`Stream.drain`), which sends what is
-  pending itself, so a call's request leaves without a hop through another task, and
-  otherwise by the writer task. One send at a time; the reader task never sends (a reader
-  blocked on a full socket while the peer does the same would deadlock), it wakes the writer.
+  ``max_message`` bytes (the Go side refuses messages over 4 MiB), one send at a time: by a
+  task that is about to wait for the peer (:meth:`Stream.read`, :meth:`Stream.drain`), which
+  sends what is pending itself, so a call's request leaves without a hop through another
+  task; otherwise on the next loop pass, at once if the socket can write without waiting
+  (``send_now``, :mod:`.websocket`), else by the writer task. The reader never awaits a
+  send (a reader blocked on a full socket while the peer does the same would deadlock).
 * Window credit is returned as the application reads (:meth:`Stream.read`), so a slow
   reader slows the peer instead of buffering without bound.
-* Pings from the peer are answered by the reader task itself, never behind application
-  work.
+* Pings from the peer are answered by the session as the reader feeds it, never behind
+  application work.
 * A protocol error, a GoAway with a non-zero code, or the websocket closing ends the
   connection: :attr:`YamuxConnection.closed` resolves with the reason and every
   pending read, ping and open fails with :class:`ConnectionClosedError`.
@@ -625,7 +626,7 @@ class BidiStream:
         return self._call.ended
 
     async def send(self, message: bytes) -> None:
-        """Send one message and wait until it is handed to the websocket writer.
+        """Send one message and wait until it is handed to the websocket.
 
         Raises RuntimeError after :meth:`close_send` / :meth:`close` or once the stream ended.
         """
