@@ -484,8 +484,10 @@ class YamuxConnection:
             # StreamAccepted and PingReceived need no action: the core already answered.
         # A stream whose FIN left late (queued behind window credit) is only now gone
         # from the session; drop our handle too. Its Stream object keeps its buffer.
-        for sid in [sid for sid in self._streams if self._session.stream_state(sid) is None]:
-            del self._streams[sid]
+        # Every live session stream has a handle here, so equal counts mean nothing to drop.
+        if len(self._streams) != self._session.stream_count:
+            for sid in [sid for sid in self._streams if self._session.stream_state(sid) is None]:
+                del self._streams[sid]
         self._progress_event.set()
 
     def _on_stream_opened(self, sid: int) -> None:

@@ -390,6 +390,11 @@ class Session:
         """The code of the GoAway the peer sent, if any."""
         return self._remote_go_away
 
+    @property
+    def stream_count(self) -> int:
+        """How many streams are live (neither closed both ways nor reset)."""
+        return len(self._streams)
+
     def stream_state(self, stream_id: int) -> StreamState | None:
         """The state of a live stream; None once it is closed, reset or never existed."""
         stream = self._streams.get(stream_id)
