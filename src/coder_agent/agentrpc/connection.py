@@ -221,6 +221,8 @@ class ConnectionLoop:
         import websockets
         from websockets.asyncio.client import connect
 
+        from ..rpc.websocket import RpcClientConnection
+
         s = self.parts.settings
         url = rpc_url(s.url, self.version)
         headers = {k: v.get_secret_value() for k, v in s.headers.items()}
@@ -232,7 +234,7 @@ class ConnectionLoop:
             ws = await connect(
                 url, additional_headers=headers, compression=None, subprotocols=None, origin=None,
                 max_size=MAX_WS_MESSAGE, ping_interval=None, open_timeout=self.open_timeout,
-                user_agent_header=f"coder-agent/{__version__}", **kwargs,
+                user_agent_header=f"coder-agent/{__version__}", create_connection=RpcClientConnection, **kwargs,
             )
         except websockets.exceptions.InvalidStatus as e:
             raise _http_error(e.response.status_code, bytes(e.response.body or b"")) from None

@@ -51,7 +51,7 @@ import re
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -561,6 +561,9 @@ class _Service:
 # ---- connection --------------------------------------------------------------------------
 
 
+_WS_ENDED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+
+
 class _WsSocket:
     """aiohttp's WebSocketResponse as the byte pipe YamuxConnection wants (plus faults)."""
 
@@ -568,33 +571,46 @@ class _WsSocket:
         self.ws = ws
         self.ctl = ctl
         self.rec = rec
+        self._split: asyncio.Future[None] | None = None
 
     async def send(self, message: bytes, /) -> None:
         if self.ctl.blackhole:
             return
         if self.ctl.split_bytes:
-            for i in range(len(message)):
-                await self.ws.send_bytes(message[i : i + 1])
+            # One message per byte, sent by a task of its own chained after the previous one: a
+            # caller cancelled halfway still sends all of its message, in order (MessageSocket).
+            self._split = asyncio.ensure_future(self._send_split(self._split, message))
+            await asyncio.shield(self._split)
         else:
             await self.ws.send_bytes(message)
+
+    async def _send_split(self, before: asyncio.Future[None] | None, message: bytes) -> None:
+        if before is not None:
+            with contextlib.suppress(Exception):
+                await before
+        for i in range(len(message)):
+            await self.ws.send_bytes(message[i : i + 1])
 
     async def close(self) -> None:
         await self.ws.close()
 
-    def __aiter__(self) -> AsyncIterator[str | bytes]:
-        return self._messages()
+    # An iterator object rather than an async generator: one layer less per message.
+    def __aiter__(self) -> _WsSocket:
+        return self
 
-    async def _messages(self) -> AsyncIterator[str | bytes]:
-        async for msg in self.ws:
+    async def __anext__(self) -> str | bytes:
+        while True:
+            msg = await self.ws.receive()
+            if msg.type in _WS_ENDED:
+                raise StopAsyncIteration
             if self.ctl.blackhole:
                 continue
             if msg.type == WSMsgType.BINARY:
-                yield bytes(msg.data)
-            elif msg.type == WSMsgType.TEXT:
+                return bytes(msg.data)
+            if msg.type == WSMsgType.TEXT:
                 self.rec.violations.append("text websocket message")
-                yield str(msg.data)
-            else:
-                return
+                return str(msg.data)
+            raise StopAsyncIteration
 
 
 class _ServerConn:
@@ -608,8 +624,11 @@ class _ServerConn:
         self.request = request
         self.number = number
         self.service = _Service(ctl, agent, ds)
-        self.conn = YamuxConnection(_WsSocket(ws, ctl, self.rec), client=False, max_message=1 << 20)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Streams are served from the reader's callback (no accept queue): the reply then goes
+        # out with the stream's ACK in one websocket message.
+        self.conn = YamuxConnection(_WsSocket(ws, ctl, self.rec), client=False, max_message=1 << 20,
+                                    on_stream=self._on_stream)
 
     async def drop(self, *, abort: bool = False) -> None:
         if abort and self.request.transport is not None:
@@ -617,29 +636,23 @@ class _ServerConn:
         await self.conn.close()
 
     async def serve(self) -> None:
-        accept = asyncio.create_task(self._accept_loop())
         pinger = asyncio.create_task(self._ping_loop())
         try:
             await self.conn.closed
         finally:
-            for t in (accept, pinger, *self._tasks):
+            for t in (pinger, *self._tasks):
                 t.cancel()
-            for t in (accept, pinger, *self._tasks):
+            for t in (pinger, *self._tasks):
                 with contextlib.suppress(BaseException):
                     await t
             await self.conn.close()
 
-    async def _accept_loop(self) -> None:
-        while True:
-            try:
-                stream = await self.conn.accept_stream()
-            except ConnectionClosedError:
-                return
-            if stream.stream_id % 2 == 0:
-                self.rec.violations.append(f"client opened even stream id {stream.stream_id}")
-            task = asyncio.create_task(self._serve_stream(stream))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def _on_stream(self, stream: Stream) -> None:
+        if stream.stream_id % 2 == 0:
+            self.rec.violations.append(f"client opened even stream id {stream.stream_id}")
+        task = asyncio.get_running_loop().create_task(self._serve_stream(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _ping_loop(self) -> None:
         while True:

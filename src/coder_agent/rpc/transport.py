@@ -6,12 +6,17 @@ module only moves bytes and wakes waiters. Rules it keeps:
 * The websocket is one ordered byte stream: every received binary message goes to
   the session whatever its boundaries; a text message ends the connection (coderd's
   NetConn treats it as a protocol violation).
-* Everything the session queues is sent by one writer task, in order, in binary
-  messages of at most ``max_message`` bytes (the Go side refuses messages over 4 MiB).
+* Everything the session queues is sent in order, in binary messages of at most
+  ``max_message`` bytes (the Go side refuses messages over 4 MiB), one send at a time: by a
+  task that is about to wait for the peer (:meth:`Stream.read`, :meth:`Stream.drain`), which
+  sends what is pending itself, so a call's request leaves without a hop through another
+  task; otherwise on the next loop pass, at once if the socket can write without waiting
+  (``send_now``, :mod:`.websocket`), else by the writer task. The reader never awaits a
+  send (a reader blocked on a full socket while the peer does the same would deadlock).
 * Window credit is returned as the application reads (:meth:`Stream.read`), so a slow
   reader slows the peer instead of buffering without bound.
-* Pings from the peer are answered by the reader task itself, never behind application
-  work.
+* Pings from the peer are answered by the session as the reader feeds it, never behind
+  application work.
 * A protocol error, a GoAway with a non-zero code, or the websocket closing ends the
   connection: :attr:`YamuxConnection.closed` resolves with the reason and every
   pending read, ping and open fails with :class:`ConnectionClosedError`.
@@ -26,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, Protocol
 
 from ..tasks import reap
@@ -53,7 +58,12 @@ ACCEPT_BACKLOG: Final = 256
 
 
 class MessageSocket(Protocol):
-    """What we need from a websocket: ``websockets``' ClientConnection fits."""
+    """What we need from a websocket: ``websockets``' ClientConnection fits.
+
+    ``send`` must hand the whole message to the transport before it first suspends (then
+    it may wait for the buffer to drain), so that a send cancelled with its caller never
+    leaves half a message: websockets' and aiohttp's sends do.
+    """
 
     async def send(self, message: bytes, /) -> None: ...
 
@@ -79,7 +89,8 @@ class Stream:
         self._buf: deque[bytes] = deque()
         self._eof = False
         self._reset = False
-        self._readable = asyncio.Event()
+        # The read() waiting for data, eof, reset or the connection's end (one reader at a time).
+        self._waiter: asyncio.Future[None] | None = None
         self._local_closed = False
 
     def write(self, data: bytes) -> None:
@@ -93,12 +104,15 @@ class Stream:
         self._conn._send(self.stream_id, data)
 
     async def drain(self) -> None:
-        """Wait until everything written has been handed to the websocket writer."""
+        """Wait until everything written has been handed to the websocket."""
+        conn = self._conn
         while True:
             self._check_alive()
-            if self._conn._session.send_queued(self.stream_id) == 0:
+            if conn._pending and not conn._sending and await conn._send_pending():
+                continue
+            if conn._session.send_queued(self.stream_id) == 0:
                 return
-            await self._conn._progress()
+            await conn._progress()
 
     async def read(self, max_bytes: int = -1) -> bytes:
         """Return the next received bytes (all buffered, or at most ``max_bytes``).
@@ -106,16 +120,27 @@ class Stream:
         Returns b"" once the peer has closed its side and the buffer is empty. Raises
         :class:`StreamResetError` if the stream was reset and
         :class:`ConnectionClosedError` if the connection ended before the peer's FIN.
+        One read at a time: a second one while the first waits raises RuntimeError.
         """
+        conn = self._conn
         while not self._buf:
             if self._reset:
                 raise StreamResetError(f"stream {self.stream_id} was reset")
             if self._eof:
                 return b""
-            if self._conn._closed_reason is not None:
-                raise ConnectionClosedError(self._conn._closed_reason)
-            self._readable.clear()
-            await self._readable.wait()
+            if conn._closed_reason is not None:
+                raise ConnectionClosedError(conn._closed_reason)
+            # About to wait for the peer: what we wrote goes out now, from this task.
+            if conn._pending and not conn._sending and await conn._send_pending():
+                continue
+            if self._waiter is not None:  # as asyncio.StreamReader: one reader at a time
+                raise RuntimeError(f"stream {self.stream_id}: another read is already waiting")
+            waiter = conn._loop.create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
         if max_bytes < 0:
             data = b"".join(self._buf)
             self._buf.clear()
@@ -152,16 +177,21 @@ class Stream:
     # Called by the connection's reader task.
     def _feed(self, data: bytes) -> None:
         self._buf.append(data)
-        self._readable.set()
+        self._wake()
 
     def _mark_eof(self) -> None:
         self._eof = True
-        self._readable.set()
+        self._wake()
 
     def _mark_reset(self) -> None:
         self._reset = True
         self._buf.clear()
-        self._readable.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _check_alive(self) -> None:
         if self._reset:
@@ -175,7 +205,9 @@ class YamuxConnection:
 
     Create it inside a running event loop: it starts a reader and a writer task at
     once. ``client=True`` is the agent's role (odd stream ids); ``client=False``
-    serves (our test control plane), accepting streams via :meth:`accept_stream`.
+    serves (our test control plane), accepting streams via :meth:`accept_stream`, or, with
+    ``on_stream``, handing each inbound stream to that callback from the reader task itself
+    (it must not block: it typically starts a task), which saves the accept queue's task hops.
     :attr:`closed` is a future that resolves with the reason text when the connection
     ends, whoever ended it.
     """
@@ -186,6 +218,7 @@ class YamuxConnection:
         *,
         client: bool = True,
         max_message: int = DEFAULT_MAX_MESSAGE,
+        on_stream: Callable[[Stream], None] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self._ws = ws
@@ -193,16 +226,30 @@ class YamuxConnection:
         self._max_message = max_message
         self._streams: dict[int, Stream] = {}
         self._accept: asyncio.Queue[Stream] = asyncio.Queue()
+        self._on_stream = on_stream
         self._pings: dict[int, asyncio.Future[None]] = {}
-        self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # Bytes taken from the session and not yet sent, in order; one send at a time.
+        self._pending: list[bytes] = []
+        self._sending = False
+        self._writer_wake: asyncio.Future[None] | None = None
+        self._writer_stop = False
+        self._kick_armed = False
+        self._loop = loop
         self._progress_event = asyncio.Event()
         self._closed_reason: str | None = None
         self.closed: asyncio.Future[str] = loop.create_future()
         self.last_received: float = loop.time()
         """Loop time of the last websocket message: a liveness signal for watchdogs."""
+        self._send_now: Callable[[bytes], bool] | None = getattr(ws, "send_now", None)
         self._reader = loop.create_task(self._read_loop(), name="yamux-reader")
         self._writer = loop.create_task(self._write_loop(), name="yamux-writer")
         self._shutdown: asyncio.Task[None] | None = None
+        # A socket that can deliver messages itself (rpc.websocket) does, from its protocol
+        # callback: no task hop per message. The reader task still ends the connection when
+        # the socket closes, and takes whatever the socket does not deliver that way.
+        set_receiver: Callable[[Callable[[bytes], None]], None] | None = getattr(ws, "set_receiver", None)
+        if set_receiver is not None:
+            set_receiver(self._receive)
 
     @property
     def session(self) -> yamux.Session:
@@ -306,7 +353,69 @@ class YamuxConnection:
     def _flush(self) -> None:
         data = self._session.data_to_send()
         if data:
-            self._out.put_nowait(data)
+            self._pending.append(data)
+            if not self._kick_armed:
+                self._kick_armed = True
+                self._loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        # One loop pass after bytes were queued: a task about to wait for the peer has
+        # usually sent them itself by now (:meth:`_send_pending`); if not, the writer does.
+        self._kick_armed = False
+        if self._pending and not self._sending and not self._send_sync():
+            self._wake_writer()
+
+    def _send_sync(self) -> bool:
+        """Send everything pending now if the socket can without waiting (``send_now``)."""
+        send_now = self._send_now
+        if send_now is None or self._sending:
+            return False
+        blob = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        if len(blob) > self._max_message:
+            return False
+        try:
+            if not send_now(blob):
+                return False
+        except Exception as exc:
+            self._terminate(f"websocket send failed: {exc!r}")
+        self._pending.clear()
+        return True
+
+    def _wake_writer(self) -> None:
+        wake = self._writer_wake
+        if wake is not None:
+            self._writer_wake = None
+            if not wake.done():
+                wake.set_result(None)
+
+    async def _send_pending(self) -> bool:
+        """Send what is pending from the calling task, as one message; True if it did.
+
+        A failure ends the connection, which the caller then sees; cancellation is safe
+        (see :class:`MessageSocket`). A batch bigger than one message is left to the writer,
+        which cuts it.
+        """
+        if self._sending or not self._pending or self._closed_reason is not None:
+            return False
+        if self._send_sync():
+            return True
+        blob = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        if len(blob) > self._max_message:
+            self._wake_writer()
+            return False
+        self._pending.clear()
+        self._sending = True
+        try:
+            await self._ws.send(blob)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._terminate(f"websocket send failed: {exc!r}")
+        finally:
+            self._sending = False
+            if self._pending or self._writer_stop:
+                self._wake_writer()
+        return True
 
     def _forget_if_gone(self, sid: int) -> None:
         if self._session.stream_state(sid) is None:
@@ -321,16 +430,7 @@ class YamuxConnection:
                 if isinstance(message, str):
                     reason = "text message on the RPC websocket"
                     break
-                self.last_received = asyncio.get_running_loop().time()
-                try:
-                    events = self._session.receive_data(message)
-                except yamux.YamuxProtocolError as exc:
-                    self._dispatch(exc.events)
-                    self._flush()  # the GoAway(1) the core queued
-                    reason = f"yamux protocol error: {exc}"
-                    break
-                self._dispatch(events)
-                self._flush()
+                self._receive(message)
                 if self._closed_reason is not None:
                     return
         except asyncio.CancelledError:
@@ -338,6 +438,21 @@ class YamuxConnection:
         except Exception as exc:  # the websocket library's closing errors vary by version
             reason = f"websocket error: {exc!r}"
         self._terminate(reason)
+
+    def _receive(self, message: bytes) -> None:
+        """One binary message: from the reader task, or straight from the socket (``set_receiver``)."""
+        if self._closed_reason is not None:
+            return
+        self.last_received = self._loop.time()
+        try:
+            events = self._session.receive_data(message)
+        except yamux.YamuxProtocolError as exc:
+            self._dispatch(exc.events)
+            self._flush()  # the GoAway(1) the core queued
+            self._terminate(f"yamux protocol error: {exc}")
+            return
+        self._dispatch(events)
+        self._flush()
 
     def _dispatch(self, events: list[yamux.YamuxEvent]) -> None:
         for ev in events:
@@ -369,11 +484,18 @@ class YamuxConnection:
             # StreamAccepted and PingReceived need no action: the core already answered.
         # A stream whose FIN left late (queued behind window credit) is only now gone
         # from the session; drop our handle too. Its Stream object keeps its buffer.
-        for sid in [sid for sid in self._streams if self._session.stream_state(sid) is None]:
-            del self._streams[sid]
+        # Every live session stream has a handle here, so equal counts mean nothing to drop.
+        if len(self._streams) != self._session.stream_count:
+            for sid in [sid for sid in self._streams if self._session.stream_state(sid) is None]:
+                del self._streams[sid]
         self._progress_event.set()
 
     def _on_stream_opened(self, sid: int) -> None:
+        if self._on_stream is not None:
+            stream = Stream(self, sid)
+            self._streams[sid] = stream
+            self._on_stream(stream)
+            return
         if self._accept.qsize() >= ACCEPT_BACKLOG:
             self._session.reset_stream(sid)
             return
@@ -382,19 +504,18 @@ class YamuxConnection:
         self._accept.put_nowait(stream)
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            data = await self._out.get()
-            if data is None:
-                return
-            # Coalesce what is already queued, then cut to the message size limit.
-            parts = [data]
-            while not self._out.empty():
-                more = self._out.get_nowait()
-                if more is None:
-                    self._out.put_nowait(None)
-                    break
-                parts.append(more)
-            blob = b"".join(parts)
+            if self._sending or not self._pending:
+                if self._writer_stop and not self._sending:
+                    return
+                self._writer_wake = loop.create_future()
+                await self._writer_wake
+                continue
+            # Coalesce what is queued, then cut to the message size limit.
+            blob = b"".join(self._pending)
+            self._pending.clear()
+            self._sending = True
             try:
                 for i in range(0, len(blob), self._max_message):
                     await self._ws.send(blob[i : i + self._max_message])
@@ -403,6 +524,8 @@ class YamuxConnection:
             except Exception as exc:
                 self._terminate(f"websocket send failed: {exc!r}")
                 return
+            finally:
+                self._sending = False
 
     def _terminate(self, reason: str) -> None:
         if self._closed_reason is not None:
@@ -411,7 +534,7 @@ class YamuxConnection:
         if not self.closed.done():
             self.closed.set_result(reason)
         for stream in self._streams.values():
-            stream._readable.set()
+            stream._wake()
         self._streams.clear()
         for fut in self._pings.values():
             if not fut.done():
@@ -421,7 +544,8 @@ class YamuxConnection:
 
     async def _finish(self) -> None:
         # Let the writer send what is queued (a GoAway, final frames), then close.
-        self._out.put_nowait(None)
+        self._writer_stop = True
+        self._wake_writer()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(self._writer), 5)
         self._writer.cancel()
@@ -504,7 +628,7 @@ class BidiStream:
         return self._call.ended
 
     async def send(self, message: bytes) -> None:
-        """Send one message and wait until it is handed to the websocket writer.
+        """Send one message and wait until it is handed to the websocket.
 
         Raises RuntimeError after :meth:`close_send` / :meth:`close` or once the stream ended.
         """
