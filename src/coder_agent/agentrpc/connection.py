@@ -108,7 +108,8 @@ class RpcClient:
     async def call(self, method: str, request: Message, response_type: type[M], timeout: float = 30.0) -> M:
         return await self.call_encoded(method, request.SerializeToString(), response_type, timeout)
 
-    async def call_encoded(self, method: str, request: bytes, response_type: type[M], timeout: float = 30.0) -> M:
+    async def call_encoded(self, method: str, request: bytes | bytearray, response_type: type[M],
+                           timeout: float = 30.0) -> M:
         """:meth:`call` with the request already serialized (a caller that builds a large request
         piece by piece, see :mod:`coder_agent.agentrpc.logs`)."""
         if method in self.unavailable:

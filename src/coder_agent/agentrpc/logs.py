@@ -113,16 +113,16 @@ class RpcLogTransport:
             if n > BATCH_LIMIT:
                 continue  # the Go sender drops such a line at enqueue
             if size and size + n > BATCH_LIMIT:
-                if await self._call(client, bytes(body)):
+                if await self._call(client, body):
                     return SendResult.LIMIT_EXCEEDED
                 body, size = bytearray(head), 0
             body += _encoded_log(e, text)
             size += n
-        if size and await self._call(client, bytes(body)):
+        if size and await self._call(client, body):
             return SendResult.LIMIT_EXCEEDED
         return SendResult.ACCEPTED
 
-    async def _call(self, client: RpcClient, request: bytes) -> bool:
+    async def _call(self, client: RpcClient, request: bytearray) -> bool:
         try:
             resp = await client.call_encoded("BatchCreateLogs", request, agent_pb2.BatchCreateLogsResponse)
         except RpcError as e:  # coderd refused the batch (e.g. a database error): retried by the shipper

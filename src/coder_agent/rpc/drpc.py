@@ -220,11 +220,30 @@ def encode_frame(frame: Frame) -> bytes:
     return _frame_bytes(frame.kind, frame.stream_id, frame.message_id, frame.data, frame.done, frame.control)
 
 
-def _frame_bytes(kind: int, stream_id: int, message_id: int, data: bytes, done: bool, control: bool) -> bytes:
+def _frame_bytes(kind: int, stream_id: int, message_id: int, data: bytes | bytearray, done: bool,
+                 control: bool) -> bytes:
     # The hot path of every packet written: no Frame object, one join.
     head = (kind << 1) | (1 if done else 0) | (0x80 if control else 0)
     return b"".join((_SMALL_VARINTS[head] if head < 0x80 else bytes((head,)), encode_varint(stream_id),
                      encode_varint(message_id), encode_varint(len(data)), data))
+
+
+def _packet_parts(kind: int, stream_id: int, message_id: int, data: bytes | bytearray, control: bool,
+                  split_size: int) -> list[bytes | memoryview]:
+    """One packet as frame headers and views of ``data``, for a caller that joins them with
+    everything else it sends: a large message is copied once, not once per layer."""
+    if len(data) <= split_size:
+        return [_frame_bytes(kind, stream_id, message_id, data, True, control)]
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = []
+    flag = 0x80 if control else 0
+    for offset in range(0, len(data), split_size):
+        chunk = view[offset : offset + split_size]
+        head = (kind << 1) | (1 if offset + split_size >= len(data) else 0) | flag
+        parts.append(b"".join((_SMALL_VARINTS[head] if head < 0x80 else bytes((head,)), encode_varint(stream_id),
+                               encode_varint(message_id), encode_varint(len(chunk)))))
+        parts.append(chunk)
+    return parts
 
 
 def _read_uvarint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int] | None:
@@ -297,11 +316,7 @@ def encode_packet(packet: Packet, *, split_size: int = SPLIT_SIZE) -> bytes:
 def _packet_bytes(kind: int, stream_id: int, message_id: int, data: bytes, control: bool, split_size: int) -> bytes:
     if len(data) <= split_size:
         return _frame_bytes(kind, stream_id, message_id, data, True, control)
-    out = bytearray()
-    for offset in range(0, len(data), split_size):
-        chunk = data[offset : offset + split_size]
-        out += _frame_bytes(kind, stream_id, message_id, chunk, offset + split_size >= len(data), control)
-    return bytes(out)
+    return b"".join(_packet_parts(kind, stream_id, message_id, data, control, split_size))
 
 
 def encode_error(code: int, message: str) -> bytes:
@@ -446,15 +461,17 @@ class UnaryCall:
     without a Message, or at :meth:`receive_eof`. Bytes after that are ignored.
     """
 
-    def __init__(self, method: str, request: bytes, *, split_size: int = SPLIT_SIZE) -> None:
+    def __init__(self, method: str, request: bytes | bytearray, *, split_size: int = SPLIT_SIZE) -> None:
         if not method.startswith("/"):
             raise ValueError("method must be a full path like /coder.agent.v2.Agent/GetManifest")
         self.method = method
         self._reader = PacketReader()
-        # Invoke(1,1) is the same bytes for every call of a method: encoded once.
-        self._out = bytearray(_invoke_packet(method, split_size))
-        self._out += _packet_bytes(_MESSAGE, 1, 2, request, False, split_size)
-        self._out += _CLOSE_SEND_1_3
+        # Invoke(1,1) is the same bytes for every call of a method: encoded once. A long request is
+        # not copied here: its frames are headers and views of it (a log batch is 1 MiB, and each
+        # copy is RSS at its peak).
+        self._out: list[bytes | memoryview] = [_invoke_packet(method, split_size),
+                                               *_packet_parts(_MESSAGE, 1, 2, request, False, split_size),
+                                               _CLOSE_SEND_1_3]
         self._response: bytes | None = None
         self._error: DrpcError | None = None
 
@@ -464,8 +481,12 @@ class UnaryCall:
 
     def data_to_send(self) -> bytes:
         """Return and forget the bytes queued for the server."""
-        out = bytes(self._out)
-        self._out.clear()
+        return b"".join(self.parts_to_send())
+
+    def parts_to_send(self) -> list[bytes | memoryview]:
+        """:meth:`data_to_send` as the pieces it is made of: frame headers and views of the request
+        (which must not change until they are sent)."""
+        out, self._out = self._out, []
         return out
 
     def receive_data(self, data: bytes) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Final, Protocol
 
 from ..tasks import reap
@@ -102,6 +102,12 @@ class Stream:
         """
         self._check_alive()
         self._conn._send(self.stream_id, data)
+
+    def writelines(self, parts: Iterable[bytes | memoryview]) -> None:
+        """:meth:`write` each part, in order, as one write (a ``memoryview`` is not copied: its
+        buffer must not change until sent)."""
+        self._check_alive()
+        self._conn._send(self.stream_id, *parts)
 
     async def drain(self) -> None:
         """Wait until everything written has been handed to the websocket."""
@@ -315,8 +321,9 @@ class YamuxConnection:
 
     # ---- used by Stream --------------------------------------------------------------
 
-    def _send(self, sid: int, data: bytes) -> None:
-        self._session.send(sid, data)
+    def _send(self, sid: int, *parts: bytes | memoryview) -> None:
+        for data in parts:
+            self._session.send(sid, data)
         self._flush()
 
     def _consume(self, sid: int, n: int) -> None:
@@ -558,7 +565,7 @@ class YamuxConnection:
 async def unary_call(
     conn: YamuxConnection,
     method: str,
-    request: bytes,
+    request: bytes | bytearray,
     timeout: float,
 ) -> bytes:
     """Run one dRPC unary call on a fresh stream and return the response message bytes.
@@ -577,7 +584,7 @@ async def unary_call(
             stream = await conn.open_stream()
             # No FIN before the reply: the Go server tears the call down when its
             # read side reaches EOF.
-            stream.write(call.data_to_send())
+            stream.writelines(call.parts_to_send())  # the request is not copied on its way out
             while not call.finished:
                 data = await stream.read()
                 if not data:

@@ -318,7 +318,7 @@ class _Stream:
     uncredited: int = 0
     # Bytes we may still send before the peer's credit runs out.
     send_window: int = DEFAULT_WINDOW
-    send_queue: deque[bytes] = field(default_factory=deque)
+    send_queue: deque[memoryview] = field(default_factory=deque)  # views: a window's part is not a copy
     send_queued: int = 0
     # close_stream() was called: FIN goes out once the send queue has drained.
     fin_pending: bool = False
@@ -423,7 +423,7 @@ class Session:
         self._out.clear()
         return out
 
-    def _emit(self, type_: int, flags: int, stream_id: int, length: int, payload: bytes = b"") -> None:
+    def _emit(self, type_: int, flags: int, stream_id: int, length: int, payload: bytes | memoryview = b"") -> None:
         # Arguments come from this module, already valid: no checks, no enum (see encode_frame).
         out = self._out
         out += _HEADER.pack(PROTOCOL_VERSION, type_, flags, stream_id, length)
@@ -453,17 +453,18 @@ class Session:
         self._emit(_WINDOW_UPDATE, _SYN, stream_id, 0)
         return stream_id
 
-    def send(self, stream_id: int, data: bytes) -> None:
+    def send(self, stream_id: int, data: bytes | bytearray | memoryview) -> None:
         """Queue ``data`` on the stream; as much as the peer's window allows goes out now.
 
         The rest waits inside the session and leaves as WindowUpdates arrive; watch
         :meth:`send_queued` for back-pressure. Raises :class:`StreamError` if the
-        stream is unknown, reset, or already closed for sending.
+        stream is unknown, reset, or already closed for sending. A ``bytearray`` is copied; a
+        ``memoryview`` is queued as it is (not copied: its buffer must not change until sent).
         """
         self._check_usable()
         stream = self._writable_stream(stream_id)
         if data:
-            stream.send_queue.append(bytes(data))
+            stream.send_queue.append(data if isinstance(data, memoryview) else memoryview(bytes(data)))
             stream.send_queued += len(data)
             self._flush(stream)
 
