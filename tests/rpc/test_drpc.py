@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -102,6 +103,24 @@ def test_get_manifest_request_vector() -> None:
     call = drpc.UnaryCall(GET_MANIFEST, b"")
     assert call.data_to_send() == GET_MANIFEST_REQUEST
     assert call.data_to_send() == b""
+
+
+def test_request_in_pieces_is_the_same_message_as_a_request_whole() -> None:
+    data = bytes(random.Random(3).randbytes(200 * 1024))
+    whole = drpc.UnaryCall("/s/M", data)
+    pieced = drpc.UnaryCall("/s/M", None)
+    first = pieced.data_to_send()
+    assert first == drpc.encode_packet(Packet(Kind.INVOKE, 1, 1, b"/s/M"))  # Invoke only, until pieces come
+    cuts = [0, 10, 70_000, 70_001, 150_000, len(data)]
+    for a, b in itertools.pairwise(cuts):
+        pieced.send_request_piece(data[a:b], last=b == len(data))
+    with pytest.raises(RuntimeError, match="complete"):
+        pieced.send_request_piece(b"more", last=True)
+    def packets(raw: bytes) -> list[Packet]:
+        return drpc.PacketReader().receive_data(raw)
+    rest = pieced.data_to_send()
+    assert packets(first + rest) == packets(whole.data_to_send())
+    assert [p.kind for p in packets(first + rest)] == [Kind.INVOKE, Kind.MESSAGE, Kind.CLOSE_SEND]
 
 
 def test_frame_length_checked_before_buffering() -> None:

@@ -35,7 +35,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -55,7 +55,7 @@ from ..errors import (
 from ..log import Collapse, get_logger
 from ..retry import CONNECT, Backoff
 from ..rpc import drpc
-from ..rpc.transport import ConnectionClosedError, StreamResetError, YamuxConnection, unary_call
+from ..rpc.transport import ConnectionClosedError, StreamResetError, YamuxConnection, unary_call, unary_call_pieces
 from ..tasks import reap
 
 if TYPE_CHECKING:
@@ -108,15 +108,18 @@ class RpcClient:
     async def call(self, method: str, request: Message, response_type: type[M], timeout: float = 30.0) -> M:
         return await self.call_encoded(method, request.SerializeToString(), response_type, timeout)
 
-    async def call_encoded(self, method: str, request: bytes | bytearray, response_type: type[M],
-                           timeout: float = 30.0) -> M:
-        """:meth:`call` with the request already serialized (a caller that builds a large request
-        piece by piece, see :mod:`coder_agent.agentrpc.logs`)."""
+    async def call_encoded(self, method: str, request: bytes | bytearray | tuple[bytes, Iterator[bytes]],
+                           response_type: type[M], timeout: float = 30.0) -> M:
+        """:meth:`call` with the request already serialized, or given as pieces (first, rest) made
+        as they are sent (a large request never held whole, see :mod:`coder_agent.agentrpc.logs`)."""
         if method in self.unavailable:
             raise FeatureUnavailable(f"{method} is not offered by this coderd")
         t0 = time.perf_counter()
         try:
-            raw = await unary_call(self.conn, SERVICE + method, request, timeout)
+            if isinstance(request, tuple):
+                raw = await unary_call_pieces(self.conn, SERVICE + method, *request, timeout)
+            else:
+                raw = await unary_call(self.conn, SERVICE + method, request, timeout)
         except drpc.RpcUnimplemented as e:
             self.unavailable.add(method)
             if method not in self._said:

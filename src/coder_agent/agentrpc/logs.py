@@ -4,7 +4,8 @@ Rules (coder-agent-rpc.md §5.6, §6.12, §7.14):
 
 * One call per source per batch; a batch never exceeds Σ(len(output) + 21) ≤ 1 MiB — a longer
   batch handed to us is sent in several calls, in order. A request is serialized line by line
-  (:func:`_encoded_log`), never held as one protobuf object per line.
+  (:func:`_encoded_log`) as it is sent, in pieces of 64 KiB (:class:`_Requests`): never held as
+  one protobuf object per line, nor whole (only the peer's window of it is in flight).
 * Output must be valid UTF-8 for protobuf: lone surrogates (undecodable bytes) and NUL bytes
   become "❌", as the Go agent's sanitizer does.
 * ``log_limit_exceeded`` is returned to the shipper, which stops sending for the process
@@ -20,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from google.protobuf import timestamp_pb2
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["BATCH_LIMIT", "LINE_OVERHEAD", "RpcAppStatusTransport", "RpcLogTransport", "sanitize"]
 
 BATCH_LIMIT = 1 << 20
+PIECE = 64 << 10  # a request is serialized and sent in pieces of about this size (dRPC's frame size)
 LINE_OVERHEAD = 21
 _BAD = re.compile("[\x00\ud800-\udfff]")
 _LEVELS = {"trace": agent_pb2.Log.TRACE, "debug": agent_pb2.Log.DEBUG, "info": agent_pb2.Log.INFO,
@@ -104,33 +106,64 @@ class RpcLogTransport:
         return await self.rest.send(source_id, logs)
 
     async def _send_rpc(self, client: RpcClient, source_id: str, logs: Iterable[Entry]) -> SendResult:
-        head = agent_pb2.BatchCreateLogsRequest(log_source_id=uuid.UUID(source_id).bytes).SerializeToString()
-        body = bytearray(head)
-        size = 0
-        for e in logs:
-            text = sanitize(e.output)
-            n = len(text.encode("utf-8")) + LINE_OVERHEAD
-            if n > BATCH_LIMIT:
-                continue  # the Go sender drops such a line at enqueue
-            if size and size + n > BATCH_LIMIT:
-                if await self._call(client, body):
-                    return SendResult.LIMIT_EXCEEDED
-                body, size = bytearray(head), 0
-            body += _encoded_log(e, text)
-            size += n
-        if size and await self._call(client, body):
-            return SendResult.LIMIT_EXCEEDED
+        requests = _Requests(uuid.UUID(source_id).bytes, logs)
+        while (pieces := requests.next()) is not None:
+            if await self._call(client, pieces):
+                return SendResult.LIMIT_EXCEEDED
         return SendResult.ACCEPTED
 
-    async def _call(self, client: RpcClient, request: bytearray) -> bool:
+    async def _call(self, client: RpcClient, pieces: tuple[bytes, Iterator[bytes]]) -> bool:
         try:
-            resp = await client.call_encoded("BatchCreateLogs", request, agent_pb2.BatchCreateLogsResponse)
+            resp = await client.call_encoded("BatchCreateLogs", pieces, agent_pb2.BatchCreateLogsResponse)
         except RpcError as e:  # coderd refused the batch (e.g. a database error): retried by the shipper
             raise TransportError("session", f"BatchCreateLogs refused: {e.message}") from None
         self.batches_sent += 1
         if resp.log_limit_exceeded:
             self.limit_exceeded = True
         return resp.log_limit_exceeded
+
+
+class _Requests:
+    """A batch's entries as ``BatchCreateLogsRequest``s of at most :data:`BATCH_LIMIT`
+    (Σ len(output) + 21, as Go's sender counts), each as pieces of about :data:`PIECE` bytes
+    serialized as they are taken: :meth:`next` gives the next request's ``(first, rest)`` pieces
+    (None when no line is left); it must be read to its end before the next one is asked for.
+    """
+
+    def __init__(self, source: bytes, logs: Iterable[Entry]) -> None:
+        self._head = agent_pb2.BatchCreateLogsRequest(log_source_id=source).SerializeToString()
+        self._lines = iter(logs)
+        self._carry: tuple[bytes, int] | None = None  # a line that did not fit the previous request
+
+    def next(self) -> tuple[bytes, Iterator[bytes]] | None:
+        pieces = self._pieces()
+        first = next(pieces, None)
+        return None if first is None else (first, pieces)
+
+    def _pieces(self) -> Iterator[bytes]:
+        buf, size, count = bytearray(self._head), 0, 0
+        if self._carry is not None:
+            line, size = self._carry
+            self._carry = None
+            buf += line
+            count = 1
+        for e in self._lines:
+            text = sanitize(e.output)
+            n = len(text.encode("utf-8")) + LINE_OVERHEAD
+            if n > BATCH_LIMIT:
+                continue  # the Go sender drops such a line at enqueue
+            line = _encoded_log(e, text)
+            if count and size + n > BATCH_LIMIT:
+                self._carry = (line, n)  # the next request starts with it
+                break
+            buf += line
+            size += n
+            count += 1
+            if len(buf) >= PIECE:
+                yield bytes(buf)
+                buf.clear()
+        if count and buf:
+            yield bytes(buf)
 
 
 def _encoded_log(e: Entry, text: str) -> bytes:

@@ -229,17 +229,18 @@ def _frame_bytes(kind: int, stream_id: int, message_id: int, data: bytes | bytea
 
 
 def _packet_parts(kind: int, stream_id: int, message_id: int, data: bytes | bytearray, control: bool,
-                  split_size: int) -> list[bytes | memoryview]:
+                  split_size: int, last: bool = True) -> list[bytes | memoryview]:
     """One packet as frame headers and views of ``data``, for a caller that joins them with
-    everything else it sends: a large message is copied once, not once per layer."""
+    everything else it sends: a large message is copied once, not once per layer. ``last=False``:
+    a piece of a packet whose data goes on (no frame of it is done)."""
     if len(data) <= split_size:
-        return [_frame_bytes(kind, stream_id, message_id, data, True, control)]
+        return [_frame_bytes(kind, stream_id, message_id, data, last, control)]
     view = memoryview(data)
     parts: list[bytes | memoryview] = []
     flag = 0x80 if control else 0
     for offset in range(0, len(data), split_size):
         chunk = view[offset : offset + split_size]
-        head = (kind << 1) | (1 if offset + split_size >= len(data) else 0) | flag
+        head = (kind << 1) | (1 if last and offset + split_size >= len(data) else 0) | flag
         parts.append(b"".join((_SMALL_VARINTS[head] if head < 0x80 else bytes((head,)), encode_varint(stream_id),
                                encode_varint(message_id), encode_varint(len(chunk)))))
         parts.append(chunk)
@@ -452,7 +453,9 @@ class UnaryCall:
     """Client side of one unary RPC on a fresh dRPC stream (stream id 1).
 
     On construction the call queues Invoke(1,1) → Message(1,2) → CloseSend(1,3) (the
-    Message is sent even for an empty request: the server waits for it). Feed the
+    Message is sent even for an empty request: the server waits for it); with ``request=None``
+    only Invoke, and the Message's pieces follow through :meth:`send_request_piece` (a request
+    serialized as it is sent: only the peer's window of it is ever held here). Feed the
     stream's bytes to :meth:`receive_data` until :attr:`finished`; then
     :meth:`result` returns the response message bytes or raises :class:`RpcError`.
 
@@ -461,19 +464,21 @@ class UnaryCall:
     without a Message, or at :meth:`receive_eof`. Bytes after that are ignored.
     """
 
-    def __init__(self, method: str, request: bytes | bytearray, *, split_size: int = SPLIT_SIZE) -> None:
+    def __init__(self, method: str, request: bytes | bytearray | None, *, split_size: int = SPLIT_SIZE) -> None:
         if not method.startswith("/"):
             raise ValueError("method must be a full path like /coder.agent.v2.Agent/GetManifest")
         self.method = method
+        self._split = split_size
         self._reader = PacketReader()
-        # Invoke(1,1) is the same bytes for every call of a method: encoded once. A long request is
-        # not copied here: its frames are headers and views of it (a log batch is 1 MiB, and each
-        # copy is RSS at its peak).
-        self._out: list[bytes | memoryview] = [_invoke_packet(method, split_size),
-                                               *_packet_parts(_MESSAGE, 1, 2, request, False, split_size),
-                                               _CLOSE_SEND_1_3]
         self._response: bytes | None = None
         self._error: DrpcError | None = None
+        # Invoke(1,1) is the same bytes for every call of a method: encoded once. A long request is
+        # not copied here: its frames are headers and views of it (a log batch is 1 MiB, and each
+        # copy is RSS at its peak). request=None: it comes in pieces (send_request_piece).
+        self._out: list[bytes | memoryview] = [_invoke_packet(method, split_size)]
+        self._request_open = True
+        if request is not None:
+            self.send_request_piece(request, last=True)
 
     @property
     def finished(self) -> bool:
@@ -482,6 +487,16 @@ class UnaryCall:
     def data_to_send(self) -> bytes:
         """Return and forget the bytes queued for the server."""
         return b"".join(self.parts_to_send())
+
+    def send_request_piece(self, data: bytes | bytearray, *, last: bool) -> None:
+        """Queue the next piece of a request given in pieces (``request=None``): the pieces'
+        concatenation is the request; ``last`` ends it (and queues CloseSend)."""
+        if not self._request_open:
+            raise RuntimeError(f"{self.method}: the request is complete")
+        self._out += _packet_parts(_MESSAGE, 1, 2, data, False, self._split, last)
+        if last:
+            self._out.append(_CLOSE_SEND_1_3)
+            self._request_open = False
 
     def parts_to_send(self) -> list[bytes | memoryview]:
         """:meth:`data_to_send` as the pieces it is made of: frame headers and views of the request

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Final, Protocol
 
 from ..tasks import reap
@@ -50,6 +50,7 @@ __all__ = [
     "bidi_stream",
     "server_stream",
     "unary_call",
+    "unary_call_pieces",
 ]
 
 DEFAULT_MAX_MESSAGE: Final = 1 << 20
@@ -577,7 +578,25 @@ async def unary_call(
     :class:`StreamResetError` when the transport fails. On anything but a normal
     reply or an RpcError the stream is reset rather than closed.
     """
-    call = drpc.UnaryCall(method, request)
+    return await _unary(conn, drpc.UnaryCall(method, request), None, timeout)
+
+
+async def unary_call_pieces(
+    conn: YamuxConnection,
+    method: str,
+    first: bytes,
+    rest: Iterator[bytes],
+    timeout: float,
+) -> bytes:
+    """:func:`unary_call` with the request given as pieces, ``first`` then ``rest`` (the request is
+    their concatenation), made as they are sent: the next piece is taken once the previous ones
+    left (the peer's window), so a large request is never held whole."""
+    call = drpc.UnaryCall(method, None)
+    return await _unary(conn, call, (first, rest), timeout)
+
+
+async def _unary(conn: YamuxConnection, call: drpc.UnaryCall, pieces: tuple[bytes, Iterator[bytes]] | None,
+                 timeout: float) -> bytes:
     stream: Stream | None = None
     try:
         async with asyncio.timeout(timeout):
@@ -585,6 +604,16 @@ async def unary_call(
             # No FIN before the reply: the Go server tears the call down when its
             # read side reaches EOF.
             stream.writelines(call.parts_to_send())  # the request is not copied on its way out
+            if pieces is not None:
+                piece, rest = pieces
+                while True:
+                    following = next(rest, None)
+                    call.send_request_piece(piece, last=following is None)
+                    stream.writelines(call.parts_to_send())
+                    if following is None:
+                        break
+                    await stream.drain()  # the window is the bound on what is held
+                    piece = following
             while not call.finished:
                 data = await stream.read()
                 if not data:
