@@ -29,6 +29,26 @@ def t(seconds: float) -> float:
     return seconds * FACTOR
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An ``asyncio.start_server`` handler that echoes until EOF."""
+    import contextlib
+
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
 def poll(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
     """Wait (synchronously) until ``cond()`` is truthy; return it, or fail the test."""
     deadline = time.monotonic() + t(timeout)

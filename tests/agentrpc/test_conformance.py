@@ -198,7 +198,8 @@ async def test_15_metadata_reports(ds: DevServer, start_session: Any) -> None:
     reports = [r for r in rec_of(ds).metadata_reports if "k" in r["keys"]]
     assert all(r["keys"]["k"] == "x\n" for r in reports)
     gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(reports)]
-    assert all(0.7 <= g <= 2.5 for g in gaps), gaps  # roughly every interval (1 s)
+    # every interval (1 s) on average; one report late on a loaded machine makes the next gap short
+    assert all(0.4 <= g <= t(2.5) for g in gaps) and 0.8 <= sum(gaps) / len(gaps) <= t(1.6), gaps
     assert rec_of(ds).max_in_flight["BatchUpdateMetadata"] == 1
     assert rec_of(ds).metadata["k"]["value"] == "x\n"
 

@@ -32,7 +32,8 @@ class DockerProxy:
 
     def stop(self) -> None:
         """Stop listening and cut every open connection (the engine 'goes away')."""
-        s, self._listener = self._listener, None
+        with self._lock:
+            s, self._listener = self._listener, None
         if s is not None:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
@@ -59,6 +60,10 @@ class DockerProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not s:  # stopped while this one was being accepted: cut it too
+                    client.close()
+                    up.close()
+                    return
                 self._conns.update((client, up))
             threading.Thread(target=self._pump, args=(client, up), daemon=True).start()
             threading.Thread(target=self._pump, args=(up, client), daemon=True).start()

@@ -28,7 +28,7 @@ from coder_agent.childenv import ChildEnv
 from coder_agent.sshd.policy import host_key_seed
 from coder_agent.sshd.server import SshServer
 
-from ..conftest import apoll, t, unavailable
+from ..conftest import apoll, echo_stream, free_port, t, unavailable
 
 USER = getpass.getuser()
 TOKEN = "tok-sshd-test-123"
@@ -104,20 +104,6 @@ async def sshd(tmp_path: Path) -> AsyncIterator[Harness]:
         yield h
     finally:
         await h.server.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
 
 
 async def _echo_round_trip(connect: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]],
@@ -347,11 +333,11 @@ async def test_block_file_transfer(tmp_path: Path) -> None:
 
 
 async def test_local_and_remote_forwards_tcp_and_unix(sshd: Harness) -> None:
-    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    echo = await asyncio.start_server(echo_stream, "127.0.0.1", 0)
     eport = echo.sockets[0].getsockname()[1]
     usock = sshd.tmp / "echo.sock"
-    uecho = await asyncio.start_unix_server(_echo, str(usock))
-    lport, lport_unix, rport = _free_port(), _free_port(), _free_port()
+    uecho = await asyncio.start_unix_server(echo_stream, str(usock))
+    lport, lport_unix, rport = free_port(), free_port(), free_port()
     rsock = sshd.tmp / "remote.sock"
     p = await asyncio.create_subprocess_exec(
         *sshd.argv("-N", "-o", "ExitOnForwardFailure=yes",
@@ -376,9 +362,9 @@ async def test_local_and_remote_forwards_tcp_and_unix(sshd: Harness) -> None:
 
 
 async def test_remote_forwards_cancelled(sshd: Harness) -> None:
-    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    echo = await asyncio.start_server(echo_stream, "127.0.0.1", 0)
     eport = echo.sockets[0].getsockname()[1]
-    ctl, rport, rsock = sshd.tmp / "ctl", _free_port(), sshd.tmp / "r2.sock"
+    ctl, rport, rsock = sshd.tmp / "ctl", free_port(), sshd.tmp / "r2.sock"
     master = await asyncio.create_subprocess_exec(*sshd.argv("-M", "-N", "-S", str(ctl), f"{USER}@127.0.0.1"),
                                                   stdin=asyncio.subprocess.DEVNULL)
     try:
@@ -539,13 +525,13 @@ async def test_stop_hangs_up_running_sessions(sshd: Harness) -> None:
 
 async def test_jetbrains_counted_through_its_forwarded_channel(sshd: Harness) -> None:
     # A stand-in IDE backend: any process listening with JetBrains' marker in its command line.
-    port = _free_port()
+    port = free_port()
     backend = await asyncio.create_subprocess_exec(
         sys.executable, "-c", ECHO_SERVER, str(port), "-Didea.vendor.name=JetBrains",
         stdout=asyncio.subprocess.PIPE)
     assert backend.stdout is not None
     assert await asyncio.wait_for(backend.stdout.readline(), t(15)) == b"ready\n"
-    lport = _free_port()
+    lport = free_port()
     p = await asyncio.create_subprocess_exec(
         *sshd.argv("-N", "-o", "ExitOnForwardFailure=yes", "-L", f"127.0.0.1:{lport}:127.0.0.1:{port}",
                    f"{USER}@127.0.0.1"), stdin=asyncio.subprocess.DEVNULL)

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -26,7 +25,7 @@ import pytest
 from coder_agent.devserver import DevAgent, DevServer
 from coder_agent.devserver.rpc import record
 
-from ..conftest import apoll, t, unavailable
+from ..conftest import apoll, echo_stream, free_port, t, unavailable
 from .rig import Tunnelled
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -94,20 +93,6 @@ def _gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
-
-
 # -- sessions: terminal, forwards, agent, hang-up ------------------------------------------------------
 
 
@@ -122,9 +107,9 @@ async def test_terminal_forwards_agent_and_hangup_through_the_tunnel(tunnelled: 
     assert got["exit"] == 5, got["output"]
 
     # -L: a listener in the namespace reaching an echo server on the daemon's side...
-    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    echo = await asyncio.start_server(echo_stream, "127.0.0.1", 0)
     eport = echo.sockets[0].getsockname()[1]
-    lport, nsport, rport = 15001, 15002, _free_port()  # the namespace is fresh: its ports are free
+    lport, nsport, rport = 15001, 15002, free_port()  # the namespace is fresh: its ports are free
     ns_echo = await _ns_spawn(rig, sys.executable, str(HELPER), "echo", str(nsport), stdout=asyncio.subprocess.PIPE)
     fwd_log = rig.tmp / "ssh-L.log"
     with fwd_log.open("wb") as log:
