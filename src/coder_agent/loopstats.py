@@ -18,46 +18,15 @@ in-process) reports ``None``.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import math
 import selectors
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVarTuple
+from typing import Any
 
-_Ts = TypeVarTuple("_Ts")
-
-__all__ = ["CountingSelector", "WakeCounter", "coalesce", "new_loop", "wakeups_per_minute"]
+__all__ = ["CountingSelector", "WakeCounter", "new_loop", "wakeups_per_minute"]
 
 WINDOW = 60
-SLACK_FROM = 1.0  # timers due sooner than this keep their exact time (protocol timers, debounces)
-
-
-def coalesce(when: float, now: float) -> float:
-    """The time a timer due at ``when`` fires on the daemon's loop (pure).
-
-    The loop's timer heap is the daemon's one scheduler: every periodic duty (stats, metadata,
-    keep-alives, reinit pings, the port scan's back-off, call timeouts) is a timer on it. A timer
-    due in ``SLACK_FROM`` or more is moved to the next boundary of a coarse grid (0.25 s for
-    delays under 8 s, 1 s beyond: at most 1/4 of a 1 s delay, 1/8 of an 8 s one), so duties due
-    close together fire in one wake-up instead of several — what systemd calls AccuracySec.
-    Shorter timers are left exact.
-    """
-    delay = when - now
-    if delay < SLACK_FROM:
-        return when
-    grid = 0.25 if delay < 8.0 else 1.0
-    return math.ceil(when / grid) * grid
-
-
-class _CoalescingLoop(asyncio.SelectorEventLoop):
-    """The daemon's loop: :func:`coalesce` applied to every timer (``call_later``, ``asyncio.sleep``
-    and ``asyncio.timeout`` all come through ``call_at``)."""
-
-    def call_at(self, when: float, callback: Callable[[*_Ts], object], *args: *_Ts,
-                context: contextvars.Context | None = None) -> asyncio.TimerHandle:
-        return super().call_at(coalesce(when, self.time()), callback, *args, context=context)
 
 
 class WakeCounter:
@@ -121,9 +90,9 @@ _counters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WakeCounter] = w
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
-    """A selector event loop whose wake-ups are counted and whose timers coalesce."""
+    """A selector event loop whose wake-ups are counted."""
     counter = WakeCounter()
-    loop = _CoalescingLoop(CountingSelector(selectors.DefaultSelector(), counter))
+    loop = asyncio.SelectorEventLoop(CountingSelector(selectors.DefaultSelector(), counter))
     _counters[loop] = counter
     return loop
 
