@@ -47,17 +47,21 @@ async def _run(tmp: Path, lines: int, width: int, seconds: float) -> tuple[int, 
     script = (f"python3 -c 'import sys, time\nfor i in range({lines}):\n"
               f"    print(f\"{{i:010d}} {body}\", flush=True)\n    time.sleep({pause!r}) if {pause!r} else None'")
     async with DevServer() as ds:
-        ds.agent.scripts = [{"display_name": "bench", "script": script}]
+        ds.agent.scripts = [{"display_name": "bench", "script": script, "run_on_start": True}]
         settings = load_settings({}, env={
             "CODER_AGENT_URL": ds.url, "CODER_AGENT_TOKEN": ds.agent.token,
             "CODER_AGENT_API_ADDRESS": f"unix:{tmp / 'api.sock'}", "CODER_AGENT_LOG_DIR": str(tmp / "logs"),
             "CODER_AGENT_STATE_DIR": str(tmp / "state"), "CODER_AGENT_PROMETHEUS_ADDRESS": ""})
         daemon = Daemon(settings)
+        pipeline = logs.make_pipeline(settings=daemon.settings, store=daemon.store, client=daemon.client,
+                                      clock=daemon.clock)
+        daemon.log_sink = pipeline
         tasks = []
-        for svc in logs.setup(daemon):
+        for svc in logs.setup(pipeline, settings=daemon.settings, store=daemon.store, routes=daemon.local_api,
+                              status=daemon.status_keys):
             tasks.append(asyncio.create_task(svc.run()))
-        daemon.log_sink.cap.limit = 1 << 50  # type: ignore[attr-defined]
-        session = new_session(daemon)
+        pipeline.cap.limit = 1 << 50
+        session = new_session(daemon.agent_parts())
         t0 = time.perf_counter()
         await session.start()
         while len(ds.agent.logs) < lines:
