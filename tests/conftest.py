@@ -40,13 +40,20 @@ def free_port() -> int:
 
 async def echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """An ``asyncio.start_server`` handler that echoes until EOF."""
-    import contextlib
-
     with contextlib.suppress(ConnectionError):
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
     writer.close()
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (gone, or a zombie nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def poll(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:

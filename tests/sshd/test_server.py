@@ -28,7 +28,7 @@ from coder_agent.childenv import ChildEnv
 from coder_agent.sshd.policy import host_key_seed
 from coder_agent.sshd.server import SshServer
 
-from ..conftest import apoll, echo_stream, free_port, t, unavailable
+from ..conftest import apoll, echo_stream, free_port, process_gone, t, unavailable
 
 USER = getpass.getuser()
 TOKEN = "tok-sshd-test-123"
@@ -129,14 +129,6 @@ async def _until_echoes(connect: Callable[[], Awaitable[tuple[asyncio.StreamRead
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.1)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 # -- exec, environment, exit status --------------------------------------------------------------
@@ -436,10 +428,10 @@ async def test_background_child_signalled_on_disconnect(sshd: Harness) -> None:
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     assert p.stdout is not None
     pid = int(await asyncio.wait_for(p.stdout.readline(), t(15)))
-    assert not _gone(pid)
+    assert not process_gone(pid)
     p.kill()  # the client vanishes: the connection drops without a goodbye
     await p.wait()
-    await apoll(lambda: _gone(pid), 15)
+    await apoll(lambda: process_gone(pid), 15)
     await apoll(lambda: sshd.reporter.disconnects, 10)
     assert sshd.reporter.disconnects[-1][4] == "connection closed"
 
@@ -504,7 +496,7 @@ async def test_detached_server_outlives_its_exec_session(sshd: Harness) -> None:
     try:
         await apoll(lambda: sshd.reporter.disconnects, 10)
         await asyncio.sleep(t(1))  # a grace's worth of time: nothing may come (this one can only fail)
-        assert not _gone(pid)
+        assert not process_gone(pid)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
@@ -519,7 +511,7 @@ async def test_stop_hangs_up_running_sessions(sshd: Harness) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, 0)
     await sshd.server.stop()  # SIGHUP is ignored by the command: SIGKILL after the grace
-    assert _gone(pid)
+    assert process_gone(pid)
     await asyncio.wait_for(p.wait(), t(15))
 
 

@@ -25,7 +25,7 @@ import pytest
 from coder_agent.devserver import DevAgent, DevServer
 from coder_agent.devserver.rpc import record
 
-from ..conftest import apoll, echo_stream, free_port, t, unavailable
+from ..conftest import apoll, echo_stream, free_port, process_gone, t, unavailable
 from .rig import Tunnelled
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -83,14 +83,6 @@ async def _stop(p: asyncio.subprocess.Process) -> None:
     if p.returncode is None:
         p.kill()
     await p.wait()
-
-
-def _gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 # -- sessions: terminal, forwards, agent, hang-up ------------------------------------------------------
@@ -159,12 +151,12 @@ async def test_terminal_forwards_agent_and_hangup_through_the_tunnel(tunnelled: 
     try:
         await apoll(lambda: pidfile.exists() and pidfile.read_text().strip(), 30)
         pid = int(pidfile.read_text())
-        assert not _gone(pid)
+        assert not process_gone(pid)
         await _stop(client)  # SIGKILL: the kernel in the namespace closes the tunnelled TCP connection
-        await apoll(lambda: _gone(pid), 30)
+        await apoll(lambda: process_gone(pid), 30)
     finally:
         await _stop(client)
-        if pid and not _gone(pid):
+        if pid and not process_gone(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
 
