@@ -18,6 +18,7 @@ import contextlib
 import socket
 
 from ..tailnet.tunnel import splice
+from ..tasks import reap
 from .tunnelpeer import ClientPeer
 
 __all__ = ["PortForward"]
@@ -73,11 +74,7 @@ class PortForward:
         """Stop listening; every carried connection is reset."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await reap(*self._tasks)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()

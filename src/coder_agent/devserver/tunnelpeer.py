@@ -40,6 +40,7 @@ from ..tailnet.derpclient import DerpManager, DialOptions
 from ..tailnet.derpmap import DerpMap, rewrite_default_relay
 from ..tailnet.tunnel import TunnelConn, TunnelTcp
 from ..tailnet.wireguard import Device, HandshakeComplete, Result
+from ..tasks import reap
 from . import tailnet as dstailnet
 from .app import DevServer
 
@@ -166,10 +167,7 @@ class ClientPeer:
         await self.tcp.close()
         self._closed = True
         self._timer.cancel()
-        if self._coord_task is not None:
-            self._coord_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._coord_task
+        await reap(self._coord_task)
         await self.derp.close()
         if self._conn is not None:
             with contextlib.suppress(Exception):

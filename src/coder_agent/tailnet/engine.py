@@ -71,6 +71,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..clock import Clock, SystemClock
 from ..log import Collapse, get_logger
+from ..tasks import reap
 from . import disco, keys, packet
 from .coordination import (
     LOST_TIMEOUT,
@@ -514,11 +515,8 @@ class Tailnet:
         # run_on_rpc sends disconnect{}, waits up to disconnect_timeout for the hang-up, returns.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._rpc_done.wait(), self.disconnect_timeout + 2.0)
-        if self._home_task is not None:
-            self._home_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._home_task
-            self._home_task = None
+        await reap(self._home_task)
+        self._home_task = None
         self._timer.cancel()
         self._cancel_lost_timer()
         await self.derp.close()

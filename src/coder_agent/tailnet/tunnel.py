@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..log import Collapse, get_logger
+from ..tasks import reap
 from .deadline import DeadlineTimer
 from .tcp import (
     Connected,
@@ -526,11 +527,7 @@ class TunnelTcp:
             conn.abort()
         self._closed = True
         self._timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await reap(*self._tasks)
 
 
 async def splice(conn: TunnelConn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -561,12 +558,10 @@ async def splice(conn: TunnelConn, reader: asyncio.StreamReader, writer: asyncio
         if isinstance(transport, asyncio.WriteTransport):
             transport.abort()
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        writer.close()
+        try:
+            await reap(*tasks)
+        finally:
+            writer.close()
 
 
 def forward_to(host: str, port: int | Callable[[], int]) -> ConnHandler:
