@@ -32,6 +32,17 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def bare_python_rss_kib() -> int:
+    """RSS of a bare ``python`` (this interpreter) sleeping: the baseline for the daemon's idle RSS."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.5)
+        return rss_kib(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()

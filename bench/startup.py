@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from ._util import DevServerProcess, cpu_seconds, median_time, row, rss_kib
+from ._util import DevServerProcess, bare_python_rss_kib, cpu_seconds, median_time, row, rss_kib
 
 PY = sys.executable
 
@@ -80,11 +80,7 @@ def main() -> None:
             daemon_rss = rss_kib(proc.pid)
             proc.terminate()
             proc.wait(30)
-        sleeper = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"])
-        time.sleep(0.5)
-        base_rss = rss_kib(sleeper.pid)
-        sleeper.kill()
-        sleeper.wait()
+        base_rss = bare_python_rss_kib()
     finally:
         ds.close()
     api_times.sort()
