@@ -43,6 +43,54 @@ def bare_python_rss_kib() -> int:
         sleeper.wait()
 
 
+_FLOOR = """
+import importlib, json, sys, time, warnings
+
+warnings.filterwarnings("ignore", message="Unable to find acceptable character detection dependency")
+
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
+
+wanted = json.loads(sys.stdin.readline())
+for name in wanted["blocked"]:
+    sys.modules.setdefault(name, None)
+shares, failed = {}, []
+for name in wanted["modules"]:
+    if name in sys.modules:
+        continue
+    before = rss()
+    try:
+        importlib.import_module(name)
+    except Exception:
+        failed.append(name)
+        continue
+    top = name.split(".")[0]
+    shares[top] = shares.get(top, 0) + rss() - before
+print(json.dumps({"shares": shares, "failed": failed}), flush=True)
+time.sleep(120)
+"""
+
+
+def library_floor(modules: list[str], blocked: list[str]) -> tuple[int, dict[str, int], list[str]]:
+    """What ``modules`` cost a bare ``python``: a child blocks the names the daemon blocks (so an
+    import of them fails as in the daemon), imports ``modules`` in the given order, then sleeps
+    like the bare baseline. Returns its RSS (KiB, read from /proc as :func:`bare_python_rss_kib`
+    does), the RSS each top-level package added as it was imported (with what it pulled in that was
+    not loaded yet), and the names that would not import on their own."""
+    child = subprocess.Popen([sys.executable, "-c", _FLOOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write(json.dumps({"modules": modules, "blocked": blocked}) + "\n")
+        child.stdin.flush()
+        report = json.loads(child.stdout.readline())
+        return rss_kib(child.pid), report["shares"], report["failed"]
+    finally:
+        child.kill()
+        child.wait()
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()

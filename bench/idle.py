@@ -7,7 +7,10 @@ seconds it measures, over ``--window`` seconds (60 by default):
 
 * CPU time of the daemon as % of one core (goal ≤ 0.2 %);
 * ``wakeups_per_minute`` as the daemon's own loop counts them (``status --json``);
-* RSS against a sleeping bare ``python`` in the same run (goal ≤ 4×);
+* RSS against a sleeping bare ``python`` in the same run (goal ≤ 4×), and both against the libraries
+  alone: a bare ``python`` that imported, in the same order, every module the idle daemon has loaded
+  except its own (read from the daemon's ``sys.modules`` through the tests' ``ModulesDaemon``
+  wrapper), with what each package added;
 * ``coder-agent --version`` against ``python -c pass`` (goal ≤ 2×).
 
 Run: ``python -m bench.idle [--window S] [--settle S] [--quick]``. The machine's load shows in
@@ -26,7 +29,9 @@ from pathlib import Path
 
 import httpx
 
-from ._util import DevServerProcess, bare_python_rss_kib, cpu_seconds, median_time, row, rss_kib
+from tests.conftest import ModulesDaemon
+
+from ._util import DevServerProcess, bare_python_rss_kib, cpu_seconds, library_floor, median_time, row, rss_kib
 
 PY = sys.executable
 
@@ -61,31 +66,26 @@ def main() -> None:
             env.update({"CODER_AGENT_URL": ds.url, "CODER_AGENT_TOKEN": ds.token,
                         "CODER_AGENT_API_ADDRESS": f"unix:{sock}", "CODER_AGENT_LOG_DIR": str(tmp / "logs"),
                         "CODER_AGENT_STATE_DIR": str(tmp / "state"), "CODER_AGENT_DIRECTORY": str(ws)})
-            proc = subprocess.Popen([PY, "-m", "coder_agent", "run"], env=env, stderr=subprocess.DEVNULL)
+            daemon = ModulesDaemon(env, [], tmp).start()
             try:
                 with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://a",
                                   timeout=5) as c:
-                    deadline = time.monotonic() + 60
-                    while True:
-                        try:
-                            if c.get("/api/v0/status").status_code == 200:
-                                break
-                        except httpx.HTTPError:
-                            pass
-                        if time.monotonic() > deadline or proc.poll() is not None:
-                            raise RuntimeError("the daemon did not come up")
-                        time.sleep(0.05)
+                    daemon.wait_ready(60)
                     time.sleep(a.settle)
-                    cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+                    assert daemon.proc is not None
+                    pid = daemon.proc.pid
+                    cpu0, t0 = cpu_seconds(pid), time.monotonic()
                     time.sleep(a.window)
-                    cpu = cpu_seconds(proc.pid) - cpu0
+                    cpu = cpu_seconds(pid) - cpu0
                     elapsed = time.monotonic() - t0
                     st = c.get("/api/v0/status").json()
-                    rss = rss_kib(proc.pid)
+                    rss = rss_kib(pid)
+                    loaded, blocked = daemon.modules(), daemon.blocked_modules()
             finally:
-                proc.terminate()
-                proc.wait(30)
+                daemon.stop()
         base_rss = bare_python_rss_kib()
+        libraries = [m for m in loaded if m.split(".")[0] not in ("coder_agent", "__main__")]
+        floor_rss, shares, failed = library_floor(libraries, blocked)
     finally:
         ds.close()
     wakeups = st.get("wakeups_per_minute")
@@ -96,8 +96,18 @@ def main() -> None:
     print("|---|---|---|---|")
     print(row("`--version` wall time (vs `python -c pass`)", version, base_start, "s"))
     print(row("idle RSS (vs bare `python` sleeping)", rss / 1024, base_rss / 1024, "MiB"))
+    print(row(f"the libraries alone: bare `python` that imported the {len(libraries)} other modules the idle daemon "
+              "has loaded (vs bare `python` sleeping)", floor_rss / 1024, base_rss / 1024, "MiB"))
+    print(row("idle RSS (vs the libraries alone)", rss / 1024, floor_rss / 1024, "MiB"))
     print(f"| idle CPU over {elapsed:.0f} s | {cpu:.3f} s | goal 0.2 % | {cpu / elapsed * 100:.3f} % of one core |")
     print(f"| wake-ups in the last minute (the loop's own count) | {wakeups} | - | - |")
+    print()
+    top = sorted(shares.items(), key=lambda kv: -kv[1])
+    print("What each package added to the libraries alone, imported in the daemon's order (with what it "
+          "pulled in first): " + ", ".join(f"{k} {v / 1024:.1f}" for k, v in top[:12] if v > 0)
+          + f", the rest {sum(v for _, v in top[12:]) / 1024:.1f} MiB.")
+    if failed:
+        print(f"Not importable on their own (left out): {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -187,6 +187,49 @@ class DaemonProcess:
         return self.proc.returncode
 
 
+_MODULES_WRAPPER = """
+import os, runpy, signal, sys
+
+def dump(*_):
+    names = [n if m is not None else "-" + n for n, m in list(sys.modules.items())]
+    tmp = os.environ["DUMP_MODULES"] + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\\n".join(names))
+    os.replace(tmp, os.environ["DUMP_MODULES"])
+
+signal.signal(signal.SIGUSR1, dump)
+sys.argv = ["coder-agent", *sys.argv[1:]]
+runpy.run_module("coder_agent", run_name="__main__", alter_sys=True)
+"""
+
+
+class ModulesDaemon(DaemonProcess):
+    """``coder-agent run`` through a wrapper that writes the names in its ``sys.modules`` (import
+    order) to a file on SIGUSR1: what a running daemon has loaded (test_idle_imports, bench.idle),
+    and the names it blocked (``None`` entries: ``cli/run.py``'s unused optional packages)."""
+
+    def start(self) -> ModulesDaemon:
+        self.dump_path = self.tmp / "modules.txt"
+        self.env["DUMP_MODULES"] = str(self.dump_path)
+        self._err = open(self.stderr_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-c", _MODULES_WRAPPER, "run", *self.args], env=self.env,
+                                     stdout=subprocess.DEVNULL, stderr=self._err, start_new_session=True)
+        return self
+
+    def modules(self) -> list[str]:
+        """The loaded modules' names, in import order."""
+        return [n for n in self._dump() if not n.startswith("-")]
+
+    def blocked_modules(self) -> list[str]:
+        return [n[1:] for n in self._dump() if n.startswith("-")]
+
+    def _dump(self) -> list[str]:
+        self.dump_path.unlink(missing_ok=True)
+        self.signal(signal.SIGUSR1)
+        poll(self.dump_path.exists, 10)
+        return self.dump_path.read_text().split()
+
+
 @pytest.fixture
 def daemon_env(short_tmp: Path) -> Callable[..., dict[str, str]]:
     """Build an environment for a daemon subprocess against ``url`` with ``token``."""

@@ -13,48 +13,14 @@ its ~3.5 MiB.)
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from coder_agent.devserver import DevServer
 
-from .conftest import DaemonProcess, poll
-
-WRAPPER = """
-import os, runpy, signal, sys
-
-def dump(*_):
-    names = sorted(n for n, m in list(sys.modules.items()) if m is not None)
-    tmp = os.environ["DUMP_MODULES"] + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\\n".join(names))
-    os.replace(tmp, os.environ["DUMP_MODULES"])
-
-signal.signal(signal.SIGUSR1, dump)
-sys.argv = ["coder-agent", *sys.argv[1:]]
-runpy.run_module("coder_agent", run_name="__main__", alter_sys=True)
-"""
+from .conftest import ModulesDaemon, poll
 
 TAILNET = ("coder_agent.tailnet.engine", "coder_agent.tailnet.wireguard")
-
-
-class ModulesDaemon(DaemonProcess):
-    def start(self) -> ModulesDaemon:
-        self.dump_path = self.tmp / "modules.txt"
-        self.env["DUMP_MODULES"] = str(self.dump_path)
-        self._err = open(self.stderr_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-c", WRAPPER, "run", *self.args], env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=self._err, start_new_session=True)
-        return self
-
-    def modules(self) -> set[str]:
-        self.dump_path.unlink(missing_ok=True)
-        self.signal(signal.SIGUSR1)
-        poll(self.dump_path.exists, 10)
-        return set(self.dump_path.read_text().split())
 
 
 def _idle_modules(env: dict[str, str], tmp: Path, ready: Any) -> set[str]:
@@ -62,7 +28,7 @@ def _idle_modules(env: dict[str, str], tmp: Path, ready: Any) -> set[str]:
     try:
         d.wait_ready()
         poll(lambda: ready(d.api("GET", "/api/v0/status").json()), 30)
-        return d.modules()
+        return set(d.modules())
     finally:
         d.stop()
 
