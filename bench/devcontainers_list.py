@@ -22,7 +22,6 @@ import contextlib
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -181,4 +180,4 @@ async def _api_and_watch(client: Any, label: dict[str, str], runs: int, first: A
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -6,12 +6,17 @@ For each size N a child process opens N listening sockets (half on 127.0.0.1, ha
 RLIMIT_NOFILE raised). In the same run we time (medians of ``--reps`` runs, each paired with a
 raw read so that load from elsewhere on the host hits both alike):
 
-* raw     — reading /proc/net/tcp and /proc/net/tcp6 into memory, nothing else (the floor);
-* ours    — coder-agent's scan (procfs reader + owner cache + filter/dedupe), warm: what every
-            scan costs while nothing changes;
+* raw     — reading /proc/net/tcp and /proc/net/tcp6 into memory, nothing else (the floor of
+            any procfs reader);
+* ours    — coder-agent's scan through its procfs reader (+ owner cache + filter/dedupe), warm:
+            what every scan costs while nothing changes, where netlink is refused;
 * cold    — the same scan from scratch (every line parsed, one full /proc/<pid>/fd walk): the
             worst case of a change (a change of one socket parses one line and walks until found);
-* psutil  — psutil.net_connections("inet"), unfiltered (what "just use psutil" costs).
+* psutil  — psutil.net_connections("inet"), unfiltered (what "just use psutil" costs);
+* sock_diag — the daemon's own scan (``default_scanner()``: a NETLINK_SOCK_DIAG dump of the
+            listening sockets + the same owner cache + filter/dedupe), warm; it reads no /proc/net
+            table, so it can beat the raw floor. "n/a" where netlink is refused (the daemon then
+            scans as ``ours``).
 
 and print the ratios. The tables hold every socket on the host, not only ours, so the line
 count is printed too.
@@ -74,7 +79,7 @@ def _raw() -> int:
 def main() -> int:
     import psutil
 
-    from coder_agent.ports.scan import OwnerCache, ProcNetReader, Scanner
+    from coder_agent.ports.scan import OwnerCache, ProcNetReader, Scanner, SockDiagReader, default_scanner
     from coder_agent.ports.select import PortSelector
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -88,6 +93,15 @@ def main() -> int:
         scanner = Scanner([ProcNetReader(owners=owners)])
         selector = PortSelector()
         return lambda: selector.select(scanner.scan().listeners)
+
+    def daemons() -> tuple[SockDiagReader, Callable[[], object]]:
+        """The daemon's scan (as ports.service builds it), and its sock_diag reader: while that
+        reader's ``unavailable`` stays empty, every scan went through netlink (a failure is final)."""
+        scanner = default_scanner()
+        reader = scanner.readers[0]
+        assert isinstance(reader, SockDiagReader), f"the daemon's first reader is {reader.name}"
+        selector = PortSelector()
+        return reader, lambda: selector.select(scanner.scan().listeners)
 
     rows = []
     for n in (int(x) for x in args.sizes.split(",")):
@@ -113,16 +127,35 @@ def main() -> int:
             if warm.walks > walks:
                 print(f"note: {warm.walks - walks} /proc walks during the warm runs for N={n} "
                       "(sockets came and went elsewhere on the host)", file=sys.stderr)
-            rows.append((n, lines, len(found), raw, ours, cold, ps, r_ours, r_cold, r_ps))
+            diag_reader, diag_scan = daemons()
+            diag_found = diag_scan()
+            diag: tuple[float, float, float] | None = None
+            if not diag_reader.unavailable:
+                assert isinstance(diag_found, list)
+                if len(diag_found) != len(found):
+                    print(f"note: sock_diag found {len(diag_found)} ports, procfs {len(found)} for N={n} "
+                          "(sockets came and went elsewhere on the host)", file=sys.stderr)
+                walks = diag_reader.owners.walks
+                diag = _paired_ms(diag_scan, _raw, args.reps)
+                if diag_reader.owners.walks > walks:
+                    print(f"note: {diag_reader.owners.walks - walks} /proc walks during the sock_diag runs "
+                          f"for N={n} (sockets came and went elsewhere on the host)", file=sys.stderr)
+            if diag_reader.unavailable:
+                print(f"note: no sock_diag row for N={n}: {diag_reader.unavailable}", file=sys.stderr)
+                diag = None
+            rows.append((n, lines, len(found), raw, ours, cold, ps, r_ours, r_cold, r_ps, diag))
         finally:
             child.kill()
             child.wait()
 
     print(f"{'listeners':>9} {'lines':>6} {'ports':>6} {'raw ms':>8} {'ours ms':>8} {'cold ms':>8} "
-          f"{'psutil ms':>9} {'ours/raw':>8} {'cold/raw':>8} {'psutil/raw':>10} {'psutil/ours':>11}")
-    for n, lines, ports, raw, ours, cold, ps, r_ours, r_cold, r_ps in rows:
-        print(f"{n:>9} {lines:>6} {ports:>6} {raw:>8.2f} {ours:>8.2f} {cold:>8.2f} {ps:>9.2f} "
-              f"{r_ours:>8.2f} {r_cold:>8.2f} {r_ps:>10.2f} {r_ps / r_ours:>11.2f}")
+          f"{'psutil ms':>9} {'sock_diag ms':>12} {'ours/raw':>8} {'cold/raw':>8} {'psutil/raw':>10} "
+          f"{'psutil/ours':>11} {'sock_diag/raw':>13} {'ours/sock_diag':>14}")
+    for n, lines, ports, raw, ours, cold, ps, r_ours, r_cold, r_ps, diag in rows:
+        d_ms, d_raw, d_ours = ((f"{diag[0]:.2f}", f"{diag[2]:.2f}", f"{r_ours / diag[2]:.2f}") if diag
+                               else ("n/a", "n/a", "n/a"))
+        print(f"{n:>9} {lines:>6} {ports:>6} {raw:>8.2f} {ours:>8.2f} {cold:>8.2f} {ps:>9.2f} {d_ms:>12} "
+              f"{r_ours:>8.2f} {r_cold:>8.2f} {r_ps:>10.2f} {r_ps / r_ours:>11.2f} {d_raw:>13} {d_ours:>14}")
     print("ratios are medians of paired runs (each run timed right after a raw read); "
           "'ports' is what the scan reports host-wide after de-duplication")
     return 0

@@ -72,6 +72,16 @@ def _last_run(st: dict[str, Any]) -> str | None:
     return start if isinstance(start, str) else None
 
 
+def _watching(duplicates: int) -> Callable[[dict[str, Any]], bool]:
+    """The reinit watcher is watching again and has ignored at least ``duplicates`` claim events it
+    had already handled."""
+
+    def pred(st: dict[str, Any]) -> bool:
+        return bool(st["reinit"]["state"] == "watching" and st["reinit"]["duplicates"] >= duplicates)
+
+    return pred
+
+
 def _ready(generation: int, use_lifecycle: bool, previous_run: str | None = None) -> Callable[[dict[str, Any]], bool]:
     def pred(st: dict[str, Any]) -> bool:
         if st.get("session_generation") != generation or st.get("phase") != "running":
@@ -128,8 +138,7 @@ def main() -> None:
                                 _wait(c, proc, _ready(n + 2, use_lifecycle, prev))
                                 if i != 0:
                                     reinit.append(time.perf_counter() - t1)
-                                _wait(c, proc, lambda st, k=n: st["reinit"]["state"] == "watching"
-                                      and st["reinit"]["duplicates"] >= k + 1)
+                                _wait(c, proc, _watching(duplicates=n + 1))
                 finally:
                     proc.terminate()
                     proc.wait(30)

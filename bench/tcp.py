@@ -22,7 +22,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "tests" / "tailnet" / "tcp_client.py"
-sys.path.insert(0, str(CLIENT.parent))
 
 
 async def _client(prefix: list[str], *args: object) -> dict[str, Any]:
@@ -35,7 +34,7 @@ async def _client(prefix: list[str], *args: object) -> dict[str, Any]:
 
 
 async def _kernel_server() -> tuple[asyncio.Server, asyncio.Server]:
-    from tunpump import source_bytes
+    from tests.tailnet.tunpump import source_bytes
 
     async def sink(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         h = hashlib.sha256()
@@ -55,9 +54,8 @@ async def _kernel_server() -> tuple[asyncio.Server, asyncio.Server]:
 
 
 async def main(mib: int) -> None:
-    from tunpump import SERVER_IP, SINK, SOURCE, Pump, TunNamespace, missing_tools
-
     from coder_agent.tailnet.tcp import TcpStack
+    from tests.tailnet.tunpump import SERVER_IP, SINK, SOURCE, Pump, TunNamespace, missing_tools
 
     reason = missing_tools()
     if reason:
