@@ -98,6 +98,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def thread_cpu_ns(pid: int) -> dict[int, int]:
+    """CPU time (ns, the scheduler's ``sum_exec_runtime``) of each live thread of ``pid``: finer than
+    :func:`cpu_seconds`' clock ticks (10 ms), which an idle daemon's minute does not even fill."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                out[int(tid)] = int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended between the listing and the read
+    return out
+
+
+def cpu_seconds_between(before: dict[int, int], after: dict[int, int]) -> float | None:
+    """CPU seconds spent between two :func:`thread_cpu_ns` samples, or None when a thread of the
+    first sample ended in between (its last share is lost: use :func:`cpu_seconds` then)."""
+    if not set(before) <= set(after):
+        return None
+    return sum(ns - before.get(tid, 0) for tid, ns in after.items()) / 1e9
+
+
 class DevServerProcess:
     """``python -m coder_agent.devserver`` in a child process."""
 
