@@ -15,6 +15,14 @@ Rules:
   (:mod:`coder_agent.tunnelports`).
 * Sessions are reported to ``reports`` (CONNECT/DISCONNECT, app ``ssh``/``vscode``/
   ``jetbrains``/``unknown``); :meth:`SshService.session_counts` are the server's live counts.
+* The host key follows the latest manifest's names (:func:`~.policy.host_key_seed`): a
+  manifest whose owner, workspace or agent name differs from the key's (a prebuild claimed: the
+  session starts over with the new owner's manifest) changes it for new connections at once,
+  without a restart; live sessions keep the key they were accepted with. The same names again
+  (a reconnect, a daemon restart) give the same key; the gap between sessions (no manifest)
+  keeps the old one. Go sets its key when its agent builds the tailnet, once per agent life, and
+  a claim starts a new agent life: both change the key at a claim and keep it across restarts.
+  (Names changed on a mere reconnect change ours at once, Go's at its next restart.)
 * Status key ``sshd``: ``listening`` and ``port`` (no secrets: the host key is never shown).
 * Stop (drain): sessions hang up and their commands are waited for, bounded.
 """
@@ -42,6 +50,10 @@ if TYPE_CHECKING:
     from .server import SshServer
 
 __all__ = ["SshService", "make_service", "setup"]
+
+
+def _seed(m: Manifest | None) -> bytes:
+    return host_key_seed(m.owner, m.workspace_name, m.agent_name) if m is not None else host_key_seed("", "", "")
 
 
 class _Reporter:
@@ -84,8 +96,13 @@ class SshService:
         manifests.subscribe(self._on_manifest)  # for the daemon's life, as the service
 
     def _on_manifest(self, m: Manifest | None) -> None:
-        if m is not None:
-            self._named.set()
+        if m is None:  # a session starting over: the key stays until its manifest names another
+            return
+        self._named.set()
+        server = self.server
+        if server is not None and server.set_host_key_seed(_seed(m)):
+            self.log.info("ssh host key changed with the workspace's names: new connections get the new key",
+                          workspace=m.workspace_name, agent=m.agent_name)
 
     def _ready_future(self) -> asyncio.Future[int]:
         if self._ready is None:
@@ -99,11 +116,10 @@ class SshService:
         await self._want.wait()
         await self._named.wait()
         m = self.manifests.latest
-        owner, workspace, agent = (m.owner, m.workspace_name, m.agent_name) if m is not None else ("", "", "")
         try:
             mod = await asyncio.to_thread(importlib.import_module, "coder_agent.sshd.server")
             server: SshServer = mod.SshServer(
-                self.command_env, host_key_seed=host_key_seed(owner, workspace, agent),
+                self.command_env, host_key_seed=_seed(m),
                 block_file_transfer=self.block_file_transfer,
                 reporter=_Reporter(self.reports) if self.reports is not None else None,
                 priority=self.priority, process_env=self.process_env, max_timeout=self.max_timeout)
@@ -115,6 +131,7 @@ class SshService:
             self._ready = None  # the restart (service supervisor) tries again
             raise
         self.server = server
+        self._on_manifest(self.manifests.latest)  # one that came while the server was starting
         self.own_ports.add(port)
         if not ready.done():
             ready.set_result(port)
