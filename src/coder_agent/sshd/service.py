@@ -11,8 +11,8 @@ Rules:
   once a manifest gave the host key's names. A daemon without a tailnet (tailnet off, or a
   manifest without a DERP map) never imports it.
 * The listener is on 127.0.0.1, an ephemeral port, added to ``own_ports`` (never a workspace
-  listening port); only loopback connections the tunnel registered are served
-  (:mod:`coder_agent.tunnelports`).
+  listening port: :class:`~coder_agent.tunnelports.LoopbackPort`); only loopback connections the
+  tunnel registered are served (:mod:`coder_agent.tunnelports`).
 * Sessions are reported to ``reports`` (CONNECT/DISCONNECT, app ``ssh``/``vscode``/
   ``jetbrains``/``unknown``); :meth:`SshService.session_counts` are the server's live counts.
 * The host key follows the latest manifest's names (:func:`~.policy.host_key_seed`): a
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..log import get_logger
 from ..service import Health
+from ..tunnelports import LoopbackPort
 from .policy import host_key_seed
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class SshService:
         self.command_env = command_env
         self.priority = priority
         self.manifests = manifests
-        self.own_ports = own_ports
+        self.listener = LoopbackPort(own_ports)
         self.reports = reports
         self.block_file_transfer = block_file_transfer
         self.process_env = process_env
@@ -92,7 +93,6 @@ class SshService:
         self.log = get_logger("sshd")
         self._want = asyncio.Event()  # start the server (the tailnet came up, or first use)
         self._named = asyncio.Event()  # a manifest came: the host key's names are known
-        self._ready: asyncio.Future[int] | None = None
         manifests.subscribe(self._on_manifest)  # for the daemon's life, as the service
 
     def _on_manifest(self, m: Manifest | None) -> None:
@@ -104,13 +104,7 @@ class SshService:
             self.log.info("ssh host key changed with the workspace's names: new connections get the new key",
                           workspace=m.workspace_name, agent=m.agent_name)
 
-    def _ready_future(self) -> asyncio.Future[int]:
-        if self._ready is None:
-            self._ready = asyncio.get_running_loop().create_future()
-        return self._ready
-
     async def run(self) -> None:
-        ready = self._ready_future()
         if not self._want.is_set():
             self.health.set("ok", "idle: starts when the tailnet comes up or on the first connection")
         await self._want.wait()
@@ -125,16 +119,11 @@ class SshService:
                 priority=self.priority, process_env=self.process_env, max_timeout=self.max_timeout)
             port = await server.start()
         except Exception as e:
-            if not ready.done():
-                ready.set_exception(e)
-                ready.exception()  # retrieved here: waiters get it
-            self._ready = None  # the restart (service supervisor) tries again
+            self.listener.failed(e)
             raise
         self.server = server
         self._on_manifest(self.manifests.latest)  # one that came while the server was starting
-        self.own_ports.add(port)
-        if not ready.done():
-            ready.set_result(port)
+        self.listener.listening(port)
         self.health.set("ok", f"listening on 127.0.0.1:{port}")
         try:
             await asyncio.Event().wait()
@@ -147,7 +136,7 @@ class SshService:
     async def _stop(self) -> None:
         server, self.server = self.server, None
         if server is not None:
-            self.own_ports.discard(server.port)
+            self.listener.closed()
             await server.stop()
 
     # -- TunnelService ---------------------------------------------------------------------------
@@ -158,7 +147,7 @@ class SshService:
 
     async def port(self) -> int:
         self._want.set()
-        return await asyncio.shield(self._ready_future())
+        return await self.listener.wait()
 
     def register_peer(self, local_client_port: int, remote: tuple[str, int], local: tuple[str, int]) -> None:
         if self.server is not None:
@@ -174,8 +163,7 @@ class SshService:
         return self.server.session_counts() if self.server is not None else {}
 
     def status(self) -> dict[str, Any]:
-        s = self.server
-        return {"listening": s is not None and s.port > 0, "port": s.port if s is not None else None,
+        return {"listening": self.listener.number > 0, "port": self.listener.number or None,
                 "sessions": self.session_counts(), "block_file_transfer": self.block_file_transfer}
 
 
