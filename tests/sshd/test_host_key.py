@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -33,7 +34,7 @@ from coder_agent.sshd.policy import host_key_seed
 from coder_agent.sshd.service import SshService
 
 from ..agentrpc.test_connections import Splicer
-from ..conftest import DaemonProcess, apoll, poll, t
+from ..conftest import DaemonProcess, apoll, poll, t, unavailable
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -41,6 +42,12 @@ USER = getpass.getuser()
 PING = 0.2
 PREBUILD = ("prebuilds", "prebuilt-7f3a")  # coderd's prebuild owner and generated name
 CLAIMED = ("alice", "my-workspace")  # after the claim: the claimer and the name she chose
+
+
+@pytest.fixture(autouse=True)
+def _openssh() -> None:
+    if not all(shutil.which(tool) for tool in ("ssh", "ssh-keyscan")):
+        unavailable("needs OpenSSH's client (apt-get install openssh-client)")
 
 
 def expected_key(owner: str, workspace: str, agent: str = "main") -> str:
