@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from coder_agent.tunnelports import splice
+from coder_agent.tunnelports import LoopbackPort, splice
 
 from .conftest import t
 
@@ -75,3 +75,23 @@ async def test_splice_raises_when_the_service_is_unreachable() -> None:
     r = asyncio.StreamReader()
     with pytest.raises(OSError):
         await splice(Gone(), r, None, ("a", 1), ("b", 2))  # type: ignore[arg-type]
+
+
+async def test_loopback_port_waiters_own_ports_and_a_failed_start() -> None:
+    own: set[int] = set()
+    lp = LoopbackPort(own)
+    early = asyncio.ensure_future(lp.wait())  # the tunnel's first connection, before the listener
+    await asyncio.sleep(0)
+    lp.failed(OSError("cannot listen"))
+    with pytest.raises(OSError, match="cannot listen"):  # its splice gives up at once
+        await asyncio.wait_for(early, t(5))
+    later = asyncio.ensure_future(lp.wait())  # waits for the next start (the supervisor's restart)
+    await asyncio.sleep(0)
+    assert not later.done()
+    lp.listening(40001)
+    assert await asyncio.wait_for(later, t(5)) == 40001 and await lp.wait() == 40001
+    assert own == {40001} and lp.number == 40001  # one of the daemon's own ports while it listens
+    lp.closed()
+    assert own == set() and lp.number == 0
+    lp.listening(40002)  # started again: the new port
+    assert await lp.wait() == 40002 and own == {40002}

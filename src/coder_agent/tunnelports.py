@@ -11,7 +11,8 @@ tunnel accepts on one of those ports:
    connections registered this way (the SSH server has no authentication);
 3. splices both ways until both sides are done.
 
-:func:`splice` does exactly that for a tunnel connection offered as an asyncio-like stream pair.
+:func:`splice` does exactly that for a tunnel connection offered as an asyncio-like stream pair;
+:class:`LoopbackPort` is the listener's side of step 1, shared by the services.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import asyncio
 import contextlib
 from typing import Protocol
 
-__all__ = ["StreamIn", "StreamOut", "TunnelService", "splice"]
+__all__ = ["LoopbackPort", "StreamIn", "StreamOut", "TunnelService", "splice"]
 
 _CHUNK = 65536
 
@@ -38,6 +39,45 @@ class TunnelService(Protocol):
     def unregister_peer(self, local_client_port: int) -> None:
         """Forget a registration whose loopback connection was never made."""
         ...
+
+
+class LoopbackPort:
+    """A tunnel service's loopback listener as the tunnel sees it. :meth:`wait` (the body of
+    :meth:`TunnelService.port`) waits until the service says :meth:`listening`; from then until
+    :meth:`closed` the port is one of the daemon's own (``own_ports``: never reported as a
+    workspace listening port). A start that :meth:`failed` fails the waiters at once (their
+    splices give up) and the service's next start (the supervisor's restart) serves new ones."""
+
+    def __init__(self, own_ports: set[int]) -> None:
+        self.own_ports = own_ports
+        self.number = 0  # the port while listening, else 0
+        self._ready: asyncio.Future[int] | None = None
+
+    def _future(self) -> asyncio.Future[int]:
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_future()
+        return self._ready
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._future())
+
+    def listening(self, port: int) -> None:
+        self.number = port
+        self.own_ports.add(port)
+        ready = self._future()
+        if ready.done():  # started again: later callers get the new port
+            self._ready = ready = asyncio.get_running_loop().create_future()
+        ready.set_result(port)
+
+    def failed(self, exc: BaseException) -> None:
+        ready, self._ready = self._future(), None
+        if not ready.done():
+            ready.set_exception(exc)
+            ready.exception()  # retrieved here: nobody may be waiting
+
+    def closed(self) -> None:
+        self.own_ports.discard(self.number)
+        self.number = 0
 
 
 class StreamIn(Protocol):

@@ -4,9 +4,9 @@ status and runs it.
 
 Rules:
 
-* The loopback listener (127.0.0.1, an ephemeral port, added to ``own_ports``) starts with the
-  service (the server is light to import); it serves only connections the tunnel registered
-  (:mod:`coder_agent.tunnelports`).
+* The loopback listener (127.0.0.1, an ephemeral port, added to ``own_ports``:
+  :class:`~coder_agent.tunnelports.LoopbackPort`) starts with the service (the server is light to
+  import); it serves only connections the tunnel registered (:mod:`coder_agent.tunnelports`).
 * Sessions idle out after ``settings.reconnecting_pty_timeout``; their directory is the setting's,
   else the manifest's, else ``$HOME``.
 * Every connection is reported to ``reports`` (app ``reconnecting_pty``: CONNECT, DISCONNECT with
@@ -22,6 +22,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ..service import Health
+from ..tunnelports import LoopbackPort
 from .server import RptyServer
 from .session import RptySettings
 
@@ -46,23 +47,16 @@ class RptyService:
     def __init__(self, server: RptyServer, own_ports: set[int]) -> None:
         self.health = Health()
         self.server = server
-        self.own_ports = own_ports
-        self.listening = 0
-        self._ready: asyncio.Future[int] | None = None
+        self.listener = LoopbackPort(own_ports)
         self._stopped = False
 
-    def _ready_future(self) -> asyncio.Future[int]:
-        if self._ready is None:
-            self._ready = asyncio.get_running_loop().create_future()
-        return self._ready
-
     async def run(self) -> None:
-        ready = self._ready_future()
-        port = await self.server.start()
-        self.listening = port
-        self.own_ports.add(port)
-        if not ready.done():
-            ready.set_result(port)
+        try:
+            port = await self.server.start()
+        except Exception as e:
+            self.listener.failed(e)
+            raise
+        self.listener.listening(port)
         self.health.set("ok", f"listening on 127.0.0.1:{port}")
         try:
             await asyncio.Event().wait()
@@ -76,11 +70,11 @@ class RptyService:
         if self._stopped:
             return
         self._stopped = True
-        self.own_ports.discard(self.listening)
+        self.listener.closed()
         await self.server.close()
 
     async def port(self) -> int:
-        return await asyncio.shield(self._ready_future())
+        return await self.listener.wait()
 
     def register_peer(self, local_client_port: int, remote: tuple[str, int], local: tuple[str, int]) -> None:
         self.server.register_peer(local_client_port, remote, local)
@@ -93,7 +87,7 @@ class RptyService:
         return {APP: n} if n else {}
 
     def status(self) -> dict[str, Any]:
-        return {"listening": self.listening > 0 and not self._stopped, "port": self.listening or None,
+        return {"listening": self.listener.number > 0, "port": self.listener.number or None,
                 "connections": self.server.connections, "sessions": len(self.server.sessions)}
 
 

@@ -19,8 +19,13 @@ Rules:
   PTY adds ``TERM``, agent forwarding ``SSH_AUTH_SOCK``.
 * **MOTD**: only for a login shell with a PTY, unless ``~/.hushlogin`` exists; each line ends in
   ``\\r\\n`` (the terminal is raw until the shell sets it up).
-* **Host key seed**: SHA-256 over owner, workspace and agent names: the same workspace agent
-  always presents the same key (clients ignore it; it is never logged).
+* **Host key seed**: SHA-256 over a domain label and the owner's user name, the workspace name and
+  the agent name, NUL-separated: Go's inputs (``agent.SSHKeySeed``, coder/coder PR #17258), the
+  names a client's ``known_hosts`` entry is filed under, not the IDs: a workspace deleted and
+  re-created under the same name keeps its key, and a claimed prebuild (new owner, new name) gets
+  the key of its new names. Go turns its FNV-1a seed into an RSA-2048 key through ``math/rand``;
+  that key is not reproduced (ours is Ed25519), only when it stays and when it changes. The key
+  is never logged nor shown.
 """
 
 from __future__ import annotations

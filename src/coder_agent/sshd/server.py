@@ -10,6 +10,8 @@ Rules:
 
 * No client authentication (Go's ``NoClientAuth``): any user name, no method needed. The host key
   is Ed25519 from :func:`~.policy.host_key_seed` (stable per owner/workspace/agent; never logged).
+  :meth:`SshServer.set_host_key_seed` changes it for connections accepted from then on; live
+  connections keep the key they were accepted with (a re-key must present the same key).
 * Channels: ``session``; ``direct-tcpip`` and ``direct-streamlocal@openssh.com`` (any destination
   the workspace can reach, as Go); global requests ``tcpip-forward`` and
   ``streamlocal-forward@openssh.com`` with their cancels (any bind, as Go); agent forwarding.
@@ -143,6 +145,17 @@ class SshServer:
         self.port = int(self._acceptor.sockets[0].getsockname()[1])
         self.log.info("ssh server listening", port=self.port)
         return self.port
+
+    def set_host_key_seed(self, seed: bytes) -> bool:
+        """Present the key for ``seed`` to connections accepted from now on (asyncssh's
+        ``SSHAcceptor.update``: a connection copies the host keys when it is accepted, so live ones
+        keep theirs). Returns whether the key changed."""
+        if seed == self._seed:
+            return False
+        self._seed = seed
+        if self._acceptor is not None:
+            self._acceptor.update(server_host_keys=[host_key(seed)])
+        return True
 
     async def stop(self) -> None:
         """Close the listener and every connection; wait (bounded) for their commands to end."""

@@ -11,10 +11,18 @@ Rules:
   once a manifest gave the host key's names. A daemon without a tailnet (tailnet off, or a
   manifest without a DERP map) never imports it.
 * The listener is on 127.0.0.1, an ephemeral port, added to ``own_ports`` (never a workspace
-  listening port); only loopback connections the tunnel registered are served
-  (:mod:`coder_agent.tunnelports`).
+  listening port: :class:`~coder_agent.tunnelports.LoopbackPort`); only loopback connections the
+  tunnel registered are served (:mod:`coder_agent.tunnelports`).
 * Sessions are reported to ``reports`` (CONNECT/DISCONNECT, app ``ssh``/``vscode``/
   ``jetbrains``/``unknown``); :meth:`SshService.session_counts` are the server's live counts.
+* The host key follows the latest manifest's names (:func:`~.policy.host_key_seed`): a
+  manifest whose owner, workspace or agent name differs from the key's (a prebuild claimed: the
+  session starts over with the new owner's manifest) changes it for new connections at once,
+  without a restart; live sessions keep the key they were accepted with. The same names again
+  (a reconnect, a daemon restart) give the same key; the gap between sessions (no manifest)
+  keeps the old one. Go sets its key when its agent builds the tailnet, once per agent life, and
+  a claim starts a new agent life: both change the key at a claim and keep it across restarts.
+  (Names changed on a mere reconnect change ours at once, Go's at its next restart.)
 * Status key ``sshd``: ``listening`` and ``port`` (no secrets: the host key is never shown).
 * Stop (drain): sessions hang up and their commands are waited for, bounded.
 """
@@ -28,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..log import get_logger
 from ..service import Health
+from ..tunnelports import LoopbackPort
 from .policy import host_key_seed
 
 if TYPE_CHECKING:
@@ -42,6 +51,10 @@ if TYPE_CHECKING:
     from .server import SshServer
 
 __all__ = ["SshService", "make_service", "setup"]
+
+
+def _seed(m: Manifest | None) -> bytes:
+    return host_key_seed(m.owner, m.workspace_name, m.agent_name) if m is not None else host_key_seed("", "", "")
 
 
 class _Reporter:
@@ -71,7 +84,7 @@ class SshService:
         self.command_env = command_env
         self.priority = priority
         self.manifests = manifests
-        self.own_ports = own_ports
+        self.listener = LoopbackPort(own_ports)
         self.reports = reports
         self.block_file_transfer = block_file_transfer
         self.process_env = process_env
@@ -80,44 +93,37 @@ class SshService:
         self.log = get_logger("sshd")
         self._want = asyncio.Event()  # start the server (the tailnet came up, or first use)
         self._named = asyncio.Event()  # a manifest came: the host key's names are known
-        self._ready: asyncio.Future[int] | None = None
         manifests.subscribe(self._on_manifest)  # for the daemon's life, as the service
 
     def _on_manifest(self, m: Manifest | None) -> None:
-        if m is not None:
-            self._named.set()
-
-    def _ready_future(self) -> asyncio.Future[int]:
-        if self._ready is None:
-            self._ready = asyncio.get_running_loop().create_future()
-        return self._ready
+        if m is None:  # a session starting over: the key stays until its manifest names another
+            return
+        self._named.set()
+        server = self.server
+        if server is not None and server.set_host_key_seed(_seed(m)):
+            self.log.info("ssh host key changed with the workspace's names: new connections get the new key",
+                          workspace=m.workspace_name, agent=m.agent_name)
 
     async def run(self) -> None:
-        ready = self._ready_future()
         if not self._want.is_set():
             self.health.set("ok", "idle: starts when the tailnet comes up or on the first connection")
         await self._want.wait()
         await self._named.wait()
         m = self.manifests.latest
-        owner, workspace, agent = (m.owner, m.workspace_name, m.agent_name) if m is not None else ("", "", "")
         try:
             mod = await asyncio.to_thread(importlib.import_module, "coder_agent.sshd.server")
             server: SshServer = mod.SshServer(
-                self.command_env, host_key_seed=host_key_seed(owner, workspace, agent),
+                self.command_env, host_key_seed=_seed(m),
                 block_file_transfer=self.block_file_transfer,
                 reporter=_Reporter(self.reports) if self.reports is not None else None,
                 priority=self.priority, process_env=self.process_env, max_timeout=self.max_timeout)
             port = await server.start()
         except Exception as e:
-            if not ready.done():
-                ready.set_exception(e)
-                ready.exception()  # retrieved here: waiters get it
-            self._ready = None  # the restart (service supervisor) tries again
+            self.listener.failed(e)
             raise
         self.server = server
-        self.own_ports.add(port)
-        if not ready.done():
-            ready.set_result(port)
+        self._on_manifest(self.manifests.latest)  # one that came while the server was starting
+        self.listener.listening(port)
         self.health.set("ok", f"listening on 127.0.0.1:{port}")
         try:
             await asyncio.Event().wait()
@@ -130,7 +136,7 @@ class SshService:
     async def _stop(self) -> None:
         server, self.server = self.server, None
         if server is not None:
-            self.own_ports.discard(server.port)
+            self.listener.closed()
             await server.stop()
 
     # -- TunnelService ---------------------------------------------------------------------------
@@ -141,7 +147,7 @@ class SshService:
 
     async def port(self) -> int:
         self._want.set()
-        return await asyncio.shield(self._ready_future())
+        return await self.listener.wait()
 
     def register_peer(self, local_client_port: int, remote: tuple[str, int], local: tuple[str, int]) -> None:
         if self.server is not None:
@@ -157,8 +163,7 @@ class SshService:
         return self.server.session_counts() if self.server is not None else {}
 
     def status(self) -> dict[str, Any]:
-        s = self.server
-        return {"listening": s is not None and s.port > 0, "port": s.port if s is not None else None,
+        return {"listening": self.listener.number > 0, "port": self.listener.number or None,
                 "sessions": self.session_counts(), "block_file_transfer": self.block_file_transfer}
 
 
