@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,16 @@ async def test_disk_full_lines_still_reach_coder(devserver: DevServer, scenario,
     held = src["unwritten_bytes"]
     run.alive()
 
-    err = run.daemon.stderr()  # the daemon's own log file is on the full disk too: one notice, no tracebacks
+    def own_log_refused() -> bool:
+        """The daemon's own log file is on the full disk too, but its last page may still have room
+        for a few records (tmpfs allocates whole pages): make it log until a write is refused."""
+        if "coder-agent.log (" in run.daemon.stderr():
+            return True
+        run.daemon.signal(signal.SIGHUP)  # one info record ("retrying ... now"); harmless while connected
+        return False
+
+    await apoll(own_log_refused, timeout=30, interval=0.1)
+    err = run.daemon.stderr()  # one notice, no tracebacks
     assert "Logging error" not in err and err.count("coder-agent.log (") == 1, err[-3000:]
     filler.unlink()  # room again: the tail goes to disk, the local file is complete
     await apoll(lambda: source()["write_error"] is None and source()["unwritten_bytes"] == 0, timeout=20)
