@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from coder_agent.devserver import DevAgent, DevServer
+from coder_agent.tunnelports import TunnelService, splice
 
 FACTOR = float(os.environ.get("CODER_AGENT_TEST_TIMEOUT_FACTOR", "1"))
 
@@ -185,6 +186,33 @@ class DaemonProcess:
                 self.proc.wait()
         self._err.close()
         return self.proc.returncode
+
+
+CLIENT_IP = "fd7a:115c:a1e0:49d6:b259:b7ac:b1b2:48f4"  # the tunnel address coderd's client has
+AGENT_IP = "fd7a:115c:a1e0:4353:89d9:4ca8:9c42:8d2d"
+
+
+class Splicer:
+    """A stand-in for the tunnel's port: each accepted connection is handed to
+    :func:`~coder_agent.tunnelports.splice`, as the tailnet will (client ports 40000, 40001, ...)."""
+
+    def __init__(self, svc: TunnelService, agent_port: int) -> None:
+        self.svc = svc
+        self.agent_port = agent_port
+        self.next_port = 40000
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._splice, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _splice(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client_port, self.next_port = self.next_port, self.next_port + 1
+        await splice(self.svc, reader, writer, (CLIENT_IP, client_port), (AGENT_IP, self.agent_port))
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
 
 
 _MODULES_WRAPPER = """

@@ -33,8 +33,7 @@ from coder_agent.devserver.reinit import hub, mark_prebuild
 from coder_agent.sshd.policy import host_key_seed
 from coder_agent.sshd.service import SshService
 
-from ..agentrpc.test_connections import Splicer
-from ..conftest import DaemonProcess, apoll, poll, t, unavailable
+from ..conftest import DaemonProcess, Splicer, apoll, poll, t, unavailable
 
 pytestmark = pytest.mark.timeout(240)
 
