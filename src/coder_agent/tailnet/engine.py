@@ -63,8 +63,10 @@ the session is active while we have a peer and an IP packet went through the tun
 each probe, while the session is active, one event-loop timer is armed a random 20–26 s ahead;
 when it fires every usable region is probed again and the home chosen with the hysteresis
 (:class:`~.derpmap.LatencyReports`). An idle session leaves no timer armed; the first packet
-after it arms one again (Go waits for some other trigger; an idle engine costs no wake-up either
-way). When the home connection is lost and its redial fails, the regions are probed at once
+after it arms one again (Go restarts it from its next re-STUN trigger, such as a call-me-maybe
+wanting fresh endpoints; an idle engine costs no wake-up either way). Before the first packet
+the session is idle (Go counts idleness from the TUN device's creation, so it may probe for up
+to 45 s after start). When the home connection is lost and its redial fails, the regions are probed at once
 (Go: ``ReSTUN("derp-recv-error")``) and the best reachable one becomes home; the old home wins
 back only by the same hysteresis. As Go's ``NetInfo.BasicallyEqual`` filter, a re-probe that
 keeps the home updates :meth:`Tailnet.status`'s latencies but sends no node update; a new home
