@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from coder_agent.rpc.proto import tailnet_pb2
 from coder_agent.tailnet import derpmap
 from coder_agent.tailnet.derpmap import DerpMap, DerpNode, DerpRegion
@@ -102,3 +104,62 @@ def test_fallback_is_sticky_and_skips_stun_only() -> None:
 
 def test_derp_latency_keys() -> None:
     assert derpmap.derp_latency({999: 0.0123, 2: 1}) == {"2-v4": 1.0, "999-v4": 0.0123}
+
+
+# Go netcheck's TestAddReportHistoryAndSetPreferredDERP cases, in seconds: (after, report) steps,
+# the choice after the last step, and how many reports are kept.
+_HISTORY_CASES = [
+    ("first_reading", [(0, {1: 2, 2: 3})], 1, 1),
+    ("with_two", [(0, {1: 2, 2: 3}), (1, {1: 4, 2: 3})], 1, 2),  # t0's 2 s for region 1 still best
+    ("old_home_gone", [(0, {1: 2, 2: 3}), (1, {1: 4, 2: 3}), (2, {2: 3})], 2, 3),
+    ("old_home_back", [(0, {1: 2, 2: 3}), (1, {1: 4, 2: 3}), (2, {2: 3}), (3, {1: 4, 2: 3})], 1, 4),
+    ("history_ages_out", [(0, {1: 1, 2: 2}), (1, {1: 1, 2: 2}), (600, {3: 3})], 3, 1),
+    ("hysteresis_relative", [(0, {1: 4, 2: 5}), (1, {1: 4, 2: 3})], 1, 2),  # 3 is not below 4 * 2/3
+    ("hysteresis_absolute", [(0, {1: 0.004, 2: 0.005}), (1, {1: 0.004, 2: 0.001})], 1, 2),  # < 10 ms apart
+    ("clearly_better", [(0, {1: 4, 2: 5}), (1, {1: 4, 2: 1})], 2, 2),
+]
+
+
+@pytest.mark.parametrize(("name", "steps", "want", "kept"), _HISTORY_CASES, ids=[c[0] for c in _HISTORY_CASES])
+def test_report_history_and_hysteresis(name: str, steps: list[tuple[float, dict[int, float]]],
+                                       want: int, kept: int) -> None:
+    dm = DerpMap(_regions(1, 2, 3))
+    reports = derpmap.LatencyReports()
+    got = [reports.add(dm, latencies, 1000.0 + after) for after, latencies in steps]
+    assert got[-1] == want and reports.preferred == want
+    assert len(reports.reports) == kept
+
+
+def test_report_history_region_score() -> None:
+    # Go's derp_home_params cases: one report, region 1 scored to 2/3 of its latency.
+    dm = DerpMap(_regions(1, 2), {1: 2 / 3})
+    assert derpmap.LatencyReports().add(dm, {1: 10, 2: 8}, 0.0) == 1  # 8 is not below 10 * 2/3
+    assert derpmap.LatencyReports().add(dm, {1: 10, 2: 6}, 0.0) == 2
+
+
+def test_a_slow_home_moves_only_once_its_fast_reports_age_out() -> None:
+    """The home (1) turns slow: its best recent latency still ranks it first until its fast
+    reports are over 5 min old; then region 2 is clearly better and takes over."""
+    dm = DerpMap(_regions(1, 2))
+    reports = derpmap.LatencyReports()
+    assert reports.add(dm, {1: 0.010, 2: 0.030}, 0.0) == 1
+    for now in range(25, 300, 25):
+        assert reports.add(dm, {1: 0.200, 2: 0.030}, float(now)) == 1
+    assert reports.add(dm, {1: 0.200, 2: 0.030}, 301.0) == 2
+    # Slightly slower home, scaled the same way: kept (the winner must be 10 ms and a third better).
+    reports = derpmap.LatencyReports(max_age=0.0)
+    assert reports.add(dm, {1: 0.020, 2: 0.030}, 0.0) == 1
+    assert reports.add(dm, {1: 0.035, 2: 0.030}, 1.0) == 1
+    assert reports.add(dm, {1: 0.046, 2: 0.030}, 2.0) == 2
+
+
+def test_reprobe_policy_is_gos_cadence() -> None:
+    p = derpmap.ReprobePolicy()
+    assert (p.interval_min, p.interval_max, p.active_timeout, p.report_max_age) == (20.0, 26.0, 45.0, 300.0)
+    assert p.next_probe(100.0, 0.0) == 120.0 and p.next_probe(100.0, 0.5) == 123.0
+    assert 125.9 < p.next_probe(100.0, 0.9999) < 126.0
+    # Active: a peer and a packet within 45 s (Go: idleFor > sessionActiveTimeout → not).
+    assert p.session_active(145.0, 100.0, True)
+    assert not p.session_active(145.1, 100.0, True)
+    assert not p.session_active(101.0, 100.0, False)  # no peer: not worth it
+    assert not p.session_active(101.0, None, True)  # no packet yet

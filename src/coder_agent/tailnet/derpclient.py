@@ -34,6 +34,14 @@ The protocol is :mod:`.derp` (sans-I/O); the map and choices are :mod:`.derpmap`
 * Packets are datagrams: :meth:`RegionConnection.send` never blocks; while a region is
   (re)connecting up to 32 packets wait (Go's ``bufferedDerpWritesBeforeDrop``), beyond that, or
   when the socket's send buffer is over 4 MiB, packets are dropped and counted.
+* :meth:`DerpManager.update_home` probes every usable region (``/derp/latency-check``), adds the
+  result to the report history (:class:`~.derpmap.LatencyReports`: Go's 5 min "best recent"
+  latencies and the hysteresis that keeps the previous home) and moves home if it chose another
+  region. When the home region's connection is lost and the redial fails (or a newly chosen home
+  cannot be dialled), ``on_home_unreachable(region_id)`` is called once (again only after the
+  home connected again or changed), so the owner can probe at once — Go re-runs netcheck on a
+  DERP receive error (``ReSTUN("derp-recv-error")``); there the dead region does not answer, so
+  the best reachable one wins.
 * :class:`DerpManager` keeps the home connection and opens others on demand for peers whose
   home region differs; those are closed once a 60 s check finds no traffic since the previous
   check (so 60–120 s after the last packet; Go's ``derpInactiveCleanupTime`` is 60 s). The check
@@ -86,6 +94,7 @@ MAX_ERROR_BODY: Final = 4096
 
 PacketHandler = Callable[[int, bytes, bytes], None]  # (region id, source key, payload)
 PeerGoneHandler = Callable[[int, bytes, int], None]  # (region id, peer key, reason)
+RegionHandler = Callable[[int], None]  # (region id)
 
 
 @dataclass(frozen=True)
@@ -422,8 +431,11 @@ class RegionConnection:
     def __init__(self, region_id: int, get_region: Callable[[], DerpRegion | None], private_key: bytes,
                  opts: DialOptions, on_packet: PacketHandler, *, on_peer_gone: PeerGoneHandler | None = None,
                  preferred: bool = False, clock: Clock | None = None, policy: RetryPolicy = CONNECT,
-                 read_timeout: float = READ_IDLE_TIMEOUT) -> None:
+                 read_timeout: float = READ_IDLE_TIMEOUT, on_dial_failed: RegionHandler | None = None) -> None:
+        """``on_dial_failed(region_id)`` after every failed dial (not after the loss of an
+        established connection: that is followed by a redial, which may fail)."""
         self.region_id = region_id
+        self._on_dial_failed = on_dial_failed
         self.read_timeout = read_timeout
         self._get_region = get_region
         self._private = private_key
@@ -560,6 +572,8 @@ class RegionConnection:
             if self._restart is not None:
                 return  # "DERP server restarting" already said why the connection ends
         self._collapse.error("DERP connection failed; retrying", text, error=text, url=self.url)
+        if was != "connected" and self._on_dial_failed is not None:
+            self._on_dial_failed(self.region_id)
 
     async def _session(self, node: DerpNode) -> None:
         proto = derp.ClientProtocol(self._private)
@@ -680,15 +694,18 @@ class DerpManager:
     """The home DERP connection plus one per other region in use.
 
     ``on_packet(region_id, src_key, payload)`` is called for every received packet (in the event
-    loop, must not block). Call :meth:`set_map` whenever the DERP map changes (already rewritten
-    with :func:`~.derpmap.rewrite_default_relay`), then :meth:`update_home` (probe + choose) or
-    :meth:`set_home`.
+    loop, must not block); ``on_home_unreachable(region_id)`` when the home region cannot be
+    dialled (see the module rules). Call :meth:`set_map` whenever the DERP map changes (already
+    rewritten with :func:`~.derpmap.rewrite_default_relay`), then :meth:`update_home` (probe +
+    choose) or :meth:`set_home`.
     """
 
     def __init__(self, private_key: bytes, opts: DialOptions, on_packet: PacketHandler, *,
                  on_peer_gone: PeerGoneHandler | None = None, clock: Clock | None = None,
                  seed: int | None = None, policy: RetryPolicy = CONNECT,
-                 idle_timeout: float = IDLE_REGION_TIMEOUT, read_timeout: float = READ_IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = IDLE_REGION_TIMEOUT, read_timeout: float = READ_IDLE_TIMEOUT,
+                 report_max_age: float = derpmap.REPORT_MAX_AGE,
+                 on_home_unreachable: RegionHandler | None = None) -> None:
         self._private = private_key
         self.opts = opts
         self._on_packet = on_packet
@@ -701,6 +718,9 @@ class DerpManager:
         self.derp_map = DerpMap()
         self.home = 0
         self.latencies: dict[int, float] = {}
+        self.reports = derpmap.LatencyReports(report_max_age)
+        self.on_home_unreachable = on_home_unreachable
+        self._unreachable_reported: tuple[int, int] | None = None  # (home, its connections) when said
         self.regions: dict[int, RegionConnection] = {}
         self._idle: dict[int, asyncio.TimerHandle] = {}
         self.log = get_logger("derp")
@@ -716,6 +736,7 @@ class DerpManager:
         if region_id == self.home:
             return
         old, self.home = self.home, region_id
+        self._unreachable_reported = None
         if old in self.regions:
             self.regions[old].set_preferred(False)
             self._schedule_idle(old)
@@ -725,9 +746,10 @@ class DerpManager:
         self.log.info("DERP home region", region=region_id, previous=old)
 
     async def update_home(self) -> int:
-        """Probe every usable region's latency, choose the home (Go's rules), connect to it."""
+        """Probe every usable region's latency, choose the home (Go's rules, with the report
+        history), connect to it."""
         self.latencies = await self.probe()
-        home = derpmap.choose_home(self.derp_map, self.latencies, self.home) or \
+        home = self.reports.add(self.derp_map, self.latencies, self.clock.monotonic()) or \
             derpmap.fallback_region(self.derp_map, self.home, self.seed)
         self.set_home(home)
         return home
@@ -781,10 +803,20 @@ class DerpManager:
             conn = RegionConnection(rid, lambda: self.derp_map.regions.get(rid), self._private, self.opts,
                                     self._on_packet, on_peer_gone=self._on_peer_gone,
                                     preferred=rid == self.home, clock=self.clock, policy=self.policy,
-                                    read_timeout=self.read_timeout)
+                                    read_timeout=self.read_timeout, on_dial_failed=self._dial_failed)
             self.regions[rid] = conn
             conn.start()
         return conn
+
+    def _dial_failed(self, rid: int) -> None:
+        conn = self.regions.get(rid)
+        if rid != self.home or conn is None or self.on_home_unreachable is None:
+            return
+        mark = (rid, conn.connections)  # once per home and per connection it lost
+        if mark == self._unreachable_reported:
+            return
+        self._unreachable_reported = mark
+        self.on_home_unreachable(rid)
 
     def _drop(self, rid: int) -> None:
         conn = self.regions.pop(rid, None)

@@ -17,11 +17,20 @@ Rules (coder-tailnet.md §4; coder/coder ``tailnet/derp.go``; coder/tailscale
   ``host_name``. (Go sends ``host_name`` as SNI and checks the certificate against ``cert_name``
   when set; Python's ssl uses one name for both, so a set ``cert_name`` is used for both. coderd
   never sets it.) A region's node is its first non-STUN-only node.
-* Home region (:func:`choose_home`): latency × ``home_params.region_score`` (when > 0); regions
-  marked ``avoid``, STUN-only regions and regions not in the map are skipped; the lowest wins, but
-  the current home is kept while it still answers and the winner is less than 10 ms or a third
-  better. Nothing measured → :func:`fallback_region`: the current home if it is still a DERP
-  region, else a pseudo-random DERP region drawn from a per-process seed (sticky).
+* Home region (:func:`choose_home`, Go ``netcheck.addReportHistoryAndSetPreferredDERP``): latency
+  × ``home_params.region_score`` (when > 0); regions marked ``avoid``, STUN-only regions, regions
+  not in the map and regions that did not answer this probe are skipped. Among the rest the lowest
+  *best recent* latency wins (each region's minimum over the reports of the last 5 min,
+  :class:`LatencyReports`), but the previous choice is kept while it answered this probe and the
+  winner's best recent latency is less than 10 ms below the previous home's current one, or more
+  than two thirds of it (Go ``preferredDERPAbsoluteDiff`` and the ``/3*2`` rule). Nothing measured
+  → :func:`fallback_region`: the current home if it is still a DERP region, else a pseudo-random
+  DERP region drawn from a per-process seed (sticky).
+* Re-probing (:class:`ReprobePolicy`, Go ``magicsock.updateEndpoints`` /
+  ``shouldDoPeriodicReSTUNLocked``): after each probe the next one is due a uniformly random 20–26 s
+  later, but only while the session is active — there is a peer and an IP packet went through the
+  tunnel within the last 45 s (``sessionActiveTimeout``); otherwise nothing is scheduled until
+  traffic resumes.
 * ``derp_latency`` keys are ``"<regionID>-v4"``, values in seconds (coderd ``Atoi``s the part
   before ``-``: any other shape makes its agent API fail).
 """
@@ -41,6 +50,8 @@ __all__ = [
     "DerpMap",
     "DerpNode",
     "DerpRegion",
+    "LatencyReports",
+    "ReprobePolicy",
     "choose_home",
     "derp_latency",
     "dial_target",
@@ -52,6 +63,13 @@ __all__ = [
 
 # netcheck: a new home must beat the current one by this much (and by a third) to replace it.
 PREFERRED_ABSOLUTE_DIFF: Final = 0.010
+# netcheck addReportHistoryAndSetPreferredDERP: reports kept for the "best recent" latency.
+REPORT_MAX_AGE: Final = 300.0
+# magicsock updateEndpoints: tstime.RandomDurationBetween(20*time.Second, 26*time.Second).
+REPROBE_MIN: Final = 20.0
+REPROBE_MAX: Final = 26.0
+# magicsock sessionActiveTimeout: idle longer than this, no periodic re-STUN (netcheck).
+SESSION_ACTIVE_TIMEOUT: Final = 45.0
 
 
 @dataclass(frozen=True)
@@ -195,23 +213,74 @@ def dial_target(node: DerpNode) -> DialTarget:
                       insecure=node.insecure_for_tests)
 
 
-def choose_home(derp_map: DerpMap, latencies: Mapping[int, float], current: int = 0) -> int:
-    """The home region from measured latencies (seconds), or 0 when none qualifies."""
-    scored: dict[int, float] = {}
+def choose_home(derp_map: DerpMap, latencies: Mapping[int, float], current: int = 0,
+                best_recent: Mapping[int, float] | None = None) -> int:
+    """The home region from this probe's latencies (seconds), or 0 when none qualifies.
+
+    ``current`` is the previous choice (kept unless the winner is clearly better);
+    ``best_recent`` each region's lowest latency over recent probes (this one included; by
+    default this probe alone), which ranks the candidates as Go does."""
+    cur: dict[int, float] = {}
+    recent: dict[int, float] = {}
     for rid, d in latencies.items():
         region = derp_map.regions.get(rid)
         if region is None or region.avoid or not region.has_derp:
             continue
         score = derp_map.region_score.get(rid, 0.0)
-        scored[rid] = d * score if score > 0 else d
-    if not scored:
+        scale = score if score > 0 else 1.0
+        best = d if best_recent is None else min(d, best_recent.get(rid, d))
+        cur[rid] = d * scale
+        recent[rid] = best * scale
+    if not cur:
         return 0
-    best = min(scored, key=lambda rid: (scored[rid], rid))
-    if current and current != best and current in scored:
-        old, new = scored[current], scored[best]
+    best = min(recent, key=lambda rid: (recent[rid], rid))
+    if current and current != best and current in cur:
+        old, new = cur[current], recent[best]
         if old - new < PREFERRED_ABSOLUTE_DIFF or new > old / 3 * 2:
             return current
     return best
+
+
+@dataclass
+class LatencyReports:
+    """Go netcheck's report history (``Client.prev``/``Client.last``): each probe is added with
+    the time it finished (the caller's monotonic clock; nothing here reads a clock) and the
+    home region is chosen from it with :func:`choose_home`."""
+
+    max_age: float = REPORT_MAX_AGE
+    reports: list[tuple[float, dict[int, float]]] = field(default_factory=list)
+    preferred: int = 0
+    """The previous report's choice (0: none), which the hysteresis keeps."""
+
+    def add(self, derp_map: DerpMap, latencies: Mapping[int, float], now: float) -> int:
+        """Record one probe; return the home region it chooses (0 when none answered)."""
+        self.reports = [(at, r) for at, r in self.reports if now - at <= self.max_age]
+        self.reports.append((now, dict(latencies)))
+        best_recent: dict[int, float] = {}
+        for _, report in self.reports:
+            for rid, d in report.items():
+                if rid not in best_recent or d < best_recent[rid]:
+                    best_recent[rid] = d
+        self.preferred = choose_home(derp_map, latencies, self.preferred, best_recent)
+        return self.preferred
+
+
+@dataclass(frozen=True)
+class ReprobePolicy:
+    """When the DERP latency is probed again (Go's periodic re-STUN); shorten only in tests."""
+
+    interval_min: float = REPROBE_MIN
+    interval_max: float = REPROBE_MAX
+    active_timeout: float = SESSION_ACTIVE_TIMEOUT
+    report_max_age: float = REPORT_MAX_AGE
+
+    def session_active(self, now: float, last_activity: float | None, has_peers: bool) -> bool:
+        """Go ``shouldDoPeriodicReSTUNLocked``: a peer, and a packet within ``active_timeout``."""
+        return has_peers and last_activity is not None and now - last_activity <= self.active_timeout
+
+    def next_probe(self, now: float, u: float) -> float:
+        """When the next probe is due, for a uniform random ``u`` in [0, 1)."""
+        return now + self.interval_min + u * (self.interval_max - self.interval_min)
 
 
 def fallback_region(derp_map: DerpMap, current: int, seed: int) -> int:

@@ -8,8 +8,9 @@ One :class:`Tailnet` per agent (coder-tailnet.md §1–§6). It owns:
   exactly at :meth:`Device.next_deadline` after every call into the device (an idle device
   arms nothing: no periodic wake-ups);
 * a :class:`~.derpclient.DerpManager` whose home region is chosen from latency probes
-  (``/derp/latency-check``, ``region_score``, ``avoid``, Go's fallback) when the engine starts
-  and whenever the DERP map changes;
+  (``/derp/latency-check``, ``region_score``, ``avoid``, Go's 5 min report history and
+  hysteresis, Go's fallback) when the engine starts, whenever the DERP map changes, periodically
+  while the tunnel is in use, and at once when the home region is unreachable (see "Re-probing");
 * a :class:`~.coordination.CoordinationController` for the life of the agent id: our node is
   published with ``preferred_derp`` = the home region, ``derp_latency``, the two addresses and
   no endpoints (DERP only; ``disable_direct_connections`` changes nothing because we never
@@ -55,8 +56,22 @@ tunnel, and ``coder_agent_tailnet_handshakes_total``). One log line per state ch
 peer added/removed/lost, a peer's first handshake, handshake failures, down), never per packet;
 keys never logged.
 
-Not done here: no periodic re-probe of DERP latency (Go's netcheck re-runs every ~20-26 s); the
-home region and ``derp_latency`` are measured at start and on every DERP map change.
+Re-probing (Go's periodic re-STUN, ``magicsock.updateEndpoints``/``shouldDoPeriodicReSTUNLocked``):
+the session is active while we have a peer and an IP packet went through the tunnel either way
+(decrypted and delivered, or sent with :meth:`Tailnet.send_ip` — what Go's TUN wrapper counts for
+``IdleDuration``; WireGuard keepalives and handshakes do not count) within the last 45 s. After
+each probe, while the session is active, one event-loop timer is armed a random 20–26 s ahead;
+when it fires every usable region is probed again and the home chosen with the hysteresis
+(:class:`~.derpmap.LatencyReports`). An idle session leaves no timer armed; the first packet
+after it arms one again (Go restarts it from its next re-STUN trigger, such as a call-me-maybe
+wanting fresh endpoints; an idle engine costs no wake-up either way). Before the first packet
+the session is idle (Go counts idleness from the TUN device's creation, so it may probe for up
+to 45 s after start). When the home connection is lost and its redial fails, the regions are probed at once
+(Go: ``ReSTUN("derp-recv-error")``) and the best reachable one becomes home; the old home wins
+back only by the same hysteresis. As Go's ``NetInfo.BasicallyEqual`` filter, a re-probe that
+keeps the home updates :meth:`Tailnet.status`'s latencies but sends no node update; a new home
+publishes ``preferred_derp`` and ``derp_latency`` together (the start and DERP map changes
+always publish both).
 """
 
 from __future__ import annotations
@@ -64,6 +79,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -85,7 +101,7 @@ from .coordination import (
 )
 from .deadline import DeadlineTimer
 from .derpclient import DerpManager, DialOptions
-from .derpmap import DerpMap, rewrite_default_relay
+from .derpmap import DerpMap, ReprobePolicy, rewrite_default_relay
 from .wireguard import Device, HandshakeComplete, HandshakeFailed, Result, Timers
 
 if TYPE_CHECKING:
@@ -182,11 +198,12 @@ class Tailnet:
     def __init__(self, *, agent_id: uuid.UUID, derp_map: DerpMap, coder_url: str, dial: DialOptions,
                  flags: Flags | None = None, clock: Clock | None = None, registry: CollectorRegistry | None = None,
                  log: Any = None, timers: Timers | None = None, disconnect_timeout: float = DISCONNECT_TIMEOUT,
-                 lost_timeout: float = LOST_TIMEOUT) -> None:
+                 lost_timeout: float = LOST_TIMEOUT, reprobe: ReprobePolicy | None = None) -> None:
         """``derp_map`` as the manifest carries it (embedded-relay regions are rewritten to
         ``coder_url`` here, as are later maps); ``dial`` the TLS/header/proxy settings of every
-        coderd request (``DialOptions.from_settings``); ``timers`` the WireGuard timers
-        (shorten only in tests); ``lost_timeout`` overrides the controller's 15 min."""
+        coderd request (``DialOptions.from_settings``); ``timers`` the WireGuard timers and
+        ``reprobe`` the DERP re-probe cadence (Go's by default; shorten only in tests);
+        ``lost_timeout`` overrides the controller's 15 min."""
         self.clock = clock or SystemClock()
         self.coder_url = coder_url
         self.flags = flags or Flags()
@@ -194,6 +211,8 @@ class Tailnet:
         self.timers = timers
         self.disconnect_timeout = disconnect_timeout
         self.lost_timeout = lost_timeout
+        self.reprobe = reprobe or ReprobePolicy()
+        self._rand = random.Random()  # noqa: S311 - spreads probe times, not a secret
         self.on_ip_packet: IpPacketHandler | None = None
         """Where decrypted packets that are not our own TSMP/ICMPv6 go (part 2: TCP)."""
         self.dropped_no_handler = 0
@@ -207,6 +226,9 @@ class Tailnet:
         self._rpc_done.set()
         self._home_task: asyncio.Task[None] | None = None
         self._timer = DeadlineTimer(self._fire, self.clock.monotonic)  # the device's timers
+        self._reprobe_timer = DeadlineTimer(self._reprobe_fire, self.clock.monotonic)
+        self._probing: asyncio.Task[None] | None = None  # the home task until its probe is done
+        self._publish_latency = False  # the next probe publishes derp_latency even if home stays
         self._lost_timer: asyncio.TimerHandle | None = None
         self._coordinating = False
         self._started = False
@@ -231,7 +253,10 @@ class Tailnet:
         self.controller: CoordinationController = _Controller(
             node_id=keys.node_id(agent_id), node_key=self._node.public, disco_key=self._disco.public,
             addresses=cidrs, lost_timeout=self.lost_timeout)
-        self.derp = DerpManager(self._node.private, self._dial, self._on_derp, clock=self.clock)
+        self.derp = DerpManager(self._node.private, self._dial, self._on_derp, clock=self.clock,
+                                report_max_age=self.reprobe.report_max_age,
+                                on_home_unreachable=self._home_unreachable)
+        self._last_activity: float | None = None  # clock.monotonic() of the last IP packet either way
         self.derp.set_map(rewrite_default_relay(self._raw_map, self.coder_url))
         self._peers: dict[uuid.UUID, _Peer] = {}
         self._by_key: dict[bytes, _Peer] = {}
@@ -243,14 +268,15 @@ class Tailnet:
         if self._started or self._closed:
             return
         self._started = True
-        self._rehome()
+        self._rehome(publish_latency=True)
         self.log.info("tailnet starting", address=str(self.addresses[0]), coder_address=str(self.addresses[1]),
                       regions=self.derp.derp_map.derp_region_ids())
 
-    def _rehome(self) -> None:
+    def _rehome(self, *, publish_latency: bool = False) -> None:
+        self._publish_latency = self._publish_latency or publish_latency
         if self._home_task is not None and not self._home_task.done():
             self._home_task.cancel()
-        self._home_task = asyncio.get_running_loop().create_task(self._choose_home())
+        self._home_task = self._probing = asyncio.get_running_loop().create_task(self._choose_home())
 
     async def _choose_home(self) -> None:
         try:
@@ -261,8 +287,19 @@ class Tailnet:
             self.log.error("choosing the DERP home region failed", error=str(e) or type(e).__name__)
 
     async def _choose_home_once(self) -> None:
-        home = await self.derp.update_home()
-        self.controller.set_derp_latency(self.derp.latencies)
+        self._reprobe_timer.cancel()
+        try:
+            old = self.derp.home
+            home = await self.derp.update_home()
+        finally:
+            if self._probing is asyncio.current_task():
+                self._probing = None
+        if self._publish_latency or home != old:
+            self._publish_latency = False
+            self.controller.set_derp_latency(self.derp.latencies)
+        now = self.clock.monotonic()
+        if self.reprobe.session_active(now, self._last_activity, bool(self._peers)):
+            self._arm_reprobe(now)
         if not home:
             self.log.warning("tailnet has no DERP region to use; peers cannot reach the agent")
             return
@@ -324,7 +361,7 @@ class Tailnet:
         self.derp.set_map(rewrite_default_relay(derp_map, self.coder_url))
         self.log.info("DERP map updated", regions=self.derp.derp_map.derp_region_ids())
         if self._started:
-            self._rehome()
+            self._rehome(publish_latency=True)
 
     # ---- coordination events ------------------------------------------------------------------
 
@@ -389,7 +426,9 @@ class Tailnet:
         if self._metrics is not None:
             self._metrics.packets_out.inc()
             self._metrics.bytes_out.inc(len(ip_packet))
-        self._apply(self.device.send(ip_packet, self.clock.monotonic()))
+        now = self.clock.monotonic()
+        self._note_activity(now)
+        self._apply(self.device.send(ip_packet, now))
 
     def _apply(self, r: Result) -> None:
         for key, datagram in r.to_send:
@@ -402,6 +441,8 @@ class Tailnet:
                 peer = self._by_key.get(ev.peer)
                 self.log.warning("tailnet handshake got no answer; queued packets dropped",
                                  peer=str(peer.peer_id) if peer is not None else None)
+        if r.packets_in:
+            self._note_activity(self.clock.monotonic())
         for p in r.packets_in:
             if self._metrics is not None:
                 self._metrics.packets_in.inc()
@@ -454,6 +495,38 @@ class Tailnet:
     def _fire(self) -> None:
         if not self._down:
             self._apply(self.device.tick(self.clock.monotonic()))
+
+    @property
+    def reprobe_deadline(self) -> float | None:
+        """When DERP latency is probed next (``clock.monotonic()`` time), None when nothing is armed."""
+        return self._reprobe_timer.deadline
+
+    @property
+    def probing(self) -> bool:
+        """Whether a DERP latency probe is running now."""
+        return self._probing is not None
+
+    def _note_activity(self, now: float) -> None:
+        """An IP packet went through the tunnel: the session is active; re-arm the re-probe
+        timer if an idle session had let it lapse."""
+        self._last_activity = now
+        if (self._reprobe_timer.deadline is None and self._probing is None and self._started and not self._down
+                and self._peers):
+            self._arm_reprobe(now)
+
+    def _arm_reprobe(self, now: float) -> None:
+        if not self._down:
+            self._reprobe_timer.arm(self.reprobe.next_probe(now, self._rand.random()))
+
+    def _reprobe_fire(self) -> None:
+        if not self._down:
+            self._rehome()
+
+    def _home_unreachable(self, region_id: int) -> None:
+        if self._down or not self._started:
+            return
+        self.log.warning("DERP home region unreachable; probing every region", region=region_id)
+        self._rehome()
 
     def _arm_lost_timer(self) -> None:
         """Between RPC connections, run the lost-peer removals ourselves."""
@@ -517,7 +590,9 @@ class Tailnet:
             await asyncio.wait_for(self._rpc_done.wait(), self.disconnect_timeout + 2.0)
         await reap(self._home_task)
         self._home_task = None
+        self._probing = None
         self._timer.cancel()
+        self._reprobe_timer.cancel()
         self._cancel_lost_timer()
         await self.derp.close()
         for peer in list(self._peers.values()):
