@@ -39,13 +39,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    """Copy ``src`` to ``dst`` until EOF (or a reset), then close ``dst``."""
+    with contextlib.suppress(ConnectionError):
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    dst.close()
+
+
 async def echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """An ``asyncio.start_server`` handler that echoes until EOF."""
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
+    await pipe(reader, writer)
 
 
 def process_gone(pid: int) -> bool:

@@ -28,7 +28,7 @@ from coder_agent.childenv import ChildEnv
 from coder_agent.sshd.policy import host_key_seed
 from coder_agent.sshd.server import SshServer
 
-from ..conftest import apoll, echo_stream, free_port, process_gone, t, unavailable
+from ..conftest import apoll, echo_stream, free_port, pipe, process_gone, t, unavailable
 
 USER = getpass.getuser()
 TOKEN = "tok-sshd-test-123"
@@ -446,13 +446,6 @@ async def test_reports_and_counts_by_session_type(sshd: Harness) -> None:
         up_r, up_w = await asyncio.open_connection("127.0.0.1", sshd.port)
         sshd.server.register_peer(up_w.get_extra_info("sockname")[1], ("fd7a:115c:a1e0::7", 40000),
                                   ("fd7a:115c:a1e0::1", 1))
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError):
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            w.close()
 
         await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
 
